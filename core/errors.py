@@ -1,0 +1,46 @@
+"""One error hierarchy for the whole product.
+
+The server maps these classes to gRPC status codes in one place
+(``alscout.server.status``); the CLI turns them into one-line messages.
+Messages say what was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlscoutError",
+    "InvalidInputError",
+    "DataError",
+    "ModelError",
+    "ConfigError",
+    "BackendUnavailableError",
+    "CapacityError",
+]
+
+
+class AlscoutError(Exception):
+    """Base class of every error alscout raises on purpose."""
+
+
+class InvalidInputError(AlscoutError, ValueError):
+    """An argument or a frame is malformed: wrong rank, NaN, out of range, ..."""
+
+
+class DataError(AlscoutError, ValueError):
+    """A dataset or annotation file is missing, unreadable or inconsistent."""
+
+
+class ModelError(AlscoutError):
+    """A model file is corrupt or does not follow the model contract (SPEC §4)."""
+
+
+class ConfigError(AlscoutError, ValueError):
+    """A configuration value is missing or out of range."""
+
+
+class BackendUnavailableError(AlscoutError):
+    """An inference backend's packages or hardware are not present on this machine."""
+
+
+class CapacityError(AlscoutError):
+    """A queue, quota or budget is full; the caller may retry later."""

@@ -1,0 +1,1 @@
+"""Export the trained detector to ONNX and TensorRT."""

@@ -1,0 +1,1 @@
+"""Scoring on the vehicle: kernels, temporal selection, backends; no PyTorch."""

@@ -1,0 +1,1 @@
+"""The gRPC scoring service on the vehicle; no PyTorch."""

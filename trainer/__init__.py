@@ -1,0 +1,1 @@
+"""Training, evaluation and active-learning cycles (PyTorch)."""
