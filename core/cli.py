@@ -20,10 +20,7 @@ from alscout.errors import AlscoutError
 log = logging.getLogger(__name__)
 
 #: command name -> (module with ``configure`` and ``run``, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "score": ("alscout.runtime.cli_score", "score score maps saved as .npy and select frames"),
-}
-
+COMMANDS: dict[str, tuple[str, str]] = {}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,1 @@
+"""Datasets: one annotation model, readers and writers for public formats, augmentation."""
