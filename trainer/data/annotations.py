@@ -7,11 +7,14 @@ frame number; a still image by its file alone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-__all__ = ["Box", "ImageRecord", "Dataset"]
+from alscout.errors import DataError
+
+__all__ = ["Box", "ImageRecord", "Dataset", "clip_to_image"]
 
 
 @dataclass(frozen=True)
@@ -88,3 +91,24 @@ class Dataset:
     @property
     def num_boxes(self) -> int:
         return sum(len(record.boxes) for record in self.images)
+
+
+def clip_to_image(box: Box, width: int, height: int, where: str) -> Box:
+    """``box`` clipped to a ``width x height`` image, as every reader stores boxes.
+
+    Pedestrians entering or leaving the frame are annotated with boxes that stick out
+    of it; those are clipped. A box with a non-finite coordinate, no area, or no pixel
+    inside the image is bad data: :class:`DataError` naming ``where`` (file and row).
+    """
+    values = (box.x, box.y, box.w, box.h)
+    if not all(math.isfinite(v) for v in values):
+        raise DataError(f"{where}: box {values} has a non-finite coordinate")
+    if box.w <= 0 or box.h <= 0:
+        raise DataError(f"{where}: box {values} has no area (width and height must be > 0)")
+    x1, y1 = max(box.x, 0.0), max(box.y, 0.0)
+    x2, y2 = min(box.x2, float(width)), min(box.y2, float(height))
+    if x2 <= x1 or y2 <= y1:
+        raise DataError(f"{where}: box {values} lies outside the {width}x{height} image")
+    if (x1, y1, x2, y2) == (box.x, box.y, box.x2, box.y2):
+        return box
+    return replace(box, x=x1, y=y1, w=x2 - x1, h=y2 - y1)
