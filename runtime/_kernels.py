@@ -1,0 +1,289 @@
+"""Numba kernels behind :mod:`alscout.runtime.scoring`.
+
+Private: the public functions validate input and carry the docstrings. Every kernel
+has a plain NumPy reference in ``tests/runtime/naive_scoring.py`` that the tests
+compare against.
+
+All arithmetic is float64 whatever the input dtype, so that the small difference
+``H(mean p) - mean H(p)`` keeps its digits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from alscout.runtime._numba import checking_kernel, kernel, parallel_kernel
+
+_LN2 = 0.6931471805599453
+_SQRT2 = 1.4142135623730951
+_MANTISSA = 0x000FFFFFFFFFFFFF
+_EXPONENT_ONE = 0x3FF0000000000000
+
+
+@kernel
+def _atanh_series(s):
+    """``2 atanh(s)`` for ``|s| < 0.172``: eight terms, error below 1e-14."""
+    s2 = s * s
+    p = 1.0 / 15.0
+    p = p * s2 + 1.0 / 13.0
+    p = p * s2 + 1.0 / 11.0
+    p = p * s2 + 1.0 / 9.0
+    p = p * s2 + 1.0 / 7.0
+    p = p * s2 + 1.0 / 5.0
+    p = p * s2 + 1.0 / 3.0
+    p = p * s2 + 1.0
+    return 2.0 * s * p
+
+
+@kernel
+def binary_entropy_into(p, out, complement, mantissa_p, mantissa_q, exponent_q):
+    """``out = H(p) = -p ln p - (1-p) ln(1-p)`` in nats for a float64 row ``p`` in [0, 1].
+
+    Both logarithms are computed here rather than by libm, because LLVM vectorises
+    this form and not a libm call: ``x = m 2^e`` with ``m`` in [sqrt(1/2), sqrt(2)),
+    ``ln m = 2 atanh((m-1)/(m+1))``, and the two divisions share one reciprocal.
+    ``ln 0`` comes out near -709, so ``0 ln 0 = 0``. The other arguments are
+    scratch rows of the same length.
+    """
+    n = p.shape[0]
+    for j in range(n):
+        complement[j] = 1.0 - p[j]
+    bits_p = p.view(np.int64)
+    bits_q = complement.view(np.int64)
+    mantissa_bits_p = mantissa_p.view(np.int64)
+    mantissa_bits_q = mantissa_q.view(np.int64)
+    for j in range(n):
+        bp = bits_p[j]
+        bq = bits_q[j]
+        out[j] = np.float64((bp >> 52) - 1023)
+        exponent_q[j] = np.float64((bq >> 52) - 1023)
+        mantissa_bits_p[j] = (bp & _MANTISSA) | _EXPONENT_ONE
+        mantissa_bits_q[j] = (bq & _MANTISSA) | _EXPONENT_ONE
+    for j in range(n):
+        m1 = mantissa_p[j]
+        m2 = mantissa_q[j]
+        big1 = np.float64(m1 > _SQRT2)
+        big2 = np.float64(m2 > _SQRT2)
+        m1 = m1 - 0.5 * m1 * big1
+        m2 = m2 - 0.5 * m2 * big2
+        shared = 1.0 / ((m1 + 1.0) * (m2 + 1.0))
+        log_p = (out[j] + big1) * _LN2 + _atanh_series((m1 - 1.0) * (m2 + 1.0) * shared)
+        log_q = (exponent_q[j] + big2) * _LN2 + _atanh_series((m2 - 1.0) * (m1 + 1.0) * shared)
+        out[j] = -(p[j] * log_p + complement[j] * log_q)
+
+
+@kernel
+def window_sums_into(a, b, radius, out_a, out_b):
+    """Running sums of two rows over the window ``[j-radius, j+radius]`` clipped to the row.
+
+    The two rows share one loop so that their dependency chains overlap.
+    """
+    n = a.shape[0]
+    sa = 0.0
+    sb = 0.0
+    for j in range(min(radius, n)):
+        sa += a[j]
+        sb += b[j]
+    for j in range(n):
+        if j + radius < n:
+            sa += a[j + radius]
+            sb += b[j + radius]
+        out_a[j] = sa
+        out_b[j] = sb
+        if j - radius >= 0:
+            sa -= a[j - radius]
+            sb -= b[j - radius]
+
+
+@kernel
+def _load_row_and_entropy(probs, n, k, i, p_row, e_row, t1, t2, t3, t4):
+    for j in range(p_row.shape[0]):
+        p_row[j] = probs[n, k, i, j]
+    binary_entropy_into(p_row, e_row, t1, t2, t3, t4)
+
+
+@parallel_kernel
+def divergence_kernel(probs, radius, band_rows, out):
+    """``out[n] = sum_k H(box_mean p_k) - box_mean H(p_k)``; probs [N,K,H,W], out [N,H,W].
+
+    Work is split into tasks of (frame, band of rows). Within a task, rows of p and
+    H(p) live in a ring buffer of 2r+2 rows, entering and leaving the vertical
+    window sums as the output row moves down, so each input row is converted once
+    and the working set stays in cache.
+    """
+    N, K, H, W = probs.shape
+    n_bands = (H + band_rows - 1) // band_rows
+    ring = 2 * radius + 2
+    for task in prange(N * n_bands):
+        n = task // n_bands
+        r0 = (task % n_bands) * band_rows
+        r1 = min(H, r0 + band_rows)
+        p_rows = np.empty((ring, W))
+        e_rows = np.empty((ring, W))
+        col_p = np.empty(W)
+        col_e = np.empty(W)
+        mean_p = np.empty(W)
+        mean_e = np.empty(W)
+        h_mean = np.empty(W)
+        t1 = np.empty(W)
+        t2 = np.empty(W)
+        t3 = np.empty(W)
+        t4 = np.empty(W)
+        inv_width = np.empty(W)
+        for j in range(W):
+            inv_width[j] = 1.0 / (min(W - 1, j + radius) - max(0, j - radius) + 1)
+        acc = np.zeros((r1 - r0, W))
+        for k in range(K):
+            col_p[:] = 0.0
+            col_e[:] = 0.0
+            for i in range(max(0, r0 - radius), min(H, r0 + radius + 1)):
+                slot = i % ring
+                _load_row_and_entropy(probs, n, k, i, p_rows[slot], e_rows[slot], t1, t2, t3, t4)
+                for j in range(W):
+                    col_p[j] += p_rows[slot, j]
+                    col_e[j] += e_rows[slot, j]
+            for i in range(r0, r1):
+                inv_height = 1.0 / (min(H - 1, i + radius) - max(0, i - radius) + 1)
+                window_sums_into(col_p, col_e, radius, mean_p, mean_e)
+                for j in range(W):
+                    scale = inv_width[j] * inv_height
+                    mean_p[j] = min(max(mean_p[j] * scale, 0.0), 1.0)
+                    mean_e[j] *= scale
+                binary_entropy_into(mean_p, h_mean, t1, t2, t3, t4)
+                for j in range(W):
+                    acc[i - r0, j] += h_mean[j] - mean_e[j]
+                entering = i + radius + 1
+                if entering < H:
+                    slot = entering % ring
+                    _load_row_and_entropy(
+                        probs, n, k, entering, p_rows[slot], e_rows[slot], t1, t2, t3, t4
+                    )
+                    for j in range(W):
+                        col_p[j] += p_rows[slot, j]
+                        col_e[j] += e_rows[slot, j]
+                leaving = i - radius
+                if leaving >= 0:
+                    slot = leaving % ring
+                    for j in range(W):
+                        col_p[j] -= p_rows[slot, j]
+                        col_e[j] -= e_rows[slot, j]
+        for i in range(r1 - r0):
+            for j in range(W):
+                out[n, r0 + i, j] = acc[i, j]
+
+
+@parallel_kernel
+def entropy_kernel(probs, band_rows, out):
+    """``out[n] = sum_k H(p_k)``; probs [N,K,H,W], out [N,H,W]."""
+    N, K, H, W = probs.shape
+    n_bands = (H + band_rows - 1) // band_rows
+    for task in prange(N * n_bands):
+        n = task // n_bands
+        r0 = (task % n_bands) * band_rows
+        r1 = min(H, r0 + band_rows)
+        row = np.empty(W)
+        h = np.empty(W)
+        acc = np.empty(W)
+        t1 = np.empty(W)
+        t2 = np.empty(W)
+        t3 = np.empty(W)
+        t4 = np.empty(W)
+        for i in range(r0, r1):
+            acc[:] = 0.0
+            for k in range(K):
+                for j in range(W):
+                    row[j] = probs[n, k, i, j]
+                binary_entropy_into(row, h, t1, t2, t3, t4)
+                for j in range(W):
+                    acc[j] += h[j]
+            for j in range(W):
+                out[n, i, j] = acc[j]
+
+
+@parallel_kernel
+def mc_dropout_kernel(samples, band_rows, out):
+    """``out[n] = sum_k H(mean_t p_kt) - mean_t H(p_kt)``; samples [N,T,K,H,W], out [N,H,W]."""
+    N, T, K, H, W = samples.shape
+    n_bands = (H + band_rows - 1) // band_rows
+    inv_t = 1.0 / T
+    for task in prange(N * n_bands):
+        n = task // n_bands
+        r0 = (task % n_bands) * band_rows
+        r1 = min(H, r0 + band_rows)
+        row = np.empty(W)
+        h = np.empty(W)
+        mean_p = np.empty(W)
+        mean_h = np.empty(W)
+        acc = np.empty(W)
+        t1 = np.empty(W)
+        t2 = np.empty(W)
+        t3 = np.empty(W)
+        t4 = np.empty(W)
+        for i in range(r0, r1):
+            acc[:] = 0.0
+            for k in range(K):
+                mean_p[:] = 0.0
+                mean_h[:] = 0.0
+                for t in range(T):
+                    for j in range(W):
+                        row[j] = samples[n, t, k, i, j]
+                    binary_entropy_into(row, h, t1, t2, t3, t4)
+                    for j in range(W):
+                        mean_p[j] += row[j]
+                        mean_h[j] += h[j]
+                for j in range(W):
+                    mean_p[j] = min(max(mean_p[j] * inv_t, 0.0), 1.0)
+                binary_entropy_into(mean_p, h, t1, t2, t3, t4)
+                for j in range(W):
+                    acc[j] += h[j] - mean_h[j] * inv_t
+            for j in range(W):
+                out[n, i, j] = acc[j]
+
+
+@parallel_kernel
+def region_max_mean_kernel(score_maps, region, out):
+    """``out[n]`` = mean over R x R tiles (edge tiles smaller) of the tile maximum."""
+    N, H, W = score_maps.shape
+    tiles_y = (H + region - 1) // region
+    tiles_x = (W + region - 1) // region
+    for n in prange(N):
+        maxima = np.empty(tiles_x)
+        total = 0.0
+        for ty in range(tiles_y):
+            maxima[:] = -np.inf
+            for i in range(ty * region, min(H, (ty + 1) * region)):
+                for tx in range(tiles_x):
+                    m = maxima[tx]
+                    for j in range(tx * region, min(W, (tx + 1) * region)):
+                        m = max(m, np.float64(score_maps[n, i, j]))
+                    maxima[tx] = m
+            for tx in range(tiles_x):
+                total += maxima[tx]
+        out[n] = total / (tiles_y * tiles_x)
+
+
+@parallel_kernel
+def mean_kernel(score_maps, out):
+    """``out[n]`` = mean of ``score_maps[n]`` accumulated in float64."""
+    N, H, W = score_maps.shape
+    for n in prange(N):
+        total = 0.0
+        for i in range(H):
+            for j in range(W):
+                total += score_maps[n, i, j]
+        out[n] = total / (H * W)
+
+
+@checking_kernel
+def count_outside_unit_interval(flat):
+    """(number of NaNs, number of values below 0, number above 1) in a 1-D array."""
+    nan = 0
+    below = 0
+    above = 0
+    for i in prange(flat.shape[0]):
+        v = flat[i]
+        nan += v != v
+        below += v < 0.0
+        above += v > 1.0
+    return nan, below, above

@@ -1,0 +1,1 @@
+"""Plain NumPy references that the Numba kernels are tested against."""
