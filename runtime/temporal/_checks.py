@@ -8,6 +8,7 @@ import operator
 from collections.abc import Iterable
 
 import numpy as np
+
 from alscout.errors import InvalidInputError
 
 __all__ = [

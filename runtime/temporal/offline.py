@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterable
 
 import numpy as np
+
 from alscout.runtime.temporal._checks import (
     check_count,
     check_frame_set,

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Literal
 
 import numpy as np
+
 from alscout.errors import InvalidInputError
 from alscout.runtime.temporal._checks import check_frame_index, check_frame_set, check_score
 from alscout.runtime.temporal.decision import Decision, Reason, SelectorConfig

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from alscout.errors import InvalidInputError
 from alscout.runtime.temporal._checks import check_count, check_scores, check_sigma
 

@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import numpy as np
+
 from alscout.runtime import temporal
 from alscout.runtime.temporal import Decision, OnlineSelector, select_video, smooth
 
@@ -68,3 +69,16 @@ def test_temporal_imports_without_torch() -> None:
         """
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_selector_from_a_config_equals_keyword_construction() -> None:
+    from alscout.runtime.temporal import SelectorConfig
+
+    z = np.random.default_rng(5).normal(size=400)
+    config = SelectorConfig(dt=3, dt1=8, threshold=0.1, max_flags=3, per_frames=100)
+    a = OnlineSelector.from_config(config, earlier=[40])
+    b = OnlineSelector(3, 2.5, 8, 2, 0.1, [40], 3, 100)
+    got = a.push_many(range(400), z) + a.finish()
+    assert got == b.push_many(range(400), z) + b.finish()
+    assert a.config == b.config == config and config.latency == 11
+    assert sum(d.flagged for d in got) == a.n_flagged > 0

@@ -7,9 +7,10 @@ import time
 
 import numpy as np
 import pytest
-from alscout.runtime.temporal import AdaptiveThreshold, OnlineSelector, flag_recording, smooth
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from alscout.runtime.temporal import AdaptiveThreshold, OnlineSelector, flag_recording, smooth
 
 
 def kth_largest_candidate(window: list[float | None], rate: float) -> float:

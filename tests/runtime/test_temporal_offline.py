@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from alscout.runtime.temporal import (
     select_guided_random,
     select_random,
@@ -11,8 +14,6 @@ from alscout.runtime.temporal import (
     select_video,
     smooth,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 def greedy_reference(zhat, budget, dt1, dt2, earlier, labeled):

@@ -7,6 +7,9 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from alscout.runtime.temporal import (
     Decision,
     OnlineSelector,
@@ -14,8 +17,6 @@ from alscout.runtime.temporal import (
     flag_recording,
     smooth,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 def reference_flags(frames, z, dt, sigma, dt1, dt2, threshold, earlier, max_flags, per_frames):

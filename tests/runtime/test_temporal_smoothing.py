@@ -6,9 +6,10 @@ import math
 
 import numpy as np
 import pytest
-from alscout.runtime.temporal import gaussian_weights, smooth
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from alscout.runtime.temporal import gaussian_weights, smooth
 
 
 def smooth_loop(z: list[float], frames: list[int], dt: int, sigma: float) -> list[float]:
