@@ -1,0 +1,171 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from alscout.errors import ConfigError, InvalidInputError
+from alscout.trainer.data.annotations import Box
+from alscout.trainer.model import DetectorConfig
+from alscout.trainer.targets import (
+    IGNORE,
+    NEGATIVE,
+    POSITIVE,
+    TargetConfig,
+    assign_head,
+    centred_iou,
+    make_targets,
+    sample_pixels,
+)
+
+PAPER = DetectorConfig()
+BOXES_640 = PAPER.boxes_at(480, 640)
+
+
+def test_centred_iou_by_hand():
+    defaults = np.array([[100.0, 50.0], [50.0, 25.0]])
+    iou = centred_iou(np.array([100.0, 50.0, 80.0]), np.array([50.0, 25.0, 40.0]), defaults)
+    np.testing.assert_allclose(iou[0], [1.0, 0.25])
+    np.testing.assert_allclose(iou[1], [0.25, 1.0])
+    # 80x40 inside 100x50: 3200 / 5000; 50x25 inside 80x40: 1250 / 3200
+    np.testing.assert_allclose(iou[2], [0.64, 1250 / 3200])
+
+
+@pytest.mark.parametrize(
+    ("box", "head", "fits"),
+    [
+        (Box(0, 0, 160, 270), 0, [0, 1]),
+        (Box(0, 0, 100, 250), 1, [0, 1]),  # IoU .58 with 270x160, .71 with 225x130
+        (Box(0, 0, 80, 145), 2, [2]),
+        (Box(0, 0, 50, 80), 3, [3]),
+        # A PETS-like 67x27 pedestrian: closer in height to 80x50, but only the
+        # 55x31 box overlaps it enough to count as a hit (IoU .73 vs .45).
+        (Box(0, 0, 27, 67), 4, [4]),
+    ],
+)
+def test_assign_head_picks_the_default_box_of_highest_centred_iou(box, head, fits):
+    got, fitting = assign_head(box, BOXES_640, 50.0, TargetConfig())
+    assert got == head
+    assert list(np.flatnonzero(fitting)) == fits
+
+
+@pytest.mark.parametrize(
+    "box",
+    [
+        Box(0, 0, 20, 45),  # under 50 px
+        Box(0, 0, 60, 80),  # w/h 0.75
+        Box(0, 0, 12, 100),  # w/h 0.12
+        Box(0, 0, 40, 80, ignore=True),
+        Box(0, 0, 40, 80, label="car"),
+        Box(0, 0, 230, 500),  # taller than any default box fits
+        Box(0, 0, 22, 110),  # w/h .2: too thin to overlap any default box by 0.5
+    ],
+)
+def test_boxes_that_fit_no_head_are_not_trained(box):
+    head, fits = assign_head(box, BOXES_640, 50.0, TargetConfig())
+    assert head == -1 and not fits.any()
+
+
+def test_positive_centre_ignore_ring_and_negatives():
+    box = Box(100, 100, 46, 80)  # 80x46 -> head 3 (80x50) only; centre (123, 140)
+    labels = make_targets([box], 480, 640, PAPER)
+    assert labels.shape == (5, 480, 640) and labels.dtype == np.int8
+    pos = np.argwhere(labels[3] == POSITIVE)
+    # centre_fraction 0.2: |x + 0.5 - 123| <= 4.6 and |y + 0.5 - 140| <= 8
+    assert pos[:, 1].min() == 118 and pos[:, 1].max() == 127
+    assert pos[:, 0].min() == 132 and pos[:, 0].max() == 147
+    assert len(pos) == 10 * 16
+    ring = labels[3, 120:160, 111:135]  # ignore_fraction 0.5: |dx| <= 11.5, |dy| <= 20
+    assert set(np.unique(ring)) == {POSITIVE, IGNORE}
+    assert (labels[3] == IGNORE).sum() == 40 * 24 - 10 * 16
+    assert labels[3, 140, 110] == NEGATIVE and labels[3, 140, 135] == NEGATIVE
+    assert (labels[[0, 1, 2, 4]] == NEGATIVE).all()  # fits head 3 only
+
+
+def test_other_fitting_heads_ignore_the_centre_instead_of_learning_it_as_negative():
+    box = Box(300, 50, 100, 250)  # head 1, fits head 0 as well
+    labels = make_targets([box], 480, 640, PAPER)
+    cy, cx = 175, 350
+    assert labels[1, cy, cx] == POSITIVE
+    assert labels[0, cy, cx] == IGNORE
+    assert (labels[0] != POSITIVE).all()
+    assert labels[2, cy, cx] == NEGATIVE
+
+
+def test_untrainable_boxes_are_ignored_in_every_head_over_their_whole_area():
+    labels = make_targets(
+        [Box(10.5, 20, 30, 30), Box(200, 200, 40, 80, ignore=True)], 480, 640, PAPER
+    )
+    assert (labels[:, 20:50, 10:41] == IGNORE).all()
+    assert (labels[:, 200:280, 200:240] == IGNORE).all()
+    assert (labels == IGNORE).sum() == 5 * (30 * 31 + 80 * 40)
+    assert not (labels == POSITIVE).any()
+
+
+def test_positives_win_over_ignore_regions():
+    pedestrian = Box(100, 100, 40, 80)
+    crowd = Box(90, 90, 100, 100, ignore=True)
+    labels = make_targets([crowd, pedestrian], 480, 640, PAPER)
+    assert labels[3, 140, 120] == POSITIVE
+    assert labels[0, 140, 120] == IGNORE
+
+
+def test_boxes_cut_by_the_border_and_tiny_centre_regions():
+    labels = make_targets([Box(-10, 440, 40, 80)], 480, 640, PAPER)  # centre (10, 480)
+    assert labels.shape == (5, 480, 640)
+    assert (labels[3, 472:, 6:14] == POSITIVE).all()
+    one = make_targets(
+        [Box(100.2, 100.2, 40, 80)], 480, 640, PAPER, TargetConfig(0, centre_fraction=0.0)
+    )
+    assert np.argwhere(one == POSITIVE).tolist() == [[3, 140, 120]]  # the pixel holding the centre
+    gone = make_targets([Box(700, 100, 40, 80)], 480, 640, PAPER)
+    assert (gone == NEGATIVE).all()
+
+
+def test_sizes_are_measured_at_the_input_size_with_scaled_defaults():
+    # At 320x240 the defaults halve and so does the 50 px minimum height.
+    small = Box(50, 50, 20, 40)  # 40x20: the 80x50 box at half size
+    labels = make_targets([small], 240, 320, PAPER)
+    assert (labels[3] == POSITIVE).any()
+    at_full = make_targets([small], 480, 640, PAPER)
+    assert not (at_full == POSITIVE).any()  # 40 px is under 50 at 640x480
+
+
+def test_sample_pixels_keeps_positives_and_n2p_negatives_per_head():
+    labels = make_targets([Box(100, 100, 40, 80), Box(300, 50, 100, 250)], 480, 640, PAPER)
+    mask = sample_pixels(labels, 15, 32, np.random.default_rng(0))
+    assert mask.shape == labels.shape and mask.dtype == bool
+    for k in range(5):
+        positives = int((labels[k] == POSITIVE).sum())
+        assert (mask[k] & (labels[k] == POSITIVE)).sum() == positives
+        wanted = 15 * positives if positives else 32
+        assert (mask[k] & (labels[k] == NEGATIVE)).sum() == wanted
+    assert not (mask & (labels == IGNORE)).any()
+
+
+def test_sample_pixels_is_seeded_and_takes_all_negatives_when_few():
+    labels = np.full((2, 6, 6), NEGATIVE, dtype=np.int8)
+    labels[0, 2, 2] = POSITIVE
+    labels[1, :3] = IGNORE
+    a = sample_pixels(labels, 3, 5, np.random.default_rng(7))
+    b = sample_pixels(labels, 3, 5, np.random.default_rng(7))
+    c = sample_pixels(labels, 3, 5, np.random.default_rng(8))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert a[0].sum() == 1 + 3 and a[1].sum() == 5
+    everything = sample_pixels(labels, 100, 100, np.random.default_rng(0))
+    assert everything[0].all() and everything[1].sum() == 18
+    with pytest.raises(InvalidInputError):
+        sample_pixels(labels[0], 3, 5, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"min_height": -1},
+        {"aspect_range": (0.7, 0.2)},
+        {"fit_iou": 0.0},
+        {"centre_fraction": 0.6, "ignore_fraction": 0.5},
+    ],
+)
+def test_target_config_rejects_bad_values(changes):
+    with pytest.raises(ConfigError):
+        TargetConfig(**changes)

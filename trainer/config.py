@@ -1,0 +1,125 @@
+"""Training configuration: one frozen dataclass, validated on construction.
+
+Values come from the defaults below, then a TOML file (``[detector]``, ``[train]`` and
+``[train.targets]`` tables), then CLI flags; :func:`load_toml` reads the file.
+Defaults follow the paper (§4, "Implementation details").
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from alscout.errors import ConfigError
+from alscout.trainer.model import DetectorConfig
+from alscout.trainer.targets import TargetConfig
+
+__all__ = ["TrainConfig", "load_toml"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train a :class:`~alscout.trainer.model.Detector`.
+
+    ``batch_size`` is the global batch (split over data-parallel processes).
+    ``input_size`` is (height, width) in pixels: every image is resized to it, boxes
+    scaled alike. ``lr`` decays exponentially, step by step, to ``lr_final`` at the
+    last step. ``weight_decay`` is RMSProp's L2 term (gradient += decay * weight).
+    ``n2p``: negatives sampled per positive, per head and image; an image with no
+    positive in a head still gives ``min_negatives`` negatives there. ``hflip``:
+    mirror each image with probability 1/2 (seeded per image and epoch). ``amp``:
+    mixed precision, used on CUDA only. ``device``: "auto", "cpu", "cuda", "cuda:1".
+    """
+
+    epochs: int = 50
+    batch_size: int = 8
+    input_size: tuple[int, int] = (480, 640)
+    lr: float = 1e-3
+    lr_final: float = 1e-4
+    weight_decay: float = 2e-6
+    rmsprop_alpha: float = 0.9
+    rmsprop_eps: float = 1e-8
+    n2p: int = 15
+    min_negatives: int = 32
+    hflip: bool = True
+    seed: int = 0
+    amp: bool = True
+    device: str = "auto"
+    num_workers: int = 0
+    cache_images: bool = False
+    checkpoint_every: int = 1
+    targets: TargetConfig = field(default_factory=TargetConfig)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
+        if isinstance(self.targets, dict):
+            object.__setattr__(self, "targets", _build(TargetConfig, self.targets, "targets"))
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if len(self.input_size) != 2 or min(self.input_size) < 32:
+            raise ConfigError(f"input_size must be (height, width), each >= 32: {self.input_size}")
+        for name in ("lr", "lr_final"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive number, got {value}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 < self.rmsprop_alpha < 1 or self.rmsprop_eps <= 0:
+            raise ConfigError("rmsprop_alpha must be in (0, 1) and rmsprop_eps > 0")
+        if self.n2p < 1 or self.min_negatives < 0:
+            raise ConfigError(f"n2p must be >= 1 and min_negatives >= 0 ({self.n2p}, ...)")
+        if self.num_workers < 0 or self.checkpoint_every < 1:
+            raise ConfigError("num_workers must be >= 0 and checkpoint_every >= 1")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/TOML-able values."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        return _build(cls, values, "train")
+
+    def with_overrides(self, **changes: Any) -> TrainConfig:
+        """A copy with the given fields changed (``None`` values are skipped)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _build(cls: type, values: dict[str, Any], table: str) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"unknown keys in [{table}]: {sorted(unknown)}; known: {sorted(known)}")
+    try:
+        return cls(**values)
+    except TypeError as error:  # a value of the wrong kind, e.g. a string for a tuple
+        raise ConfigError(f"bad value in [{table}]: {error}") from error
+
+
+def load_toml(path: Path | str) -> tuple[DetectorConfig, TrainConfig]:
+    """Detector and training configs from a TOML file; missing tables keep defaults."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise ConfigError(f"{path}: config file not found") from error
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path}: not a readable TOML file ({error})") from error
+    unknown = set(data) - {"detector", "train"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown tables {sorted(unknown)}; use [detector] and [train]")
+    try:
+        detector = DetectorConfig.from_dict(dict(data.get("detector", {})))
+        train = TrainConfig.from_dict(dict(data.get("train", {})))
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from error
+    except TypeError as error:
+        raise ConfigError(f"{path}: bad value in [detector]: {error}") from error
+    return detector, train

@@ -1,0 +1,209 @@
+"""Per-head training targets: which pixels are pedestrian centres for which head.
+
+Everything here works in pixels of the *training input* (the image after resizing),
+with the default boxes scaled to that input (``DetectorConfig.boxes_at``).
+
+- A ground-truth box *fits* default box ``k`` when the two boxes, centred on each
+  other, overlap with IoU >= ``fit_iou`` (0.5: the Caltech match threshold, so that a
+  detection of head ``k`` centred on the pedestrian would count as a hit). The box's
+  *head* is the default box of highest centred IoU.
+- A box is *trainable* when it passes the paper's filters
+  (:class:`~alscout.trainer.data.filters.BoxFilter`: a person label, not ignore, at
+  least ``min_height`` tall (50 px at the 640x480 reference, scaled with the input
+  height), width/height in ``aspect_range``) and fits some head. Every other box is
+  an ignore region: its whole area is IGNORE in every head (a pedestrian we cannot
+  learn is still no negative).
+- Near the centre: the pixel whose centre lies in the axis-aligned rectangle of
+  ``centre_fraction`` times the box's width and height, centred on the box (at least
+  the pixel holding the centre) is POSITIVE in the box's head. The surrounding
+  rectangle of ``ignore_fraction`` times the box's size is IGNORE in that head (a
+  slightly off-centre detection still matches) and in every other head the box fits.
+- Positives win over ignores; everything else is NEGATIVE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from alscout.errors import ConfigError, InvalidInputError
+from alscout.trainer.data.annotations import Box
+from alscout.trainer.data.filters import BoxFilter
+from alscout.trainer.model import DetectorConfig
+
+__all__ = [
+    "TargetConfig",
+    "POSITIVE",
+    "NEGATIVE",
+    "IGNORE",
+    "centred_iou",
+    "assign_head",
+    "make_targets",
+    "sample_pixels",
+]
+
+POSITIVE = 1
+NEGATIVE = 0
+IGNORE = -1
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """How ground-truth boxes become per-head labels; validated on construction.
+
+    ``min_height``: pixels at the detector's reference height (480), scaled with the
+    input height. ``aspect_range``: allowed width / height. ``fit_iou``: centred IoU a
+    box needs with a default box to fit it. ``centre_fraction`` and
+    ``ignore_fraction``: sides of the positive and the ignore rectangles as fractions
+    of the box's sides.
+    """
+
+    min_height: float = 50.0
+    aspect_range: tuple[float, float] = (0.2, 0.65)
+    fit_iou: float = 0.5
+    centre_fraction: float = 0.2
+    ignore_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "aspect_range", tuple(float(v) for v in self.aspect_range))
+        low, high = self.aspect_range
+        if self.min_height < 0:
+            raise ConfigError(f"min_height must be >= 0, got {self.min_height}")
+        if not 0 < low <= high:
+            raise ConfigError(f"aspect_range must be 0 < low <= high, got {self.aspect_range}")
+        if not 0 < self.fit_iou <= 1:
+            raise ConfigError(f"fit_iou must be in (0, 1], got {self.fit_iou}")
+        if not 0 <= self.centre_fraction <= self.ignore_fraction <= 1:
+            raise ConfigError(
+                "need 0 <= centre_fraction <= ignore_fraction <= 1, got "
+                f"{self.centre_fraction} and {self.ignore_fraction}"
+            )
+
+
+def centred_iou(heights: np.ndarray, widths: np.ndarray, default_boxes: np.ndarray) -> np.ndarray:
+    """IoU of each box with each default box when both share a centre.
+
+    ``heights``, ``widths``: ``[M]`` pixels; ``default_boxes``: ``[K, 2]`` (h, w)
+    pixels. Returns ``[M, K]`` float64.
+    """
+    h = np.asarray(heights, dtype=np.float64)[:, None]
+    w = np.asarray(widths, dtype=np.float64)[:, None]
+    dh, dw = default_boxes[None, :, 0], default_boxes[None, :, 1]
+    inter = np.minimum(h, dh) * np.minimum(w, dw)
+    union = h * w + dh * dw - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def assign_head(
+    box: Box, default_boxes: np.ndarray, min_height: float, config: TargetConfig
+) -> tuple[int, np.ndarray]:
+    """The head a box trains (-1: none, the box is an ignore region) and all fitting heads.
+
+    ``default_boxes``: ``[K, 2]`` (h, w) at the input size; ``min_height`` in input
+    pixels. Returns ``(head, fits)`` with ``fits`` a ``[K]`` bool array.
+    """
+    k = default_boxes.shape[0]
+    none = (-1, np.zeros(k, dtype=bool))
+    low, high = config.aspect_range
+    if box.w <= 0 or not BoxFilter(min_height, low, high).keeps(box):
+        return none
+    ious = centred_iou(np.array([box.h]), np.array([box.w]), default_boxes)[0]
+    fits = ious >= config.fit_iou
+    if not fits.any():
+        return none
+    return int(np.argmax(ious)), fits
+
+
+def _rect(box: Box, fraction: float, height: int, width: int) -> tuple[slice, slice] | None:
+    """Pixels whose centres lie in the centred rectangle of ``fraction`` of the box.
+
+    The half sides are at least half a pixel, so the pixel holding the centre is in.
+    """
+    cx, cy = box.x + box.w / 2, box.y + box.h / 2
+    rx = max(fraction * box.w / 2, 0.5)
+    ry = max(fraction * box.h / 2, 0.5)
+    # pixel j has its centre at j + 0.5: keep j with |j + 0.5 - cx| <= rx
+    x0, x1 = int(np.ceil(cx - rx - 0.5)), int(np.floor(cx + rx - 0.5))
+    y0, y1 = int(np.ceil(cy - ry - 0.5)), int(np.floor(cy + ry - 0.5))
+    x0, y0 = max(x0, 0), max(y0, 0)
+    x1, y1 = min(x1, width - 1), min(y1, height - 1)
+    if x1 < x0 or y1 < y0:
+        return None
+    return slice(y0, y1 + 1), slice(x0, x1 + 1)
+
+
+def _whole(box: Box, height: int, width: int) -> tuple[slice, slice] | None:
+    x0, y0 = max(int(np.floor(box.x)), 0), max(int(np.floor(box.y)), 0)
+    x1, y1 = min(int(np.ceil(box.x2)), width), min(int(np.ceil(box.y2)), height)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return slice(y0, y1), slice(x0, x1)
+
+
+def make_targets(
+    boxes: Sequence[Box],
+    height: int,
+    width: int,
+    detector: DetectorConfig,
+    config: TargetConfig | None = None,
+) -> np.ndarray:
+    """Labels of every head for one training image.
+
+    ``boxes`` are in pixels of the ``height x width`` training input. Returns
+    ``[K, height, width]`` int8 with :data:`POSITIVE`, :data:`NEGATIVE` or
+    :data:`IGNORE`.
+    """
+    config = config or TargetConfig()
+    if height < 1 or width < 1:
+        raise InvalidInputError(f"target size must be positive, got {width}x{height}")
+    default_boxes = detector.boxes_at(height, width)
+    min_height = config.min_height * height / detector.reference_size[0]
+    k = detector.num_heads
+    ignore = np.zeros((k, height, width), dtype=bool)
+    positive = np.zeros((k, height, width), dtype=bool)
+    for box in boxes:
+        head, fits = assign_head(box, default_boxes, min_height, config)
+        if head < 0:
+            region = _whole(box, height, width)
+            if region is not None:
+                ignore[:, region[0], region[1]] = True
+            continue
+        ring = _rect(box, config.ignore_fraction, height, width)
+        if ring is not None:
+            ignore[fits, ring[0], ring[1]] = True
+        centre = _rect(box, config.centre_fraction, height, width)
+        if centre is not None:
+            positive[head, centre[0], centre[1]] = True
+    labels = np.full((k, height, width), NEGATIVE, dtype=np.int8)
+    labels[ignore] = IGNORE
+    labels[positive] = POSITIVE
+    return labels
+
+
+def sample_pixels(
+    labels: np.ndarray, n2p: int, min_negatives: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Pixels that enter the loss: every positive and ``n2p`` negatives per positive.
+
+    Per head of one image: all ``P`` positives, plus ``n2p * P`` negatives drawn
+    uniformly without replacement (``min_negatives`` when ``P == 0``; all of them
+    when fewer exist). Ignored pixels are never drawn. ``labels``: ``[K, H, W]`` int8
+    from :func:`make_targets`. Returns a ``[K, H, W]`` bool mask.
+    """
+    if labels.ndim != 3:
+        raise InvalidInputError(f"labels must be [K, H, W], got shape {labels.shape}")
+    if n2p < 0 or min_negatives < 0:
+        raise InvalidInputError("n2p and min_negatives must be >= 0")
+    mask = labels == POSITIVE
+    for k in range(labels.shape[0]):
+        negatives = np.flatnonzero(labels[k] == NEGATIVE)
+        positives = int(mask[k].sum())
+        wanted = n2p * positives if positives else min_negatives
+        if wanted >= negatives.size:
+            chosen = negatives
+        else:
+            chosen = negatives[rng.choice(negatives.size, size=wanted, replace=False)]
+        mask[k].reshape(-1)[chosen] = True
+    return mask
