@@ -1,0 +1,162 @@
+"""The Caltech protocol on cases computed by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alscout.errors import ConfigError, InvalidInputError
+from alscout.trainer.data.annotations import Box, ImageRecord
+from alscout.trainer.evaluation.caltech import EvalConfig, evaluate, evaluate_records, match_image
+from alscout.trainer.evaluation.plots import plot_mr_fppi
+
+PERSON = [10.0, 10.0, 20.0, 50.0]
+
+
+def _gt(*boxes: list[float], ignore: tuple[bool, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+    flags = ignore or (False,) * len(boxes)
+    return np.array(boxes, np.float64).reshape(-1, 4), np.array(flags, bool)
+
+
+def _det(*pairs: tuple[list[float], float]) -> tuple[np.ndarray, np.ndarray]:
+    return (
+        np.array([b for b, _ in pairs], np.float64).reshape(-1, 4),
+        np.array([s for _, s in pairs], np.float64),
+    )
+
+
+def test_perfect_detections() -> None:
+    truth = [_gt(PERSON, [50, 10, 20, 50]), _gt([5, 5, 30, 60])]
+    dets = [_det((PERSON, 0.9), ([50, 10, 20, 50], 0.8)), _det(([5, 5, 30, 60], 0.7))]
+    result = evaluate(dets, truth)
+    assert result.mr_at_fppi1 == 0.0
+    assert result.reference_mr == [0.0] * 9
+    assert result.lamr == pytest.approx(1e-10)  # the toolbox's floor under log(0)
+    assert result.fppi == [0.0, 0.0, 0.0, 0.0] and result.miss_rate[-1] == 0.0
+
+
+def test_all_missed() -> None:
+    truth = [_gt(PERSON), _gt([50, 10, 20, 50])]
+    result = evaluate([_det(), _det(([100, 100, 20, 50], 0.9))], truth)
+    assert result.lamr == 1.0 and result.mr_at_fppi1 == 1.0
+    assert result.fppi == [0.0, 0.5] and result.miss_rate == [1.0, 1.0]
+    nothing = evaluate([_det(), _det()], truth)
+    assert nothing.fppi == [0.0] and nothing.lamr == 1.0 and nothing.num_gt == 2
+
+
+def test_known_false_positive_counts() -> None:
+    # 8 images, 4 people in images 0-3. By score: TP 0.9, FP 0.8, TP 0.7, 4 FP at 0.6, TP 0.3
+    far = [200.0, 200.0, 20.0, 50.0]
+    truth = [_gt(PERSON) for _ in range(4)] + [_gt() for _ in range(4)]
+    dets = [
+        _det((PERSON, 0.9)),
+        _det((PERSON, 0.7), (far, 0.6)),
+        _det((PERSON, 0.3), (far, 0.6)),
+        _det(),
+        _det((far, 0.8)),
+        _det((far, 0.6)),
+        _det((far, 0.6)),
+        _det(),
+    ]
+    result = evaluate(dets, truth)
+    # one point per threshold (the four FPs at 0.6 are one point), after FPPI 0 / MR 1
+    assert result.thresholds == [None, 0.9, 0.8, 0.7, 0.6, 0.3]
+    assert result.fppi == pytest.approx([0, 0, 0.125, 0.125, 0.625, 0.625])
+    assert result.miss_rate == pytest.approx([1, 0.75, 0.75, 0.5, 0.5, 0.25])
+    # refs 0.01 .. 0.056 see FPPI 0 (MR .75); 0.1 also (0.125 > 0.1); 0.18 .. 0.56 see
+    # FPPI 0.125 (MR .5); 1.0 sees FPPI 0.625 (MR .25)
+    assert result.reference_mr == pytest.approx([0.75] * 5 + [0.5] * 3 + [0.25])
+    expected = math.exp((5 * math.log(0.75) + 3 * math.log(0.5) + math.log(0.25)) / 9)
+    assert result.lamr == pytest.approx(expected)
+    assert result.mr_at_fppi1 == pytest.approx(0.25)
+    assert result.num_detections == 8 and result.num_gt == 4
+
+
+def test_curve_that_never_gets_low_enough_takes_miss_rate_one() -> None:
+    # 2 images: the best detection is a false positive, so FPPI starts at 0.5
+    truth = [_gt(PERSON), _gt()]
+    dets = [_det((PERSON, 0.5)), _det(([100, 100, 20, 50], 0.9))]
+    result = evaluate(dets, truth)
+    assert result.fppi == [0.0, 0.5, 0.5] and result.miss_rate == [1.0, 1.0, 0.0]
+    # refs below 0.5 sample the infinite threshold (MR 1); 0.56 and 1 sample MR 0
+    assert result.reference_mr == [1.0] * 7 + [0.0, 0.0]
+    assert result.lamr == pytest.approx(math.exp(2 * math.log(1e-10) / 9))
+
+
+def test_ignore_regions() -> None:
+    crowd = [0.0, 0.0, 100.0, 100.0]
+    gt_boxes, gt_ignore = _gt(PERSON, crowd, ignore=(False, True))
+    inside = [60.0, 60.0, 20.0, 30.0]  # IoU with the region 0.06, all of it inside
+    half = [90.0, 60.0, 20.0, 30.0]  # half inside: ignored (>= 0.5)
+    little = [92.0, 60.0, 20.0, 30.0]  # 40 % inside: a false positive
+    boxes, scores = _det((inside, 0.9), (half, 0.8), (little, 0.7), (PERSON, 0.6))
+    det_type, matched = match_image(boxes, scores, gt_boxes, gt_ignore)
+    assert det_type.tolist() == [-1, -1, 0, 1]
+    assert matched.tolist() == [True, False]  # the region is not a miss
+    result = evaluate([(boxes, scores)], [(gt_boxes, gt_ignore)])
+    assert result.num_gt == 1 and result.num_ignore_gt == 1 and result.num_ignored_detections == 2
+    assert result.fppi == [0.0, 1.0, 1.0] and result.miss_rate == [1.0, 1.0, 0.0]
+    # a person inside a crowd region is matched to the person, not the region
+    det_type, _ = match_image(*_det((PERSON, 0.9)), gt_boxes, gt_ignore)
+    assert det_type.tolist() == [1]
+
+
+def test_duplicates_and_greedy_order() -> None:
+    gt_boxes, gt_ignore = _gt(PERSON)
+    shifted = [20.0, 10.0, 20.0, 50.0]  # IoU 1/3 with PERSON
+    exact_half = [10.0, 10.0, 20.0, 25.0]  # IoU exactly 0.5: a match
+    det_type, matched = match_image(*_det((PERSON, 0.9), (PERSON, 0.8)), gt_boxes, gt_ignore)
+    assert det_type.tolist() == [1, 0] and matched.tolist() == [True]
+    det_type, _ = match_image(*_det((shifted, 0.9)), gt_boxes, gt_ignore)
+    assert det_type.tolist() == [0]
+    det_type, _ = match_image(*_det((exact_half, 0.9)), gt_boxes, gt_ignore)
+    assert det_type.tolist() == [1]
+    # the higher score takes the person even when the lower one overlaps it better
+    near = [11.0, 10.0, 20.0, 50.0]
+    det_type, _ = match_image(*_det((PERSON, 0.3), (near, 0.6)), gt_boxes, gt_ignore)
+    assert det_type.tolist() == [0, 1]
+    # two people, one detection between them: it takes the better overlap
+    two_boxes, two_ignore = _gt([0, 0, 20, 50], [8, 0, 20, 50])
+    _, matched = match_image(*_det(([7, 0, 20, 50], 0.9)), two_boxes, two_ignore)
+    assert matched.tolist() == [False, True]
+
+
+def test_min_height_rule_and_records() -> None:
+    small = [100.0, 100.0, 10.0, 30.0]
+    records = [ImageRecord(0, Path("a.png"), 640, 480, (Box(*PERSON), Box(*small)))]
+    dets = [_det((PERSON, 0.9), ([200, 200, 10, 30], 0.8), ([300, 200, 16, 41], 0.7))]
+    plain = evaluate_records(dets, records)
+    assert plain.num_gt == 2 and plain.mr_at_fppi1 == 0.5
+    # under 50 px: the small person is ignored; the 30 px detection (< 40) is dropped,
+    # the 41 px one stays and is a false positive
+    tall = evaluate_records(dets, records, EvalConfig(min_height=50))
+    assert tall.num_gt == 1 and tall.num_detections == 2 and tall.fppi[-1] == 1.0
+    assert tall.mr_at_fppi1 == 0.0
+
+
+def test_json_and_plot(tmp_path: Path) -> None:
+    truth = [_gt(PERSON), _gt()]
+    result = evaluate([_det((PERSON, 0.9)), _det(([90, 90, 20, 50], 0.4))], truth)
+    text = result.to_json(tmp_path / "r.json")
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data == json.loads(text)
+    assert data["mr_at_fppi1"] == 0.0 and data["thresholds"][0] is None
+    assert data["config"]["iou"] == 0.5
+    other = evaluate([_det(), _det()], truth)
+    out = plot_mr_fppi({"ours": result, "nothing": other}, tmp_path / "plot.png", title="t")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+    with pytest.raises(InvalidInputError):
+        plot_mr_fppi({}, tmp_path / "none.png")
+
+
+def test_bad_input() -> None:
+    with pytest.raises(InvalidInputError):
+        evaluate([_det()], [])
+    with pytest.raises(InvalidInputError, match="det_boxes"):
+        match_image(np.zeros((2, 3)), np.zeros(2), np.zeros((0, 4)), np.zeros(0, bool))
+    with pytest.raises(ConfigError):
+        EvalConfig(iou=0)

@@ -1,0 +1,1 @@
+"""Detector evaluation: decoding head maps into boxes, the Caltech protocol, plots."""
