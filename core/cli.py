@@ -20,7 +20,9 @@ from alscout.errors import AlscoutError
 log = logging.getLogger(__name__)
 
 #: command name -> (module with ``configure`` and ``run``, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("alscout.trainer.cli_data", "synthetic data, format conversion, evaluation"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
