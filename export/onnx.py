@@ -1,0 +1,209 @@
+"""Export a PyTorch detector to an ONNX file that follows the model contract (SPEC §4).
+
+``OnnxFromTorch(model, info)`` traces the module with dynamic N, H, W, fixes K in the
+output's shape, writes the metadata props and checks the result with
+``onnx.checker`` (full check) and strict shape inference. ``OnnxFromPath`` loads and
+checks an existing file; ``SaveOnnx`` writes one atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from alscout.errors import ModelError
+from alscout.export.loaders import Loader, resolve
+from alscout.runtime.model_info import INPUT_NAME, OUTPUT_NAME, ModelInfo, Normalisation
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "OnnxFromTorch",
+    "OnnxFromPath",
+    "SaveOnnx",
+    "check_onnx",
+    "info_from_detector",
+]
+
+log = logging.getLogger(__name__)
+
+#: Opset 17 runs on every ONNX Runtime >= 1.13 and TensorRT >= 8.6.
+DEFAULT_OPSET = 17
+_DYNAMIC = {0: "N", 2: "H", 3: "W"}
+
+
+def info_from_detector(
+    detector: Any,
+    *,
+    training_data_digest: str,
+    input_size: tuple[int, int] | None = None,
+    version: str | None = None,
+) -> ModelInfo:
+    """The metadata of a trainer ``Detector``: its name, version, K and normalisation.
+
+    ``input_size`` (height, width) is the training input size (default: the
+    detector's reference size); default boxes are scaled to it.
+    """
+    config = detector.config
+    height, width = input_size or config.reference_size
+    boxes = tuple((float(h), float(w)) for h, w in config.boxes_at(height, width))
+    return ModelInfo(
+        name=config.name,
+        version=version or config.version,
+        num_heads=config.num_heads,
+        default_boxes=boxes,
+        input_size=(height, width),
+        normalisation=Normalisation(mean=config.mean, std=config.std, scale=1.0 / 255.0),
+        training_data_digest=training_data_digest,
+    )
+
+
+class OnnxFromTorch(Loader[Any]):
+    """Trace a module ``images [N,3,H,W] -> probs [N,K,H,W]`` to an ``onnx.ModelProto``.
+
+    ``model``: a torch module, or a loader / function returning one. It is traced in
+    eval mode (its mode is restored afterwards) on a zero batch of ``example_batch``
+    frames at ``info.input_size``. Uses the TorchScript-based exporter: the dynamo one
+    needs ``onnxscript``, which the train extra does not install.
+    """
+
+    def __init__(
+        self, model: Any, info: ModelInfo, *, opset: int = DEFAULT_OPSET, example_batch: int = 2
+    ) -> None:
+        self.model = model
+        self.info = info
+        self.opset = opset
+        self.example_batch = example_batch
+
+    def call_impl(self) -> Any:
+        import onnx
+        import torch
+
+        module = resolve(self.model)
+        height, width = self.info.input_size
+        example = torch.zeros(self.example_batch, 3, height, width)
+        was_training = module.training
+        module.eval()
+        buffer = io.BytesIO()
+        try:
+            with warnings.catch_warnings():
+                # The TorchScript exporter announces its own deprecation on every call.
+                warnings.simplefilter("ignore", category=DeprecationWarning)
+                warnings.simplefilter("ignore", category=FutureWarning)
+                warnings.simplefilter("ignore", category=UserWarning)
+                # Shape checks inside torch (group_norm) are constants for the trace; the
+                # export is verified against PyTorch afterwards instead.
+                warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+                torch.onnx.export(
+                    module,
+                    (example,),
+                    buffer,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    opset_version=self.opset,
+                    dynamo=False,
+                    dynamic_axes={INPUT_NAME: _DYNAMIC, OUTPUT_NAME: _DYNAMIC},
+                    do_constant_folding=True,
+                )
+        finally:
+            module.train(was_training)
+        model = onnx.load_from_string(buffer.getvalue())
+        # The exporter names K symbolically; the contract (and TensorRT) want it fixed.
+        k_dim = model.graph.output[0].type.tensor_type.shape.dim[1]
+        k_dim.Clear()
+        k_dim.dim_value = self.info.num_heads
+        onnx.helper.set_model_props(model, self.info.to_metadata())
+        model.producer_name = "alscout"
+        model.doc_string = f"{self.info.name} {self.info.version}: pedestrian head probabilities"
+        check_onnx(model, source=f"export of {self.info.name} {self.info.version}")
+        log.info(
+            "exported to ONNX model=%s version=%s opset=%d",
+            self.info.name,
+            self.info.version,
+            self.opset,
+        )
+        return model
+
+
+class OnnxFromPath(Loader[Any]):
+    """Load an ONNX file and check it against the model contract."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def call_impl(self) -> Any:
+        import onnx
+
+        try:
+            model = onnx.load(str(self.path))
+        except FileNotFoundError as error:
+            raise ModelError(f"{self.path}: model file not found") from error
+        except Exception as error:  # protobuf's DecodeError and friends share no base
+            raise ModelError(f"{self.path}: not an ONNX model: {error}") from error
+        check_onnx(model, source=self.path)
+        return model
+
+
+class SaveOnnx(Loader[Any]):
+    """Write the model another loader produces to ``path`` (atomically) and return it."""
+
+    def __init__(self, model: Any, path: str | Path) -> None:
+        self.model = model
+        self.path = Path(path)
+
+    def call_impl(self) -> Any:
+        model = resolve(self.model)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(self.path.name + ".partial")
+        partial.write_bytes(model.SerializeToString())
+        os.replace(partial, self.path)
+        log.info("saved ONNX model path=%s bytes=%d", self.path, self.path.stat().st_size)
+        return model
+
+
+def check_onnx(model: Any, *, source: str | Path) -> ModelInfo:
+    """Check an ``onnx.ModelProto`` against SPEC §4 and return its metadata.
+
+    Runs ``onnx.checker`` (full check) and strict shape inference, then checks the one
+    input ``images`` float32 ``(N, 3, H, W)``, the one output ``probs`` float32
+    ``(N, K, H, W)`` with K equal to the metadata's, and dynamic N, H, W.
+    """
+    import onnx
+
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
+        raise ModelError(f"{source}: ONNX check failed: {error}") from error
+    metadata = {prop.key: prop.value for prop in model.metadata_props}
+    info = ModelInfo.from_metadata(metadata, source=source)
+    initializers = {init.name for init in inferred.graph.initializer}
+    inputs = [v for v in inferred.graph.input if v.name not in initializers]
+    outputs = list(inferred.graph.output)
+    if [v.name for v in inputs] != [INPUT_NAME]:
+        raise ModelError(f"{source}: inputs are {[v.name for v in inputs]}, need [{INPUT_NAME!r}]")
+    if [v.name for v in outputs] != [OUTPUT_NAME]:
+        raise ModelError(
+            f"{source}: outputs are {[v.name for v in outputs]}, need [{OUTPUT_NAME!r}]"
+        )
+    for value, channels in ((inputs[0], 3), (outputs[0], info.num_heads)):
+        tensor = value.type.tensor_type
+        if tensor.elem_type != onnx.TensorProto.FLOAT:
+            raise ModelError(f"{source}: {value.name} is not float32")
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+        if len(dims) != 4:
+            raise ModelError(f"{source}: {value.name} has rank {len(dims)}, need 4")
+        if dims[1] != channels:
+            raise ModelError(
+                f"{source}: {value.name} has {dims[1]} channels, need {channels}"
+                + (" (K from metadata)" if value.name == OUTPUT_NAME else "")
+            )
+        fixed = [axis for axis in (0, 2, 3) if dims[axis] is not None]
+        if fixed:
+            raise ModelError(
+                f"{source}: {value.name} axes {fixed} are fixed; N, H, W must be dynamic"
+            )
+    return info

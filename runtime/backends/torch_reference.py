@@ -1,0 +1,132 @@
+"""PyTorch reference backend: the ground truth the other backends are compared against.
+
+The only place under runtime/ that imports torch, and only inside methods, so the
+vehicle never needs it. It runs either an in-memory module (the trainer's detector,
+for export verification and benchmarks) or a ``.pt2`` file written by
+``torch.export.save`` with the model metadata in its extra files
+(``alscout export pt2``); runtime/ never imports the trainer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alscout.errors import BackendUnavailableError, InvalidInputError, ModelError
+from alscout.runtime.backends.base import Backend, TensorMeta, check_io_contract
+from alscout.runtime.model_info import INPUT_NAME, OUTPUT_NAME, ModelInfo, file_sha256
+
+__all__ = ["TorchBackend", "PT2_METADATA_FILE"]
+
+log = logging.getLogger(__name__)
+
+#: name of the extra file inside a ``.pt2`` archive that holds the metadata props
+PT2_METADATA_FILE = "alscout_metadata.json"
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+    except ImportError as error:
+        raise BackendUnavailableError(
+            "torch backend: PyTorch is not installed (pip install 'alscout[train]')"
+        ) from error
+    return torch
+
+
+class TorchBackend(Backend):
+    """Runs a PyTorch module in eval mode under ``torch.inference_mode``.
+
+    ``threads`` > 0 sets torch's intra-op thread count while active (the benchmark
+    compares backends at equal thread counts); 0 leaves torch's default.
+    """
+
+    name = "torch"
+
+    def __init__(
+        self, module: Any, model_info: ModelInfo, *, source: str = "<module>", threads: int = 0
+    ) -> None:
+        super().__init__()
+        self._module = module
+        self._threads = threads
+        self._saved_threads = 0
+        self._exported = _is_exported(module)
+        self.source = source
+        self.model_info = model_info
+        dims: tuple[int | None, ...] = (None, 3, None, None)
+        self.input_meta, self.output_meta = check_io_contract(
+            source,
+            model_info,
+            [TensorMeta(INPUT_NAME, "float32", dims)],
+            [TensorMeta(OUTPUT_NAME, "float32", (None, model_info.num_heads, None, None))],
+        )
+
+    @classmethod
+    def from_file(cls, model_path: str | Path, *, threads: int = 0) -> TorchBackend:
+        """Load a ``.pt2`` program; its metadata must follow the model contract."""
+        torch = _import_torch()
+        path = Path(model_path)
+        if not path.is_file():
+            raise ModelError(f"{path}: model file not found")
+        extra = {PT2_METADATA_FILE: ""}
+        try:
+            program = torch.export.load(str(path), extra_files=extra)
+        except Exception as error:  # torch raises many unrelated types for a bad archive
+            raise ModelError(f"{path}: not a torch.export program: {error}") from error
+        if not extra[PT2_METADATA_FILE]:
+            raise ModelError(f"{path}: the program has no {PT2_METADATA_FILE} metadata")
+        try:
+            metadata = json.loads(extra[PT2_METADATA_FILE])
+        except json.JSONDecodeError as error:
+            raise ModelError(f"{path}: {PT2_METADATA_FILE} is not JSON: {error}") from error
+        sha256 = file_sha256(path)
+        info = ModelInfo.from_metadata(metadata, source=path, sha256=sha256, file_format="pt2")
+        return cls(program.module(), info, source=str(path), threads=threads)
+
+    def probe_shape(self) -> tuple[int, int, int, int]:
+        # An exported program supports the shapes torch.export derived from its example
+        # (two frames at the input size); 64x64 may lie below its smallest.
+        if self._exported:
+            return (2, 3, *self.model_info.input_size)
+        return super().probe_shape()
+
+    def activate_impl(self) -> None:
+        torch = _import_torch()
+        if hasattr(self._module, "eval") and not self._exported:
+            self._module.eval()
+        if self._threads > 0:
+            self._saved_threads = torch.get_num_threads()
+            torch.set_num_threads(self._threads)
+
+    def infer_impl(self, images: np.ndarray) -> np.ndarray:
+        torch = _import_torch()
+        try:
+            with torch.inference_mode():
+                probs = self._module(torch.from_numpy(images))
+        except (RuntimeError, AssertionError) as error:
+            if not self._exported:
+                raise
+            # An exported program checks its shape guards on every call.
+            raise InvalidInputError(
+                f"{self.source}: the exported program cannot run {images.shape}: {error}"
+            ) from error
+        if isinstance(probs, tuple | list):
+            probs = probs[0]
+        return probs.detach().cpu().numpy().astype(np.float32, copy=False)
+
+    def deactivate_impl(self) -> None:
+        if self._saved_threads:
+            _import_torch().set_num_threads(self._saved_threads)
+            self._saved_threads = 0
+
+
+def _is_exported(module: Any) -> bool:
+    # Modules from ``ExportedProgram.module()`` refuse ``.eval()``; they are already
+    # frozen in the mode they were exported in.
+    return type(module).__name__ in ("GraphModule", "_UnliftedGraphModule") or hasattr(
+        module, "graph_signature"
+    )

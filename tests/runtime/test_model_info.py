@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from alscout.errors import InvalidInputError, ModelError
+from alscout.runtime.model_info import METADATA_KEYS, ModelInfo, Normalisation, file_sha256
+
+
+def make_info(**changes) -> ModelInfo:
+    values = dict(
+        name="det",
+        version="3",
+        num_heads=2,
+        default_boxes=((100, 40), (50, 20)),
+        input_size=(48, 64),
+        normalisation=Normalisation(mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3)),
+        training_data_digest="sha256:abc",
+    )
+    values.update(changes)
+    return ModelInfo(**values)
+
+
+def test_metadata_round_trip_keeps_every_field():
+    info = make_info()
+    metadata = info.to_metadata()
+    assert set(metadata) == set(METADATA_KEYS)
+    assert all(isinstance(v, str) for v in metadata.values())
+    back = ModelInfo.from_metadata(metadata, source="m.onnx", sha256="f" * 64)
+    assert back.with_file("", "onnx") == info.with_file("", "onnx")
+    assert back.sha256 == back.source_sha256 == "f" * 64
+    assert json.loads(metadata["alscout.input_size"]) == {"height": 48, "width": 64}
+
+
+@pytest.mark.parametrize("key", METADATA_KEYS)
+def test_missing_key_is_a_model_error_naming_it(key):
+    metadata = make_info().to_metadata()
+    del metadata[key]
+    with pytest.raises(ModelError, match=key.replace(".", r"\.")) as caught:
+        ModelInfo.from_metadata(metadata, source="model.onnx")
+    assert "model.onnx" in str(caught.value)
+
+
+def test_unknown_contract_version_is_refused():
+    metadata = make_info().to_metadata()
+    metadata["alscout.contract"] = "99"
+    with pytest.raises(ModelError, match="contract '99'"):
+        ModelInfo.from_metadata(metadata, source="m.onnx")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("alscout.num_heads", "two"),
+        ("alscout.default_boxes", "[[1, 2], [3]]"),
+        ("alscout.input_size", "[64, 48]"),
+        ("alscout.normalisation", "{not json"),
+    ],
+)
+def test_malformed_values_name_the_key(key, value):
+    metadata = make_info().to_metadata()
+    metadata[key] = value
+    with pytest.raises(ModelError, match=key.replace(".", r"\.")):
+        ModelInfo.from_metadata(metadata, source="m.onnx")
+
+
+def test_heads_and_default_boxes_must_agree():
+    metadata = make_info().to_metadata()
+    metadata["alscout.num_heads"] = "3"
+    with pytest.raises(ModelError, match="K=3 heads but 2 default boxes"):
+        ModelInfo.from_metadata(metadata, source="m.onnx")
+
+
+def test_empty_digest_and_bad_normalisation_are_refused():
+    with pytest.raises(ModelError, match="training_data_digest"):
+        make_info(training_data_digest="")
+    with pytest.raises(ModelError, match="std"):
+        Normalisation(std=(0.2, 0.0, 0.3))
+    with pytest.raises(ModelError, match="RGB"):
+        Normalisation.from_json(
+            json.dumps({"color": "BGR", "scale": 1, "mean": [0] * 3, "std": [1] * 3})
+        )
+
+
+def test_normalisation_matches_the_formula_and_layout():
+    norm = Normalisation(mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
+    out = norm.apply(frames)
+    assert out.shape == (2, 3, 5, 7)
+    assert out.dtype == np.float32
+    assert out.flags.c_contiguous
+    for c in range(3):
+        expected = (frames[..., c] / 255.0 - norm.mean[c]) / norm.std[c]
+        np.testing.assert_allclose(out[:, c], expected, atol=1e-5)
+    np.testing.assert_allclose(norm.apply(frames[0]), out[0], atol=0)
+    with pytest.raises(InvalidInputError):
+        norm.apply(frames[..., :2])
+
+
+def test_file_sha256_matches_hashlib(tmp_path):
+    data = np.random.default_rng(0).bytes(3 << 20)
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+    assert file_sha256(path) == hashlib.sha256(data).hexdigest()
