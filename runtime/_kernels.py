@@ -37,70 +37,107 @@ def _atanh_series(s):
 
 
 @kernel
-def binary_entropy_into(p, out, complement, mantissa_p, mantissa_q, exponent_q):
-    """``out = H(p) = -p ln p - (1-p) ln(1-p)`` in nats for a float64 row ``p`` in [0, 1].
+def _entropy_at(a, j, scratch_p, scratch_q, bits_p, bits_q):
+    """H(a) in nats for ``0 <= a <= 1``; ``j`` picks the scratch slot for the bit casts.
 
     Both logarithms are computed here rather than by libm, because LLVM vectorises
     this form and not a libm call: ``x = m 2^e`` with ``m`` in [sqrt(1/2), sqrt(2)),
     ``ln m = 2 atanh((m-1)/(m+1))``, and the two divisions share one reciprocal.
-    ``ln 0`` comes out near -709, so ``0 ln 0 = 0``. The other arguments are
-    scratch rows of the same length.
+    The bits pass through scratch rows (``bits_*`` are their int64 views) because
+    Numba has no scalar bit cast. ``ln 0`` comes out near -709, so ``0 ln 0 = 0``.
     """
-    n = p.shape[0]
-    for j in range(n):
-        complement[j] = 1.0 - p[j]
-    bits_p = p.view(np.int64)
-    bits_q = complement.view(np.int64)
-    mantissa_bits_p = mantissa_p.view(np.int64)
-    mantissa_bits_q = mantissa_q.view(np.int64)
-    for j in range(n):
-        bp = bits_p[j]
-        bq = bits_q[j]
-        out[j] = np.float64((bp >> 52) - 1023)
-        exponent_q[j] = np.float64((bq >> 52) - 1023)
-        mantissa_bits_p[j] = (bp & _MANTISSA) | _EXPONENT_ONE
-        mantissa_bits_q[j] = (bq & _MANTISSA) | _EXPONENT_ONE
-    for j in range(n):
-        m1 = mantissa_p[j]
-        m2 = mantissa_q[j]
-        big1 = np.float64(m1 > _SQRT2)
-        big2 = np.float64(m2 > _SQRT2)
-        m1 = m1 - 0.5 * m1 * big1
-        m2 = m2 - 0.5 * m2 * big2
-        shared = 1.0 / ((m1 + 1.0) * (m2 + 1.0))
-        log_p = (out[j] + big1) * _LN2 + _atanh_series((m1 - 1.0) * (m2 + 1.0) * shared)
-        log_q = (exponent_q[j] + big2) * _LN2 + _atanh_series((m2 - 1.0) * (m1 + 1.0) * shared)
-        out[j] = -(p[j] * log_p + complement[j] * log_q)
+    q = 1.0 - a
+    scratch_p[j] = a
+    scratch_q[j] = q
+    b1 = bits_p[j]
+    b2 = bits_q[j]
+    e1 = np.float64((b1 >> 52) - 1023)
+    e2 = np.float64((b2 >> 52) - 1023)
+    bits_p[j] = (b1 & _MANTISSA) | _EXPONENT_ONE
+    bits_q[j] = (b2 & _MANTISSA) | _EXPONENT_ONE
+    m1 = scratch_p[j]
+    m2 = scratch_q[j]
+    big1 = np.float64(m1 > _SQRT2)
+    big2 = np.float64(m2 > _SQRT2)
+    m1 = m1 - 0.5 * m1 * big1
+    m2 = m2 - 0.5 * m2 * big2
+    shared = 1.0 / ((m1 + 1.0) * (m2 + 1.0))
+    log_p = (e1 + big1) * _LN2 + _atanh_series((m1 - 1.0) * (m2 + 1.0) * shared)
+    log_q = (e2 + big2) * _LN2 + _atanh_series((m2 - 1.0) * (m1 + 1.0) * shared)
+    return -(a * log_p + q * log_q)
 
 
 @kernel
-def window_sums_into(a, b, radius, out_a, out_b):
-    """Running sums of two rows over the window ``[j-radius, j+radius]`` clipped to the row.
+def binary_entropy_into(p, out, scratch_p, scratch_q):
+    """``out = H(p)`` for a float64 row ``p`` in [0, 1]; scratch rows of the same length."""
+    bits_p = scratch_p.view(np.int64)
+    bits_q = scratch_q.view(np.int64)
+    for j in range(p.shape[0]):
+        out[j] = _entropy_at(p[j], j, scratch_p, scratch_q, bits_p, bits_q)
 
-    The two rows share one loop so that their dependency chains overlap.
+
+@kernel
+def divergence_row_into(sum_p, sum_e, inv_width, inv_height, acc, scratch_p, scratch_q):
+    """``acc += H(mean p) - mean H(p)`` for one output row, from the window sums."""
+    bits_p = scratch_p.view(np.int64)
+    bits_q = scratch_q.view(np.int64)
+    for j in range(acc.shape[0]):
+        scale = inv_width[j] * inv_height
+        mean_p = min(max(sum_p[j] * scale, 0.0), 1.0)
+        h = _entropy_at(mean_p, j, scratch_p, scratch_q, bits_p, bits_q)
+        acc[j] += h - sum_e[j] * scale
+
+
+@kernel
+def window_sums_into(a, b, radius, pad_a, pad_b, out_a, out_b):
+    """Sums of two rows over the window ``[j-radius, j+radius]`` clipped to the row.
+
+    The rows are copied into zero-padded scratch (``n + 2 radius + 2`` long) so the
+    running sum needs no edge cases; each step adds one precomputed difference, and
+    the two halves of each row run as separate chains so their adds overlap.
     """
     n = a.shape[0]
-    sa = 0.0
-    sb = 0.0
-    for j in range(min(radius, n)):
-        sa += a[j]
-        sb += b[j]
+    width = 2 * radius + 1
+    for t in range(radius + 1):
+        pad_a[t] = 0.0
+        pad_b[t] = 0.0
+        pad_a[radius + n + 1 + t] = 0.0
+        pad_b[radius + n + 1 + t] = 0.0
     for j in range(n):
-        if j + radius < n:
-            sa += a[j + radius]
-            sb += b[j + radius]
-        out_a[j] = sa
-        out_b[j] = sb
-        if j - radius >= 0:
-            sa -= a[j - radius]
-            sb -= b[j - radius]
+        pad_a[radius + 1 + j] = a[j]
+        pad_b[radius + 1 + j] = b[j]
+    # out[j] = sum(pad[j + 1 : j + width + 1]); out[j] - out[j - 1] = pad[j + width] - pad[j]
+    half = n // 2
+    sa0 = 0.0
+    sb0 = 0.0
+    sa1 = 0.0
+    sb1 = 0.0
+    for t in range(width):
+        sa0 += pad_a[t]
+        sb0 += pad_b[t]
+        sa1 += pad_a[half + t]
+        sb1 += pad_b[half + t]
+    for j in range(half):
+        sa0 += pad_a[j + width] - pad_a[j]
+        sb0 += pad_b[j + width] - pad_b[j]
+        sa1 += pad_a[half + j + width] - pad_a[half + j]
+        sb1 += pad_b[half + j + width] - pad_b[half + j]
+        out_a[j] = sa0
+        out_b[j] = sb0
+        out_a[half + j] = sa1
+        out_b[half + j] = sb1
+    for j in range(2 * half, n):
+        sa1 += pad_a[j + width] - pad_a[j]
+        sb1 += pad_b[j + width] - pad_b[j]
+        out_a[j] = sa1
+        out_b[j] = sb1
 
 
 @kernel
-def _load_row_and_entropy(probs, n, k, i, p_row, e_row, t1, t2, t3, t4):
+def _load_row_and_entropy(probs, n, k, i, p_row, e_row, t1, t2):
     for j in range(p_row.shape[0]):
         p_row[j] = probs[n, k, i, j]
-    binary_entropy_into(p_row, e_row, t1, t2, t3, t4)
+    binary_entropy_into(p_row, e_row, t1, t2)
 
 
 @parallel_kernel
@@ -123,13 +160,12 @@ def divergence_kernel(probs, radius, band_rows, out):
         e_rows = np.empty((ring, W))
         col_p = np.empty(W)
         col_e = np.empty(W)
-        mean_p = np.empty(W)
-        mean_e = np.empty(W)
-        h_mean = np.empty(W)
+        sum_p = np.empty(W)
+        sum_e = np.empty(W)
         t1 = np.empty(W)
         t2 = np.empty(W)
-        t3 = np.empty(W)
-        t4 = np.empty(W)
+        pad_p = np.empty(W + 2 * radius + 2)
+        pad_e = np.empty(W + 2 * radius + 2)
         inv_width = np.empty(W)
         for j in range(W):
             inv_width[j] = 1.0 / (min(W - 1, j + radius) - max(0, j - radius) + 1)
@@ -139,35 +175,33 @@ def divergence_kernel(probs, radius, band_rows, out):
             col_e[:] = 0.0
             for i in range(max(0, r0 - radius), min(H, r0 + radius + 1)):
                 slot = i % ring
-                _load_row_and_entropy(probs, n, k, i, p_rows[slot], e_rows[slot], t1, t2, t3, t4)
+                _load_row_and_entropy(probs, n, k, i, p_rows[slot], e_rows[slot], t1, t2)
                 for j in range(W):
                     col_p[j] += p_rows[slot, j]
                     col_e[j] += e_rows[slot, j]
             for i in range(r0, r1):
                 inv_height = 1.0 / (min(H - 1, i + radius) - max(0, i - radius) + 1)
-                window_sums_into(col_p, col_e, radius, mean_p, mean_e)
-                for j in range(W):
-                    scale = inv_width[j] * inv_height
-                    mean_p[j] = min(max(mean_p[j] * scale, 0.0), 1.0)
-                    mean_e[j] *= scale
-                binary_entropy_into(mean_p, h_mean, t1, t2, t3, t4)
-                for j in range(W):
-                    acc[i - r0, j] += h_mean[j] - mean_e[j]
+                window_sums_into(col_p, col_e, radius, pad_p, pad_e, sum_p, sum_e)
+                divergence_row_into(sum_p, sum_e, inv_width, inv_height, acc[i - r0], t1, t2)
                 entering = i + radius + 1
+                leaving = i - radius
                 if entering < H:
                     slot = entering % ring
-                    _load_row_and_entropy(
-                        probs, n, k, entering, p_rows[slot], e_rows[slot], t1, t2, t3, t4
-                    )
+                    _load_row_and_entropy(probs, n, k, entering, p_rows[slot], e_rows[slot], t1, t2)
+                if entering < H and leaving >= 0:
+                    out_slot = leaving % ring
+                    for j in range(W):
+                        col_p[j] += p_rows[slot, j] - p_rows[out_slot, j]
+                        col_e[j] += e_rows[slot, j] - e_rows[out_slot, j]
+                elif entering < H:
                     for j in range(W):
                         col_p[j] += p_rows[slot, j]
                         col_e[j] += e_rows[slot, j]
-                leaving = i - radius
-                if leaving >= 0:
-                    slot = leaving % ring
+                elif leaving >= 0:
+                    out_slot = leaving % ring
                     for j in range(W):
-                        col_p[j] -= p_rows[slot, j]
-                        col_e[j] -= e_rows[slot, j]
+                        col_p[j] -= p_rows[out_slot, j]
+                        col_e[j] -= e_rows[out_slot, j]
         for i in range(r1 - r0):
             for j in range(W):
                 out[n, r0 + i, j] = acc[i, j]
@@ -187,14 +221,12 @@ def entropy_kernel(probs, band_rows, out):
         acc = np.empty(W)
         t1 = np.empty(W)
         t2 = np.empty(W)
-        t3 = np.empty(W)
-        t4 = np.empty(W)
         for i in range(r0, r1):
             acc[:] = 0.0
             for k in range(K):
                 for j in range(W):
                     row[j] = probs[n, k, i, j]
-                binary_entropy_into(row, h, t1, t2, t3, t4)
+                binary_entropy_into(row, h, t1, t2)
                 for j in range(W):
                     acc[j] += h[j]
             for j in range(W):
@@ -218,8 +250,6 @@ def mc_dropout_kernel(samples, band_rows, out):
         acc = np.empty(W)
         t1 = np.empty(W)
         t2 = np.empty(W)
-        t3 = np.empty(W)
-        t4 = np.empty(W)
         for i in range(r0, r1):
             acc[:] = 0.0
             for k in range(K):
@@ -228,13 +258,13 @@ def mc_dropout_kernel(samples, band_rows, out):
                 for t in range(T):
                     for j in range(W):
                         row[j] = samples[n, t, k, i, j]
-                    binary_entropy_into(row, h, t1, t2, t3, t4)
+                    binary_entropy_into(row, h, t1, t2)
                     for j in range(W):
                         mean_p[j] += row[j]
                         mean_h[j] += h[j]
                 for j in range(W):
                     mean_p[j] = min(max(mean_p[j] * inv_t, 0.0), 1.0)
-                binary_entropy_into(mean_p, h, t1, t2, t3, t4)
+                binary_entropy_into(mean_p, h, t1, t2)
                 for j in range(W):
                     acc[j] += h[j] - mean_h[j] * inv_t
             for j in range(W):
