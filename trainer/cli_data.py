@@ -88,7 +88,8 @@ def _synth(args: argparse.Namespace) -> str:
         data = generate_video(
             args.out, args.count, domain, args.seed, width, height, args.fps, args.container
         )
-    return f"wrote {len(data)} {args.kind} images, {data.num_boxes} boxes to {args.out}"
+    what = "still images" if args.kind == "stills" else "video frames"
+    return f"wrote {len(data)} {what}, {data.num_boxes} boxes to {args.out}"
 
 
 def _convert(args: argparse.Namespace) -> str:

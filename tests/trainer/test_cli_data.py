@@ -18,7 +18,7 @@ PETS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "pets09_
 def test_synth_stills_and_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["data", "synth", "--out", str(tmp_path / "s"), "--count", "3", "--size", "160x120"]
     assert main([*args, "--domain", "target", "--seed", "2"]) == 0
-    assert "wrote 3 stills images" in capsys.readouterr().out
+    assert "wrote 3 still images" in capsys.readouterr().out
     data = read_coco(tmp_path / "s" / "annotations.json")
     assert len(data) == 3 and data[0].width == 160
     video = ["data", "synth", "--out", str(tmp_path / "v"), "--kind", "video", "--count", "6"]
