@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from alscout.errors import InvalidInputError
 from alscout.trainer.data.annotations import Box
 from alscout.trainer.data.augment import crop, hflip, photometric_jitter, rescale, resize_to

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from alscout.errors import DataError, InvalidInputError
 from alscout.trainer.data.annotations import Box, Dataset, ImageRecord
 from alscout.trainer.data.citypersons import read_citypersons, write_citypersons

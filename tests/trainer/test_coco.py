@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from alscout.errors import DataError
 from alscout.trainer.data.annotations import Box, Dataset, ImageRecord
 from alscout.trainer.data.coco import read_coco, write_coco

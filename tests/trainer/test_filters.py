@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from alscout.errors import ConfigError, DataError
 from alscout.trainer.data.annotations import Box, Dataset, ImageRecord, clip_to_image
 from alscout.trainer.data.filters import BoxFilter, filter_boxes, filter_dataset, filter_record

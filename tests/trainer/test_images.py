@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from alscout.errors import DataError
 from alscout.trainer.data import images
 from alscout.trainer.data.annotations import ImageRecord

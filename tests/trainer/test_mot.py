@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from alscout.errors import DataError, InvalidInputError
 from alscout.trainer.data.annotations import Box, Dataset, ImageRecord
 from alscout.trainer.data.formats import read_dataset

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+
 from alscout.errors import InvalidInputError
 from alscout.trainer.data.annotations import Box
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from alscout.errors import DataError
 from alscout.trainer.data.annotations import ImageRecord
 

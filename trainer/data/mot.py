@@ -22,6 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import cv2
+
 from alscout.errors import DataError, InvalidInputError
 from alscout.trainer.data.annotations import Box, Dataset, ImageRecord, clip_to_image
 from alscout.trainer.data.images import video_info
