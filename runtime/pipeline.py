@@ -1,0 +1,224 @@
+"""From decoded frames to image scores: the one path the server and offline tools share.
+
+resize to the model's input size (area interpolation when shrinking, bilinear when
+enlarging: the trainer's rule) -> normalise as the model's metadata says -> batched
+inference, each frame with its horizontal mirror in the same batch (double
+evaluation, SPEC §1) -> pixel scores -> image score z, and on request a
+low-resolution heat map of the score map S.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+import cv2
+import numpy as np
+
+from alscout.errors import ConfigError, InvalidInputError
+from alscout.runtime.backends.base import Backend
+from alscout.runtime.model_info import ModelInfo
+from alscout.runtime.scoring import AGGREGATIONS, METHODS, aggregate, merge_mirrored, pixel_scores
+
+__all__ = ["PipelineConfig", "FrameScore", "ScoringPipeline", "block_max", "resize_frame"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """How frames are scored; validated on construction.
+
+    ``batch_size``: frames per inference call (the backend sees twice as many with
+    ``double_evaluation``). ``radius``, ``region``, ``method``, ``aggregation``: SPEC §1.
+    ``heatmap_stride``: side in pixels (at the model's input size) of the blocks whose
+    maximum forms one heat-map cell. ``input_size``: (height, width) override; None
+    uses the model's metadata.
+    """
+
+    batch_size: int = 8
+    double_evaluation: bool = True
+    radius: int = 9
+    region: int = 30
+    method: str = "divergence"
+    aggregation: str = "maxpool"
+    heatmap_stride: int = 16
+    input_size: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.radius < 0:
+            raise ConfigError(f"radius must be >= 0, got {self.radius}")
+        if self.region < 1:
+            raise ConfigError(f"region must be >= 1, got {self.region}")
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {sorted(METHODS)}, got {self.method!r}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ConfigError(
+                f"aggregation must be one of {sorted(AGGREGATIONS)}, got {self.aggregation!r}"
+            )
+        if self.heatmap_stride < 1:
+            raise ConfigError(f"heatmap_stride must be >= 1, got {self.heatmap_stride}")
+        if self.input_size is not None:
+            if len(self.input_size) != 2 or min(self.input_size) < 1:
+                raise ConfigError(f"input_size must be (height, width) >= 1: {self.input_size}")
+            object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
+
+
+@dataclass(frozen=True)
+class FrameScore:
+    """The score of one frame.
+
+    ``z``: image score (SPEC eq. 5). ``heatmap``: ``[ceil(H/s), ceil(W/s)]`` float32
+    block maxima of S at the model's input size (s = heatmap_stride), or None.
+    ``infer_ms``/``score_ms``: the frame's share (batch time / frames in the batch) of
+    resizing, normalising and inference, and of scoring, in milliseconds.
+    """
+
+    z: float
+    heatmap: np.ndarray | None
+    model_version: str
+    model_hash: str
+    infer_ms: float
+    score_ms: float
+
+
+class ScoringPipeline:
+    """Scores frames with one backend; safe to call from several threads.
+
+    Activates the backend if it is not active yet, so a bad model fails here, at
+    start-up, rather than at the first frame; :meth:`close` deactivates it again.
+    """
+
+    def __init__(self, backend: Backend, config: PipelineConfig | None = None) -> None:
+        self.backend = backend
+        self.config = config or PipelineConfig()
+        self.model_info: ModelInfo = backend.model_info
+        self.input_size: tuple[int, int] = self.config.input_size or self.model_info.input_size
+        self._owns_activation = not backend.is_active
+        backend.activate()
+        self._lock = threading.Lock()
+        log.info(
+            "pipeline ready backend=%s model=%s version=%s input=%sx%s batch=%d double=%s",
+            backend.name,
+            self.model_info.name,
+            self.model_info.version,
+            self.input_size[1],
+            self.input_size[0],
+            self.config.batch_size,
+            self.config.double_evaluation,
+        )
+
+    def close(self) -> None:
+        """Deactivate the backend if this pipeline activated it."""
+        if self._owns_activation:
+            self.backend.deactivate()
+
+    def __enter__(self) -> ScoringPipeline:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """RGB uint8 frames ``[H_i, W_i, 3]`` -> model input ``[N, 3, H, W]`` float32."""
+        height, width = self.input_size
+        resized = np.stack(
+            [resize_frame(_check_frame(img, i), height, width) for i, img in enumerate(images)]
+        )
+        return self.model_info.normalisation.apply(resized)
+
+    def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Head probabilities ``[N, K, H, W]`` at the input size, mirrors merged if on."""
+        inputs = self.preprocess(images)
+        return self._infer(inputs)
+
+    def score(self, images: Sequence[np.ndarray], heatmaps: bool = False) -> list[FrameScore]:
+        """Score RGB uint8 frames ``[H_i, W_i, 3]`` (any sizes); one result per frame."""
+        if isinstance(images, np.ndarray) and images.ndim == 3:
+            raise InvalidInputError("score() takes a sequence of frames, got a single frame")
+        results: list[FrameScore] = []
+        size = self.config.batch_size
+        for start in range(0, len(images), size):
+            results.extend(self._score_batch(images[start : start + size], heatmaps))
+        return results
+
+    def _score_batch(self, images: Sequence[np.ndarray], heatmaps: bool) -> list[FrameScore]:
+        n = len(images)
+        started = time.perf_counter()
+        probs = self._infer(self.preprocess(images))
+        inferred = time.perf_counter()
+        cfg = self.config
+        maps = pixel_scores(probs, radius=cfg.radius, method=cfg.method)
+        z = np.asarray(aggregate(maps, region=cfg.region, how=cfg.aggregation), dtype=np.float64)
+        cells = block_max(maps, cfg.heatmap_stride) if heatmaps else None
+        scored = time.perf_counter()
+        infer_ms = 1000.0 * (inferred - started) / n
+        score_ms = 1000.0 * (scored - inferred) / n
+        return [
+            FrameScore(
+                z=float(z[i]),
+                heatmap=None if cells is None else cells[i],
+                model_version=self.model_info.version,
+                model_hash=self.model_info.sha256,
+                infer_ms=infer_ms,
+                score_ms=score_ms,
+            )
+            for i in range(n)
+        ]
+
+    def _infer(self, inputs: np.ndarray) -> np.ndarray:
+        n = inputs.shape[0]
+        if self.config.double_evaluation:
+            inputs = np.concatenate([inputs, inputs[..., ::-1]])
+        with self._lock:
+            probs = self.backend.infer(inputs)
+        if self.config.double_evaluation:
+            return merge_mirrored(probs[:n], probs[n:])
+        return probs
+
+
+def resize_frame(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize ``[H, W, 3]`` to ``[height, width, 3]``: area when shrinking, else bilinear."""
+    old_h, old_w = image.shape[:2]
+    if (old_h, old_w) == (height, width):
+        return image
+    shrink = height * width < old_h * old_w
+    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    return cv2.resize(image, (width, height), interpolation=interpolation)
+
+
+def block_max(maps: np.ndarray, stride: int) -> np.ndarray:
+    """Maxima of ``stride x stride`` blocks tiled from the top-left corner.
+
+    ``maps``: ``[N, H, W]``. Returns ``[N, ceil(H/stride), ceil(W/stride)]`` float32;
+    edge blocks may be smaller and still count (as regions do in SPEC eq. 5).
+    """
+    n, h, w = maps.shape
+    rows, cols = -(-h // stride), -(-w // stride)
+    padded = np.full((n, rows * stride, cols * stride), -np.inf, dtype=np.float32)
+    padded[:, :h, :w] = maps
+    blocks = padded.reshape(n, rows, stride, cols, stride)
+    return blocks.max(axis=(2, 4))
+
+
+def _check_frame(image: np.ndarray, index: int) -> np.ndarray:
+    if not isinstance(image, np.ndarray):
+        raise InvalidInputError(f"frame {index} must be a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise InvalidInputError(
+            f"frame {index} must be [H, W, 3] uint8 RGB, got {image.dtype} {image.shape}"
+        )
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise InvalidInputError(f"frame {index} is empty: {image.shape}")
+    return image
