@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812 (the alias every PyTorch reader knows)
+import torch.nn.functional as F
 from torch import nn
 
 from alscout.errors import ConfigError, InvalidInputError

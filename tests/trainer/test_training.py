@@ -1,0 +1,293 @@
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from alscout.errors import ConfigError, ModelError
+from alscout.trainer.checkpoint import (
+    Checkpoint,
+    dataset_digest,
+    load_checkpoint,
+    load_detector,
+    save_checkpoint,
+)
+from alscout.trainer.config import TrainConfig, load_toml
+from alscout.trainer.data.annotations import Box, Dataset, ImageRecord
+from alscout.trainer.distributed import DistContext, make_loader
+from alscout.trainer.model import Detector, DetectorConfig, predict_probs
+from alscout.trainer.targets import POSITIVE, TargetConfig
+from alscout.trainer.training import (
+    TrainingSet,
+    build_optimizer,
+    build_scheduler,
+    evaluate,
+    fit,
+    sampled_logistic_loss,
+    train_one_epoch,
+)
+
+SIZE = (120, 160)  # (height, width): a quarter of 640x480 on each side
+TINY = DetectorConfig(width=4, head_channels=16, fires_per_level=1)
+# Figures that fit heads 2, 3 and 4 at this size (default boxes scale by 1/4).
+FIGURES = ((36, 18), (20, 11), (14, 7))
+
+
+def figure_scenes(root: Path, count: int, seed: int = 0, per_image: int = 2) -> Dataset:
+    """Blurred-noise images with red 'bodies' and a blue 'head' band, as PNG files."""
+    rng = np.random.default_rng(seed)
+    height, width = SIZE
+    records = []
+    for i in range(count):
+        image = cv2.GaussianBlur(
+            rng.integers(0, 256, (height, width, 3), dtype=np.uint8), (5, 5), 0
+        )
+        boxes = []
+        for _ in range(per_image):
+            bh, bw = FIGURES[rng.integers(len(FIGURES))]
+            x, y = int(rng.integers(2, width - bw - 2)), int(rng.integers(2, height - bh - 2))
+            cv2.rectangle(image, (x, y), (x + bw - 1, y + bh - 1), (230, 40, 40), -1)
+            cv2.rectangle(
+                image, (x + bw // 4, y), (x + 3 * bw // 4, y + bh // 5), (40, 40, 230), -1
+            )
+            boxes.append(Box(float(x), float(y), float(bw), float(bh)))
+        path = root / f"scene_{seed}_{i:03d}.png"
+        cv2.imwrite(str(path), image[:, :, ::-1])
+        records.append(ImageRecord(i, path, width, height, tuple(boxes)))
+    return Dataset(records, name=f"figures-{seed}")
+
+
+def config(**changes) -> TrainConfig:
+    base = dict(epochs=2, batch_size=4, input_size=SIZE, lr=3e-3, lr_final=3e-4, seed=3)
+    return TrainConfig(**{**base, **changes})
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny convolutions gain nothing from threads, and CI machines are shared:
+    # two threads on two busy cores run several times slower than one.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Dataset:
+    return figure_scenes(tmp_path_factory.mktemp("scenes"), 8)
+
+
+def test_sampled_logistic_loss_by_hand():
+    logits = torch.tensor([[[[0.0, 2.0]], [[-1.0, 3.0]]]])  # [1, 2 heads, 1, 2]
+    labels = torch.tensor([[[[1, 0]], [[0, -1]]]], dtype=torch.int8)
+    mask = torch.tensor([[[[True, True]], [[True, False]]]])
+    counts = torch.tensor([4.0, 1.0])  # as if another process held two more pixels of head 0
+    head0 = (math.log(2) + math.log1p(math.exp(2.0))) / 4
+    head1 = math.log1p(math.exp(-1.0)) / 1
+    got = sampled_logistic_loss(logits, labels, mask, counts)
+    assert float(got) == pytest.approx(head0 + head1, rel=1e-6)
+    assert float(sampled_logistic_loss(logits, labels, mask & False, counts)) == 0.0
+
+
+def test_scheduler_anneals_exponentially_from_lr_to_lr_final_at_the_last_step():
+    model = torch.nn.Linear(2, 1)
+    cfg = config(epochs=3, lr=1e-3, lr_final=1e-4)
+    optimizer = build_optimizer(model, cfg)
+    assert isinstance(optimizer, torch.optim.RMSprop)
+    assert optimizer.param_groups[0]["weight_decay"] == cfg.weight_decay == 2e-6
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=5)
+    lrs = []
+    for _ in range(15):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-4)
+    ratios = np.array(lrs[1:]) / np.array(lrs[:-1])
+    np.testing.assert_allclose(ratios, ratios[0])
+
+
+def test_training_set_items_are_seeded_per_epoch_and_image(scenes):
+    data = TrainingSet(scenes, TINY, config())
+    item = data[0]
+    assert item["image"].shape == (*SIZE, 3) and item["image"].dtype == torch.uint8
+    assert item["labels"].shape == (5, *SIZE) and item["mask"].shape == (5, *SIZE)
+    assert torch.equal(data[0]["mask"], item["mask"])
+    flips = []
+    for epoch in range(6):
+        data.set_epoch(epoch)
+        got = data[1]["image"].numpy()
+        plain, _ = data.resized(1)
+        assert np.array_equal(got, plain) or np.array_equal(got, plain[:, ::-1])
+        flips.append(not np.array_equal(got, plain))
+    assert any(flips) and not all(flips)
+    plain = TrainingSet(scenes, TINY, config(), augment=False)
+    for epoch in range(4):
+        plain.set_epoch(epoch)
+        assert np.array_equal(plain[1]["image"].numpy(), plain.resized(1)[0])
+
+
+def test_tiny_model_overfits_a_small_synthetic_set(tmp_path):
+    scenes = figure_scenes(tmp_path, 12, seed=1)
+    cfg = config(epochs=25, batch_size=4, cache_images=True)
+    result = fit(scenes, TINY, cfg, progress=False)
+    first, last = result.history[0]["train"], result.history[-1]["train"]
+    assert last["loss"] < first["loss"] / 5
+    assert last["mean_prob_positive"] > 0.6 > 0.05 > last["mean_prob_negative"]
+    # Pixel level: every figure's centre outscores the background in its own head.
+    images = np.stack([cv2.imread(str(r.source))[:, :, ::-1] for r in scenes])
+    probs = predict_probs(result.model, images)
+    data = TrainingSet(scenes, TINY, cfg, augment=False)
+    centre_scores, background = [], []
+    for i in range(len(scenes)):
+        labels = data[i]["labels"].numpy()
+        for k in range(5):
+            if (labels[k] == POSITIVE).any():
+                centre_scores.append(probs[i, k][labels[k] == POSITIVE].max())
+            background.append(probs[i, k][labels[k] == 0])
+    assert np.median(centre_scores) > 0.7
+    assert np.quantile(np.concatenate(background), 0.99) < 0.3
+
+
+def _assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_resume_equals_an_uninterrupted_run(scenes, tmp_path):
+    cfg = config(epochs=2)
+    whole = fit(scenes, TINY, cfg, out_dir=tmp_path / "whole", progress=False)
+    half = fit(scenes, TINY, cfg, out_dir=tmp_path / "half", stop_after=1, progress=False)
+    assert len(half.history) == 1 and load_checkpoint(half.checkpoint).epoch == 1
+    resumed = fit(
+        scenes, TINY, cfg, out_dir=tmp_path / "half", resume=half.checkpoint, progress=False
+    )
+    _assert_same_state(whole.model.state_dict(), resumed.model.state_dict())
+    a, b = load_checkpoint(whole.checkpoint), load_checkpoint(resumed.checkpoint)
+    assert a.epoch == b.epoch == 2
+    assert a.scheduler == b.scheduler
+    for sa, sb in zip(a.optimizer["state"].values(), b.optimizer["state"].values(), strict=True):
+        _assert_same_state(sa, sb)
+    assert [h["train"]["loss"] for h in a.history] == [h["train"]["loss"] for h in b.history]
+    history = json.loads((tmp_path / "half" / "history.json").read_text())
+    assert len(history) == 2
+
+
+def test_finetuning_starts_from_the_given_weights(scenes, tmp_path):
+    base = fit(scenes, TINY, config(epochs=6), out_dir=tmp_path / "base", progress=False)
+    other = DetectorConfig(width=8)  # the init file's own config wins
+    tuned = fit(
+        scenes,
+        other,
+        config(epochs=1, lr=1e-9, lr_final=1e-9),
+        init=base.checkpoint,
+        progress=False,
+    )
+    fresh = fit(scenes, TINY, config(epochs=1, lr=1e-9, lr_final=1e-9), progress=False)
+    assert tuned.model.config == TINY
+    assert tuned.history[0]["train"]["loss"] < 0.5 * fresh.history[0]["train"]["loss"]
+    torch.testing.assert_close(
+        tuned.model.state_dict()["logits.weight"],
+        base.model.state_dict()["logits.weight"],
+        atol=1e-6,
+        rtol=0,
+    )
+
+
+def test_validation_is_reported_and_repeatable(scenes, tmp_path):
+    val = figure_scenes(tmp_path, 4, seed=9)
+    result = fit(scenes, TINY, config(epochs=1), val=val, progress=False)
+    reported = result.history[0]["val"]
+    assert reported["positives"] > 0 and reported["negatives"] >= 15 * reported["positives"]
+    loader = make_loader(
+        TrainingSet(val, TINY, config(epochs=1), augment=False), 4, DistContext(), False, 3
+    )
+    again = evaluate(result.model, loader, DistContext())
+    assert again.loss == pytest.approx(reported["loss"], rel=1e-6)
+
+
+def test_a_non_finite_loss_raises(scenes):
+    model = Detector(TINY)
+    with torch.no_grad():
+        model.logits.bias.fill_(float("nan"))
+    cfg = config(epochs=1)
+    loader = make_loader(TrainingSet(scenes, TINY, cfg), 4, DistContext(), True, 0)
+    optimizer = build_optimizer(model, cfg)
+    with pytest.raises(FloatingPointError, match="loss is nan"):
+        train_one_epoch(
+            model,
+            loader,
+            optimizer,
+            build_scheduler(optimizer, cfg, 2),
+            None,
+            0,
+            DistContext(),
+            False,
+        )
+
+
+def test_checkpoint_files_fail_loudly(tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match=r"junk\.pt"):
+        load_checkpoint(junk)
+    bare = tmp_path / "bare.pt"
+    torch.save(Detector(DetectorConfig(width=16)).state_dict(), bare)
+    assert isinstance(load_detector(bare), Detector)
+    path = save_checkpoint(
+        tmp_path / "c.pt", Checkpoint(model=Detector(TINY).state_dict(), detector=TINY)
+    )
+    assert load_detector(path).config == TINY
+    payload = torch.load(path, weights_only=True)
+    payload["format_version"] = 99
+    torch.save(payload, path)
+    with pytest.raises(ModelError, match="newer"):
+        load_checkpoint(path)
+    mismatched = Checkpoint(model=Detector(TINY).state_dict(), detector=DetectorConfig(width=8))
+    with pytest.raises(ModelError, match="do not match"):
+        mismatched.build_model()
+
+
+def test_dataset_digest_follows_boxes_not_folders(scenes):
+    moved = Dataset(
+        [
+            r.__class__(r.image_id, Path("/elsewhere") / r.source.name, r.width, r.height, r.boxes)
+            for r in scenes
+        ]
+    )
+    assert dataset_digest(moved) == dataset_digest(scenes)
+    fewer = scenes.subset(range(7))
+    assert dataset_digest(fewer) != dataset_digest(scenes)
+
+
+def test_train_config_validation_and_toml(tmp_path):
+    with pytest.raises(ConfigError):
+        TrainConfig(epochs=0)
+    with pytest.raises(ConfigError):
+        TrainConfig(input_size=(16, 640))
+    with pytest.raises(ConfigError):
+        TrainConfig(device="tpu")
+    cfg = TrainConfig(epochs=3, targets=TargetConfig(centre_fraction=0.1))
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.with_overrides(epochs=None, batch_size=2).batch_size == 2
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        "[detector]\nwidth = 8\n\n[train]\nepochs = 7\ninput_size = [240, 320]\n\n"
+        "[train.targets]\ncentre_fraction = 0.1\n"
+    )
+    detector, train = load_toml(toml)
+    assert detector.width == 8 and train.epochs == 7 and train.input_size == (240, 320)
+    assert train.targets.centre_fraction == 0.1
+    toml.write_text("[train]\nepoch = 7\n")
+    with pytest.raises(ConfigError, match="epoch"):
+        load_toml(toml)
+    toml.write_text("[train\n")
+    with pytest.raises(ConfigError, match="TOML"):
+        load_toml(toml)

@@ -1,0 +1,382 @@
+"""Training and evaluation of the detector: plain functions, one loop (SPEC §3).
+
+Every random choice of an image (mirror or not, which negatives enter the loss) is
+drawn from a generator seeded by ``(seed, epoch, image index)``, so it does not
+depend on batch composition, worker count or the number of data-parallel processes:
+a 2-process run sees the same pixels as a 1-process run at the same global batch,
+and a resumed run the same as an uninterrupted one.
+
+The loss per head is the logistic loss summed over the sampled pixels of the whole
+global batch and divided by their global count; the heads' losses are summed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from alscout.trainer import checkpoint as ckpt
+from alscout.trainer.config import TrainConfig
+from alscout.trainer.data.annotations import Dataset, ImageRecord
+from alscout.trainer.data.augment import hflip, resize_to
+from alscout.trainer.data.images import load_image
+from alscout.trainer.distributed import DistContext, all_reduce_sum, make_loader, wrap_model
+from alscout.trainer.model import Detector, DetectorConfig, DetectorLogits, normalise
+from alscout.trainer.targets import POSITIVE, make_targets, sample_pixels
+
+__all__ = [
+    "TrainingSet",
+    "EpochStats",
+    "build_optimizer",
+    "build_scheduler",
+    "sampled_logistic_loss",
+    "train_one_epoch",
+    "evaluate",
+    "FitResult",
+    "fit",
+]
+
+log = logging.getLogger(__name__)
+
+
+class TrainingSet(torch.utils.data.Dataset):
+    """Images resized to the training input, with per-head labels and loss masks.
+
+    Item ``i``: ``image`` ``[H, W, 3]`` uint8, ``labels`` ``[K, H, W]`` int8,
+    ``mask`` ``[K, H, W]`` bool (pixels in the loss), ``index`` ``i``. Call
+    :meth:`set_epoch` before each epoch; with ``augment=False`` nothing is mirrored.
+    """
+
+    def __init__(
+        self, dataset: Dataset, detector: DetectorConfig, config: TrainConfig, augment: bool = True
+    ) -> None:
+        self.dataset = dataset
+        self.detector = detector
+        self.config = config
+        self.augment = augment and config.hflip
+        self.epoch = 0
+        self._cache: dict[int, tuple[np.ndarray, tuple]] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose random draws the next items use."""
+        self.epoch = int(epoch)
+
+    def resized(self, index: int) -> tuple[np.ndarray, tuple]:
+        """Image ``index`` at the input size and its boxes, before augmentation."""
+        if index in self._cache:
+            return self._cache[index]
+        record: ImageRecord = self.dataset[index]
+        height, width = self.config.input_size
+        image, boxes = resize_to(load_image(record), record.boxes, width, height)
+        if self.config.cache_images:
+            self._cache[index] = (image, boxes)
+        return image, boxes
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, boxes = self.resized(index)
+        rng = np.random.default_rng([self.config.seed, self.epoch, index])
+        if self.augment and rng.random() < 0.5:
+            image, boxes = hflip(image, boxes)
+        height, width = self.config.input_size
+        labels = make_targets(boxes, height, width, self.detector, self.config.targets)
+        mask = sample_pixels(labels, self.config.n2p, self.config.min_negatives, rng)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image)),
+            "labels": torch.from_numpy(labels),
+            "mask": torch.from_numpy(mask),
+            "index": index,
+        }
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """What one pass over a dataset measured (averages over the sampled pixels)."""
+
+    epoch: int
+    loss: float
+    positives: int
+    negatives: int
+    mean_prob_positive: float
+    mean_prob_negative: float
+    lr: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, float | int]:
+        return dict(self.__dict__)
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """RMSProp with the paper's learning rate and L2 weight decay."""
+    return torch.optim.RMSprop(
+        model.parameters(),
+        lr=config.lr,
+        alpha=config.rmsprop_alpha,
+        eps=config.rmsprop_eps,
+        weight_decay=config.weight_decay,
+    )
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.ExponentialLR:
+    """Exponential decay, stepped per batch, reaching ``lr_final`` at the last step."""
+    total = max(1, config.epochs * steps_per_epoch)
+    gamma = (config.lr_final / config.lr) ** (1.0 / max(1, total - 1))
+    return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+
+
+def sampled_logistic_loss(
+    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, counts: torch.Tensor
+) -> torch.Tensor:
+    """Sum over heads of (logistic loss summed over masked pixels) / ``counts[k]``.
+
+    ``logits``: ``[N, K, H, W]`` float; ``labels``: ``[N, K, H, W]`` int8;
+    ``mask``: ``[N, K, H, W]`` bool; ``counts``: ``[K]`` float, the number of masked
+    pixels per head over the *global* batch (a head with none contributes 0).
+    """
+    target = (labels == POSITIVE).to(logits.dtype)
+    per_pixel = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
+    per_head = (per_pixel * mask).sum(dim=(0, 2, 3))
+    return (per_head / counts.clamp(min=1)).sum()
+
+
+def _prob_sums(probs: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[sum p over masked positives, their count, sum p over masked negatives, count]."""
+    pos = mask & (labels == POSITIVE)
+    neg = mask & ~(labels == POSITIVE)
+    return torch.stack([probs[pos].sum(), pos.sum(), probs[neg].sum(), neg.sum()]).double()
+
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler | None,
+    epoch: int,
+    context: DistContext,
+    progress: bool = True,
+) -> EpochStats:
+    """One pass over ``loader`` (whose sampler and dataset already know ``epoch``).
+
+    ``scaler`` is given for mixed precision on CUDA only. Raises
+    :class:`FloatingPointError` when a loss is not finite.
+    """
+    if isinstance(model, Detector):
+        model = DetectorLogits(model)
+    model.train()
+    device = context.device
+    config: DetectorConfig = _unwrap(model).config
+    start = time.perf_counter()
+    totals = torch.zeros(5, dtype=torch.float64)  # loss * steps, prob sums (4)
+    steps = 0
+    lr = optimizer.param_groups[0]["lr"]
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}", disable=not (progress and context.is_main))
+    for batch in bar:
+        images = normalise(batch["image"], config).to(device, non_blocking=True)
+        labels = batch["labels"].to(device, non_blocking=True)
+        mask = batch["mask"].to(device, non_blocking=True)
+        counts = all_reduce_sum(mask.sum(dim=(0, 2, 3)).double(), context)
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=scaler is not None):
+            logits = model(images)
+        loss = sampled_logistic_loss(logits, labels, mask, counts.to(logits.device))
+        global_loss = all_reduce_sum(loss.detach().double(), context)
+        if not math.isfinite(float(global_loss)):
+            raise FloatingPointError(f"loss is {float(global_loss)} at epoch {epoch + 1}")
+        # Data-parallel averages gradients over processes; scaling by the world size
+        # makes the result the gradient of the global-batch loss.
+        scaled = loss * context.world_size
+        if scaler is not None:
+            scaler.scale(scaled).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            scaled.backward()
+            optimizer.step()
+        scheduler.step()
+        steps += 1
+        totals[0] += float(global_loss)
+        with torch.no_grad():
+            totals[1:] += all_reduce_sum(_prob_sums(torch.sigmoid(logits), labels, mask), context)
+        bar.set_postfix(loss=f"{float(global_loss):.4f}")
+    stats = _stats(epoch, totals, steps, lr, time.perf_counter() - start)
+    if context.is_main:
+        log.info(
+            "epoch=%d loss=%.5f p_pos=%.3f p_neg=%.3f lr=%.2e seconds=%.1f",
+            epoch + 1,
+            stats.loss,
+            stats.mean_prob_positive,
+            stats.mean_prob_negative,
+            stats.lr,
+            stats.seconds,
+        )
+    return stats
+
+
+def _stats(epoch: int, totals: torch.Tensor, steps: int, lr: float, seconds: float) -> EpochStats:
+    loss_sum, pos_p, pos_n, neg_p, neg_n = (float(v) for v in totals)
+    return EpochStats(
+        epoch=epoch + 1,
+        loss=loss_sum / max(steps, 1),
+        positives=int(pos_n),
+        negatives=int(neg_n),
+        mean_prob_positive=pos_p / pos_n if pos_n else float("nan"),
+        mean_prob_negative=neg_p / neg_n if neg_n else float("nan"),
+        lr=lr,
+        seconds=seconds,
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module, loader: DataLoader, context: DistContext, epoch: int = 0
+) -> EpochStats:
+    """The training loss and mean probabilities on ``loader``'s sampled pixels, no update.
+
+    Use a :class:`TrainingSet` with ``augment=False``; its seeded negative sampling
+    makes the figure repeatable.
+    """
+    net = _unwrap(model)
+    net.eval()
+    start = time.perf_counter()
+    totals = torch.zeros(5, dtype=torch.float64)
+    steps = 0
+    for batch in loader:
+        images = normalise(batch["image"], net.config).to(context.device)
+        labels = batch["labels"].to(context.device)
+        mask = batch["mask"].to(context.device)
+        counts = all_reduce_sum(mask.sum(dim=(0, 2, 3)).double(), context)
+        logits = net.forward_logits(images)
+        loss = sampled_logistic_loss(logits, labels, mask, counts.to(logits.device))
+        totals[0] += float(all_reduce_sum(loss.double(), context))
+        totals[1:] += all_reduce_sum(_prob_sums(torch.sigmoid(logits), labels, mask), context)
+        steps += 1
+    return _stats(epoch, totals, steps, float("nan"), time.perf_counter() - start)
+
+
+@dataclass
+class FitResult:
+    """A finished (or paused) run: the trained model, per-epoch metrics, last checkpoint."""
+
+    model: Detector
+    history: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint: Path | None = None
+
+
+def fit(
+    dataset: Dataset,
+    detector: DetectorConfig,
+    config: TrainConfig,
+    out_dir: Path | str | None = None,
+    init: Path | str | None = None,
+    resume: Path | str | None = None,
+    val: Dataset | None = None,
+    context: DistContext | None = None,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> FitResult:
+    """Train a detector on ``dataset``; checkpoints go to ``out_dir/last.pt`` (rank 0).
+
+    ``init``: a checkpoint or weights file to start from (the paper's ``w_l`` when
+    finetuning; its detector config replaces ``detector``). ``resume``: a checkpoint
+    of this run to continue exactly; its configs replace the given ones. ``val``:
+    evaluated after each epoch. ``stop_after``: finish at most this many epochs in
+    this call (the schedule still spans ``config.epochs``).
+    """
+    context = context or DistContext()
+    state = ckpt.load_checkpoint(resume) if resume is not None else None
+    start_weights = None
+    if state is not None:
+        detector, config = state.detector, state.train or config
+    elif init is not None:
+        start = ckpt.load_checkpoint(init)
+        if start.detector != detector:
+            log.info("init=%s brings its own detector config; using it", init)
+        detector, start_weights = start.detector, start.model
+    torch.manual_seed(config.seed)  # the same initial weights in every process
+    net = Detector(detector)
+    if start_weights is not None:
+        net.load_state_dict(start_weights)
+    model = wrap_model(DetectorLogits(net), context)
+    train_set = TrainingSet(dataset, detector, config, augment=True)
+    loader = make_loader(
+        train_set, config.batch_size, context, True, config.seed, config.num_workers
+    )
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config, len(loader))
+    use_amp = config.amp and context.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    history: list[dict[str, Any]] = []
+    first_epoch = 0
+    torch.manual_seed(config.seed + 1 + context.rank)  # dropout masks differ per process
+    if state is not None:
+        net.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer or {})
+        scheduler.load_state_dict(state.scheduler or {})
+        if scaler is not None and state.scaler:
+            scaler.load_state_dict(state.scaler)
+        ckpt.restore_rng(state.rng)
+        history, first_epoch = list(state.history), state.epoch
+        log.info("resumed path=%s after_epoch=%d", resume, first_epoch)
+    val_loader = None
+    if val is not None and len(val):
+        val_set = TrainingSet(val, detector, config, augment=False)
+        val_loader = make_loader(val_set, config.batch_size, context, False, config.seed)
+    digest = ckpt.dataset_digest(dataset)
+    out = Path(out_dir) if out_dir is not None else None
+    last_path = None
+    last_epoch = config.epochs
+    if stop_after is not None:
+        last_epoch = min(last_epoch, first_epoch + stop_after)
+    for epoch in range(first_epoch, last_epoch):
+        train_set.set_epoch(epoch)
+        loader.sampler.set_epoch(epoch)  # type: ignore[union-attr]
+        stats = train_one_epoch(
+            model, loader, optimizer, scheduler, scaler, epoch, context, progress
+        )
+        record: dict[str, Any] = {"train": stats.to_dict()}
+        if val_loader is not None:
+            record["val"] = evaluate(model, val_loader, context, epoch).to_dict()
+        history.append(record)
+        due = (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == last_epoch
+        if out is not None and context.is_main and due:
+            last_path = ckpt.save_checkpoint(
+                out / "last.pt",
+                ckpt.Checkpoint(
+                    model=net.state_dict(),
+                    detector=detector,
+                    train=config,
+                    epoch=epoch + 1,
+                    optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict(),
+                    scaler=scaler.state_dict() if scaler is not None else None,
+                    rng=ckpt.rng_states(),
+                    history=history,
+                    data_digest=digest,
+                ),
+            )
+            (out / "history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
+    return FitResult(model=net.eval(), history=history, checkpoint=last_path)
+
+
+def _unwrap(model: torch.nn.Module) -> Detector:
+    """The :class:`Detector` inside DDP and :class:`DetectorLogits` wrappers."""
+    while not isinstance(model, Detector):
+        model = model.module if hasattr(model, "module") else model.detector
+    return model
