@@ -1,0 +1,177 @@
+"""Configuration of ``alscout serve``: one frozen dataclass, TOML < environment < flags.
+
+A TOML file holds the server's keys at the top level and the scoring and selection
+settings in ``[pipeline]`` and ``[selector]`` tables. Environment variables
+``ALSCOUT_SERVER_<KEY>``, ``ALSCOUT_PIPELINE_<KEY>`` and ``ALSCOUT_SELECTOR_<KEY>``
+override the file; command-line flags (passed as ``overrides``) override both.
+Environment values are read as TOML literals (``0.5``, ``true``, ``[96, 128]``), else
+as plain strings; ``none`` sets an optional value to None.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alscout.errors import AlscoutError, ConfigError
+from alscout.runtime.backends.registry import BACKEND_NAMES
+from alscout.runtime.decode import MAX_PIXELS
+from alscout.runtime.pipeline import PipelineConfig
+from alscout.runtime.temporal import SelectorConfig
+
+__all__ = ["ServerConfig", "load_config", "ENV_PREFIXES"]
+
+#: section -> environment variable prefix
+ENV_PREFIXES = {
+    "server": "ALSCOUT_SERVER_",
+    "pipeline": "ALSCOUT_PIPELINE_",
+    "selector": "ALSCOUT_SELECTOR_",
+}
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything the scoring service needs; validated on construction.
+
+    ``model_path``: ONNX file (or TensorRT engine) to score with. ``host``/``port``:
+    where to listen (port 0 picks a free port). ``backend``: a name of
+    :data:`~alscout.runtime.backends.registry.BACKEND_NAMES`. ``threads``: inference
+    threads (0: the backend's default). ``workers``: threads that decode and score
+    frames off the event loop. ``max_message_bytes``: largest request accepted.
+    ``max_pixels``: largest decoded frame (width x height). ``outbox_dir``: folder for
+    flagged frames (None keeps them in memory, for tests). ``grace_s``: seconds
+    in-flight calls get to finish at shutdown. ``reflection``: serve gRPC reflection.
+    """
+
+    model_path: Path
+    host: str = "127.0.0.1"
+    port: int = 50051
+    backend: str = "auto"
+    threads: int = 0
+    workers: int = 2
+    max_message_bytes: int = 64 * 1024 * 1024
+    max_pixels: int = MAX_PIXELS
+    outbox_dir: Path | None = None
+    grace_s: float = 10.0
+    reflection: bool = True
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    selector: SelectorConfig = field(default_factory=SelectorConfig)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model_path, str | Path) or str(self.model_path) == "":
+            raise ConfigError("model_path is required: the ONNX model to score with")
+        object.__setattr__(self, "model_path", Path(self.model_path))
+        if self.outbox_dir is not None:
+            object.__setattr__(self, "outbox_dir", Path(self.outbox_dir))
+        if not isinstance(self.host, str) or not self.host:
+            raise ConfigError(f"host must be a non-empty string, got {self.host!r}")
+        _check_int("port", self.port, 0, 65535)
+        _check_int("threads", self.threads, 0, 1024)
+        _check_int("workers", self.workers, 1, 1024)
+        _check_int("max_message_bytes", self.max_message_bytes, 1024, 2**31 - 1)
+        _check_int("max_pixels", self.max_pixels, 1, MAX_PIXELS)
+        if self.backend not in BACKEND_NAMES:
+            raise ConfigError(f"backend must be one of {BACKEND_NAMES}, got {self.backend!r}")
+        if isinstance(self.grace_s, bool) or not isinstance(self.grace_s, int | float):
+            raise ConfigError(f"grace_s must be a number of seconds, got {self.grace_s!r}")
+        if not 0 <= self.grace_s <= 3600:
+            raise ConfigError(f"grace_s must be in [0, 3600], got {self.grace_s}")
+        if not isinstance(self.reflection, bool):
+            raise ConfigError(f"reflection must be true or false, got {self.reflection!r}")
+        if not isinstance(self.pipeline, PipelineConfig):
+            raise ConfigError("pipeline must be a PipelineConfig")
+        if not isinstance(self.selector, SelectorConfig):
+            raise ConfigError("selector must be a SelectorConfig")
+
+    @property
+    def address(self) -> str:
+        """``host:port`` to bind."""
+        return f"{self.host}:{self.port}"
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ServerConfig:
+    """Build a :class:`ServerConfig` from a TOML file, then ``env``, then ``overrides``.
+
+    ``overrides`` keys are server field names or ``"pipeline.<key>"`` /
+    ``"selector.<key>"``; values of None are ignored (a flag not given).
+    Raises :class:`ConfigError` naming the file, variable or key that is wrong.
+    """
+    sections: dict[str, dict[str, Any]] = {"server": {}, "pipeline": {}, "selector": {}}
+    if path is not None:
+        _merge_file(sections, Path(path))
+    for name, value in (env or {}).items():
+        for section, prefix in ENV_PREFIXES.items():
+            if name.startswith(prefix):
+                key = name.removeprefix(prefix).lower()
+                _check_key(section, key, f"environment variable {name}")
+                sections[section][key] = _parse_env(value)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, _, name = key.rpartition(".")
+        section = section or "server"
+        if section not in sections:
+            raise ConfigError(f"unknown setting {key!r}")
+        _check_key(section, name, "setting")
+        sections[section][name] = value
+    try:
+        pipeline = PipelineConfig(**_tuples(sections["pipeline"]))
+        selector = SelectorConfig(**sections["selector"])
+        return ServerConfig(**sections["server"], pipeline=pipeline, selector=selector)
+    except AlscoutError:
+        raise
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"bad configuration value: {error}") from error
+
+
+def _merge_file(sections: dict[str, dict[str, Any]], path: Path) -> None:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the config file: {error}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from error
+    for key, value in data.items():
+        if key in ("pipeline", "selector"):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: [{key}] must be a table")
+            for sub_key, sub_value in value.items():
+                _check_key(key, sub_key, f"{path}: key")
+                sections[key][sub_key] = sub_value
+        else:
+            _check_key("server", key, f"{path}: key")
+            sections["server"][key] = value
+
+
+def _check_key(section: str, key: str, where: str) -> None:
+    cls = {"server": ServerConfig, "pipeline": PipelineConfig, "selector": SelectorConfig}[section]
+    names = {f.name for f in dataclasses.fields(cls)} - {"pipeline", "selector"}
+    if key not in names:
+        raise ConfigError(f"{where} {key!r} is not a {section} setting; known: {sorted(names)}")
+
+
+def _parse_env(value: str) -> Any:
+    if value.strip().lower() == "none":
+        return None
+    try:
+        return tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return value
+
+
+def _tuples(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{name} must be an integer in [{low}, {high}], got {value!r}")

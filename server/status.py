@@ -1,0 +1,57 @@
+"""The one place where alscout errors become gRPC status codes."""
+
+from __future__ import annotations
+
+import logging
+from typing import NoReturn
+
+import grpc
+
+from alscout.errors import (
+    AlscoutError,
+    BackendUnavailableError,
+    CapacityError,
+    ConfigError,
+    DataError,
+    InvalidInputError,
+    ModelError,
+)
+
+__all__ = ["STATUS_CODES", "status_for", "abort_with"]
+
+log = logging.getLogger(__name__)
+
+#: error class -> status code; the most specific class that matches wins (MRO order).
+STATUS_CODES: dict[type[BaseException], grpc.StatusCode] = {
+    InvalidInputError: grpc.StatusCode.INVALID_ARGUMENT,
+    DataError: grpc.StatusCode.INVALID_ARGUMENT,
+    ConfigError: grpc.StatusCode.INVALID_ARGUMENT,
+    ModelError: grpc.StatusCode.FAILED_PRECONDITION,
+    BackendUnavailableError: grpc.StatusCode.UNAVAILABLE,
+    CapacityError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    AlscoutError: grpc.StatusCode.INTERNAL,
+}
+
+
+def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    """(status code, message) for ``error``; anything not an alscout error is INTERNAL.
+
+    Errors alscout does not raise on purpose carry no detail to the client (they may
+    hold paths or internals); the server log has the traceback.
+    """
+    for cls in type(error).__mro__:
+        code = STATUS_CODES.get(cls)
+        if code is not None:
+            return code, str(error)
+    return grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see server log"
+
+
+async def abort_with(context: grpc.aio.ServicerContext, error: BaseException) -> NoReturn:
+    """End the call with the status of ``error``; logs unexpected errors with traceback."""
+    code, message = status_for(error)
+    if code is grpc.StatusCode.INTERNAL:
+        log.error("call failed: %s", message, exc_info=error)
+    else:
+        log.info("call refused code=%s message=%s", code.name, message)
+    await context.abort(code, message)
+    raise AssertionError("context.abort returned")  # pragma: no cover  # abort always raises

@@ -1,0 +1,127 @@
+"""Test helpers: a real in-process server on port 0 in a background event loop, and frames."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import grpc
+import numpy as np
+import pytest
+
+from alscout.runtime.pipeline import PipelineConfig
+from alscout.runtime.temporal import SelectorConfig
+from alscout.server._proto import alscout_pb2 as pb
+from alscout.server._proto import alscout_pb2_grpc
+from alscout.server.app import ScoringServer, create_server
+from alscout.server.config import ServerConfig
+from alscout.server.outbox import MemoryOutbox
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+#: small windows so a 40-frame stream has several flags and a short latency
+SELECTOR = SelectorConfig(dt=2, sigma=1.0, dt1=3, dt2=1, threshold=0.0)
+PIPELINE = PipelineConfig(batch_size=4, radius=3, region=16, heatmap_stride=16)
+
+
+def load_asset(name: str):
+    spec = importlib.util.spec_from_file_location(f"asset_{name}", ASSETS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Harness:
+    """Runs ScoringServers in one background event loop; sync helpers for tests."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def call(self, coro, timeout: float = 60.0):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start(self, config: ServerConfig, outbox=None) -> tuple[ScoringServer, int]:
+        async def make():
+            scoring, port = create_server(config, outbox)
+            await scoring.start()
+            return scoring, port
+
+        return self.call(make())
+
+    def stop(self, scoring: ScoringServer, grace_s: float = 0.0) -> None:
+        self.call(scoring.stop(grace_s))
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return load_asset("tiny_detector").write(tmp_path_factory.mktemp("model") / "tiny.onnx")
+
+
+@pytest.fixture(scope="session")
+def harness() -> Iterator[Harness]:
+    h = Harness()
+    yield h
+    h.close()
+
+
+def make_config(model: Path, **kw) -> ServerConfig:
+    base = dict(
+        model_path=model,
+        port=0,
+        backend="onnxruntime-cpu",
+        threads=1,
+        grace_s=0.0,
+        pipeline=PIPELINE,
+        selector=SELECTOR,
+    )
+    base.update(kw)
+    return ServerConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def served(harness, tiny_model):
+    """(port, outbox, scoring) of a server shared by a test module."""
+    outbox = MemoryOutbox()
+    scoring, port = harness.start(make_config(tiny_model, max_pixels=500_000), outbox)
+    yield port, outbox, scoring
+    harness.stop(scoring)
+
+
+@pytest.fixture
+def stub(served) -> Iterator[alscout_pb2_grpc.ScorerStub]:
+    with grpc.insecure_channel(f"127.0.0.1:{served[0]}") as channel:
+        yield alscout_pb2_grpc.ScorerStub(channel)
+
+
+def video_frames(n: int, seed: int = 0) -> list[bytes]:
+    """``n`` JPEG frames 128x96 of a scene that drifts, with bursts of noise."""
+    rng = np.random.default_rng(seed)
+    base = cv2.resize(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), (128, 96))
+    out = []
+    for i in range(n):
+        frame = np.roll(base, 5 * i, axis=1)
+        if rng.random() < 0.3:
+            frame = np.clip(frame + rng.normal(0, 40, frame.shape), 0, 255).astype(np.uint8)
+        ok, data = cv2.imencode(".jpg", frame[:, :, ::-1])
+        assert ok
+        out.append(data.tobytes())
+    return out
+
+
+def jpeg_frame(data: bytes, index: int, recording: str = "rec1", camera: str = "front", **kw):
+    return pb.Frame(
+        recording_id=recording,
+        camera_id=camera,
+        frame_index=index,
+        encoded=pb.EncodedImage(data=data, encoding=pb.ENCODING_JPEG),
+        **kw,
+    )
