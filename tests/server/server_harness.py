@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import queue
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,3 +127,48 @@ def jpeg_frame(data: bytes, index: int, recording: str = "rec1", camera: str = "
         encoded=pb.EncodedImage(data=data, encoding=pb.ENCODING_JPEG),
         **kw,
     )
+
+
+def split(results):
+    """(per-frame results, closing results, final decisions by (rec, cam, frame))."""
+    own = [r for r in results if not r.end_of_stream]
+    closing = [r for r in results if r.end_of_stream]
+    finals = Counter()
+    by_key = {}
+    for r in results:
+        for d in r.final_decisions:
+            key = (r.recording_id, r.camera_id, d.frame_index)
+            finals[key] += 1
+            by_key[key] = d
+    return own, closing, finals, by_key
+
+
+class Feeder:
+    """A ScoreStream call in a thread whose frames the test hands over one by one."""
+
+    def __init__(self, stub, frames):
+        self.frames = frames
+        self.queue: queue.Queue = queue.Queue()
+        self.results: list = []
+        self.error = None
+        self.thread = threading.Thread(target=self._run, args=(stub,), daemon=True)
+        self.thread.start()
+
+    def _requests(self):
+        while (item := self.queue.get()) is not None:
+            yield item
+
+    def _run(self, stub):
+        try:
+            self.results.extend(stub.ScoreStream(self._requests()))
+        except grpc.RpcError as error:
+            self.error = error
+
+    def send(self, n: int, start: int = 0):
+        for frame in self.frames[start : start + n]:
+            self.queue.put(frame)
+
+    def finish(self):
+        self.queue.put(None)
+        self.thread.join(60)
+        assert not self.thread.is_alive()

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import queue
 import shutil
-import threading
-from collections import Counter
 
 import grpc
 import numpy as np
 import pytest
-from server_harness import SELECTOR, jpeg_frame, load_asset, make_config, video_frames
+from server_harness import (
+    SELECTOR,
+    Feeder,
+    jpeg_frame,
+    load_asset,
+    make_config,
+    split,
+    video_frames,
+)
 
 from alscout.runtime.temporal import flag_recording
 from alscout.server._proto import alscout_pb2 as pb
@@ -20,20 +25,6 @@ from alscout.server._proto import alscout_pb2_grpc
 def offline(z: list[float], frames: list[int] | None = None):
     c = SELECTOR
     return flag_recording(z, c.dt, c.sigma, c.dt1, c.dt2, c.threshold, frames=frames)
-
-
-def split(results):
-    """(per-frame results, closing results, final decisions by (rec, cam, frame))."""
-    own = [r for r in results if not r.end_of_stream]
-    closing = [r for r in results if r.end_of_stream]
-    finals = Counter()
-    by_key = {}
-    for r in results:
-        for d in r.final_decisions:
-            key = (r.recording_id, r.camera_id, d.frame_index)
-            finals[key] += 1
-            by_key[key] = d
-    return own, closing, finals, by_key
 
 
 def test_streamed_decisions_equal_the_offline_rule(stub, served):
@@ -100,37 +91,6 @@ def test_one_call_multiplexes_cameras_independently(stub):
         assert [by_key[("rec3", cam, i)].reason for i in range(12)] == [
             str(e.reason) for e in expected
         ]
-
-
-class Feeder:
-    """A ScoreStream call in a thread whose frames the test hands over one by one."""
-
-    def __init__(self, stub, frames):
-        self.frames = frames
-        self.queue: queue.Queue = queue.Queue()
-        self.results: list = []
-        self.error = None
-        self.thread = threading.Thread(target=self._run, args=(stub,), daemon=True)
-        self.thread.start()
-
-    def _requests(self):
-        while (item := self.queue.get()) is not None:
-            yield item
-
-    def _run(self, stub):
-        try:
-            self.results.extend(stub.ScoreStream(self._requests()))
-        except grpc.RpcError as error:
-            self.error = error
-
-    def send(self, n: int, start: int = 0):
-        for frame in self.frames[start : start + n]:
-            self.queue.put(frame)
-
-    def finish(self):
-        self.queue.put(None)
-        self.thread.join(60)
-        assert not self.thread.is_alive()
 
 
 def test_concurrent_streams_do_not_disturb_each_other(served):

@@ -1,0 +1,120 @@
+"""The assembled server: health, reflection, graceful shutdown, and a vehicle without torch."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+from server_harness import Feeder, jpeg_frame, make_config, split, video_frames
+
+from alscout.server._proto import alscout_pb2 as pb
+from alscout.server._proto import alscout_pb2_grpc
+from alscout.server.app import SERVICE_NAME
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def test_health_reports_serving_and_reflection_lists_the_services(served):
+    with grpc.insecure_channel(f"127.0.0.1:{served[0]}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for name in ("", SERVICE_NAME):
+            reply = health.Check(health_pb2.HealthCheckRequest(service=name))
+            assert reply.status == SERVING
+        with pytest.raises(grpc.RpcError) as caught:
+            health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        services = ProtoReflectionDescriptorDatabase(channel).get_services()
+    assert SERVICE_NAME == "alscout.v1.Scorer"
+    assert {SERVICE_NAME, "grpc.health.v1.Health"} <= set(services)
+
+
+def test_graceful_shutdown_drains_calls_then_refuses_new_ones(harness, tiny_model):
+    scoring, port = harness.start(make_config(tiny_model))
+    data = video_frames(10, seed=3)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = alscout_pb2_grpc.ScorerStub(channel)
+        feeder = Feeder(stub, [jpeg_frame(d, i) for i, d in enumerate(data)])
+        feeder.send(5)
+        while len(feeder.results) < 5:  # the call is under way
+            time.sleep(0.01)
+        stopping = asyncio.run_coroutine_threadsafe(scoring.stop(grace_s=20.0), harness.loop)
+        request = health_pb2.HealthCheckRequest(service="")
+        deadline = time.monotonic() + 10
+        while harness.call(scoring.health.Check(request, None)).status != NOT_SERVING:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        feeder.send(5, 5)  # the call in flight still gets its frames scored
+        feeder.finish()
+        stopping.result(30)
+        assert feeder.error is None
+        _, closing, finals, _ = split(feeder.results)
+        assert len(closing) == 1 and len(finals) == 10
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Score(jpeg_frame(data[0], 0), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+NO_TORCH = """
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is not installed on the vehicle")
+sys.meta_path.insert(0, NoTorch())
+from alscout.cli import main
+code = main(sys.argv[1:])
+assert not any(m == "torch" or m.startswith(("torch.", "alscout.trainer.model"))
+               for m in sys.modules), "torch was imported"
+raise SystemExit(code)
+"""
+
+
+@pytest.mark.slow
+def test_serve_runs_without_torch_and_stops_on_sigterm(tiny_model, tmp_path):
+    outbox = tmp_path / "outbox"
+    cmd = [sys.executable, "-c", NO_TORCH, "-vv", "serve", "--model", str(tiny_model),
+           "--port", "0", "--backend", "onnxruntime-cpu", "--outbox", str(outbox),
+           "--grace", "2"]  # fmt: skip
+    env = {**os.environ, "ALSCOUT_SELECTOR_DT": "1", "ALSCOUT_SELECTOR_DT1": "1"}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        port = None
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if match := re.search(r"listening host=\S+ port=(\d+)", line):
+                port = int(match.group(1))
+                break
+        assert port, "".join(lines)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            assert health.Check(health_pb2.HealthCheckRequest()).status == SERVING
+            stub = alscout_pb2_grpc.ScorerStub(channel)
+            frames = [jpeg_frame(d, i) for i, d in enumerate(video_frames(12))]
+            results = list(stub.ScoreStream(iter(frames), timeout=60))
+        _, closing, finals, by_key = split(results)
+        assert len(finals) == 12 and closing
+        flagged = sorted(f for (_, _, f), d in by_key.items() if d.decision == pb.DECISION_FLAGGED)
+        assert flagged
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        rest = proc.stderr.read()
+        assert "server stopped" in rest
+        stored = sorted(int(p.name[:12]) for p in (outbox / "rec1" / "front").glob("*.jpg"))
+        assert stored == flagged
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
