@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 #: command name -> (module with ``configure`` and ``run``, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("alscout.trainer.cli_data", "synthetic data, format conversion, evaluation"),
+    "serve": ("alscout.server.cli", "run the gRPC scoring service on the vehicle"),
 }
 
 
