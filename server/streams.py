@@ -130,11 +130,11 @@ class StreamTable:
         key = (recording_id, camera_id)
         state = self._streams.get(key)
         if state is None:
+            state = StreamState(recording_id, camera_id, self.config)  # checks the ids
             if len(self._streams) >= self.max_streams:
                 raise CapacityError(
                     f"a call may carry at most {self.max_streams} streams; open another call"
                 )
-            state = StreamState(recording_id, camera_id, self.config)
             self._streams[key] = state
         return state
 

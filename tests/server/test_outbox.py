@@ -1,0 +1,69 @@
+"""Outboxes store flagged frames whole, under safe ids only."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from alscout.errors import InvalidInputError
+from alscout.server.outbox import DirectoryOutbox, FlaggedFrame, MemoryOutbox, Outbox, check_id
+
+
+def flagged(index: int, **kw) -> FlaggedFrame:
+    base = dict(recording_id="rec-1", camera_id="front", frame_index=index,
+                image=b"\xff\xd8 jpeg bytes %d" % index, image_format="jpeg", z=0.5,
+                smoothed=0.4, threshold=0.1, model_version="v1", model_hash="ab" * 32)  # fmt: skip
+    base.update(kw)
+    return FlaggedFrame(**base)
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "..", "a..b", "../x", "x\\y", "é", "a b", "x" * 129])
+def test_unsafe_ids_are_refused(bad):
+    with pytest.raises(InvalidInputError, match="not allowed"):
+        check_id("recording_id", bad)
+    with pytest.raises(InvalidInputError):
+        flagged(0, camera_id=bad)
+
+
+def test_safe_ids_pass():
+    for good in ("rec-1", "2024.06.01_cam0", "A", "x" * 128):
+        assert check_id("camera_id", good) == good
+
+
+def test_directory_outbox_writes_image_and_sidecar(tmp_path):
+    outbox = DirectoryOutbox(tmp_path / "out")
+    assert isinstance(outbox, Outbox) and isinstance(MemoryOutbox(), Outbox)
+    frame = flagged(42, metadata={"speed": "12.5"}, capture_time_ns=123)
+    outbox.put(frame)
+    path = tmp_path / "out" / "rec-1" / "front" / "000000000042.jpg"
+    assert outbox.stored() == [path]
+    assert path.read_bytes() == frame.image
+    sidecar = json.loads(path.with_name(path.name + ".json").read_text())
+    assert sidecar["frame_index"] == 42 and sidecar["metadata"] == {"speed": "12.5"}
+    assert "image" not in sidecar and sidecar["capture_time_ns"] == 123
+    assert not list(path.parent.glob("*.tmp"))  # no temporary files left behind
+
+
+def test_directory_outbox_from_threads(tmp_path):
+    outbox = DirectoryOutbox(tmp_path)
+    threads = [threading.Thread(target=outbox.put, args=(flagged(i),)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [int(p.name[:12]) for p in outbox.stored()] == list(range(16))
+
+
+def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
+    outbox = DirectoryOutbox(tmp_path)
+
+    def fail(*_args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("alscout.server.outbox.os.replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        outbox.put(flagged(1))
+    assert outbox.stored() == []
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]

@@ -1,0 +1,39 @@
+"""alscout errors map to gRPC status codes in one place."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from alscout.errors import (
+    AlscoutError,
+    BackendUnavailableError,
+    CapacityError,
+    ConfigError,
+    DataError,
+    InvalidInputError,
+    ModelError,
+)
+from alscout.server.status import status_for
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (InvalidInputError("bad frame"), grpc.StatusCode.INVALID_ARGUMENT),
+        (DataError("bad file"), grpc.StatusCode.INVALID_ARGUMENT),
+        (ConfigError("bad key"), grpc.StatusCode.INVALID_ARGUMENT),
+        (ModelError("bad model"), grpc.StatusCode.FAILED_PRECONDITION),
+        (BackendUnavailableError("no gpu"), grpc.StatusCode.UNAVAILABLE),
+        (CapacityError("full"), grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (AlscoutError("other"), grpc.StatusCode.INTERNAL),
+    ],
+)
+def test_alscout_errors_keep_their_message(error, code):
+    assert status_for(error) == (code, str(error))
+
+
+def test_other_errors_are_internal_without_details():
+    code, message = status_for(KeyError("/secret/path"))
+    assert code == grpc.StatusCode.INTERNAL
+    assert "secret" not in message and "KeyError" in message
