@@ -14,6 +14,7 @@ The layout is written down in ``docs/detector.md``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ __all__ = [
     "DetectorLogits",
     "normalise",
     "predict_probs",
+    "detect",
     "PAPER_DEFAULT_BOXES",
 ]
 
@@ -340,3 +342,40 @@ def predict_probs(
         out.append(probs.float().cpu().numpy())
     k = model.config.num_heads
     return np.concatenate(out) if out else np.zeros((0, k, *images.shape[1:3]), np.float32)
+
+
+def detect(
+    model: Detector,
+    images: Sequence[np.ndarray],
+    input_size: tuple[int, int] | None = None,
+    threshold: float = 0.05,
+    nms_iou: float = 0.5,
+    mirror: bool = False,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Pedestrian boxes in uint8 RGB ``[H, W, 3]`` images of one size (SPEC §3, "Detections").
+
+    Each image is resized to ``input_size`` (height, width) when given, run through
+    the model, decoded (local maxima of each head above ``threshold`` become boxes
+    of the head's default size, merged with NMS at ``nms_iou``), and the boxes are
+    scaled back to the image's pixels. Returns per image ``(boxes [M, 4] float32
+    (x, y, w, h), scores [M] float32)``, by decreasing score.
+    """
+    from alscout.trainer.data.augment import resize_to
+    from alscout.trainer.evaluation.detections import decode_detections
+
+    if not len(images):
+        return []
+    height, width = images[0].shape[:2]
+    if any(image.shape[:2] != (height, width) for image in images):
+        raise InvalidInputError("detect needs images of one size; call it once per size")
+    in_h, in_w = input_size or (height, width)
+    # the same resizing as training (area when shrinking, bilinear when enlarging)
+    batch = np.stack([resize_to(image, (), in_w, in_h)[0] for image in images])
+    probs = predict_probs(model, batch, mirror=mirror)
+    boxes_640 = [tuple(b) for b in model.config.boxes_at(480, 640)]  # decode's reference
+    scale = np.array([width / in_w, height / in_h, width / in_w, height / in_h], np.float32)
+    out = []
+    for maps in probs:
+        boxes, scores = decode_detections(maps, boxes_640, threshold, nms_iou)
+        out.append((boxes * scale, scores))
+    return out

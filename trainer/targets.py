@@ -25,13 +25,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from alscout.errors import ConfigError, InvalidInputError
-from alscout.trainer.data.annotations import Box
+from alscout.trainer.data.annotations import Box, Dataset, ImageRecord
+from alscout.trainer.data.augment import hflip, resize_to
 from alscout.trainer.data.filters import BoxFilter
+from alscout.trainer.data.images import load_image
 from alscout.trainer.model import DetectorConfig
+
+if TYPE_CHECKING:  # config.py imports this module for TargetConfig
+    from alscout.trainer.config import TrainConfig
 
 __all__ = [
     "TargetConfig",
@@ -42,6 +49,7 @@ __all__ = [
     "assign_head",
     "make_targets",
     "sample_pixels",
+    "TrainingSet",
 ]
 
 POSITIVE = 1
@@ -207,3 +215,55 @@ def sample_pixels(
             chosen = negatives[rng.choice(negatives.size, size=wanted, replace=False)]
         mask[k].reshape(-1)[chosen] = True
     return mask
+
+
+class TrainingSet(torch.utils.data.Dataset):
+    """Images resized to the training input, with per-head labels and loss masks.
+
+    Item ``i``: ``image`` ``[H, W, 3]`` uint8, ``labels`` ``[K, H, W]`` int8,
+    ``mask`` ``[K, H, W]`` bool (pixels in the loss), ``index`` ``i``. Call
+    :meth:`set_epoch` before each epoch; with ``augment=False`` nothing is mirrored.
+    """
+
+    def __init__(
+        self, dataset: Dataset, detector: DetectorConfig, config: TrainConfig, augment: bool = True
+    ) -> None:
+        self.dataset = dataset
+        self.detector = detector
+        self.config = config
+        self.augment = augment and config.hflip
+        self.epoch = 0
+        self._cache: dict[int, tuple[np.ndarray, tuple]] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose random draws the next items use."""
+        self.epoch = int(epoch)
+
+    def resized(self, index: int) -> tuple[np.ndarray, tuple]:
+        """Image ``index`` at the input size and its boxes, before augmentation."""
+        if index in self._cache:
+            return self._cache[index]
+        record: ImageRecord = self.dataset[index]
+        height, width = self.config.input_size
+        image, boxes = resize_to(load_image(record), record.boxes, width, height)
+        if self.config.cache_images:
+            self._cache[index] = (image, boxes)
+        return image, boxes
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, boxes = self.resized(index)
+        rng = np.random.default_rng([self.config.seed, self.epoch, index])
+        if self.augment and rng.random() < 0.5:
+            image, boxes = hflip(image, boxes)
+        height, width = self.config.input_size
+        labels = make_targets(boxes, height, width, self.detector, self.config.targets)
+        mask = sample_pixels(labels, self.config.n2p, self.config.min_negatives, rng)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image)),
+            "labels": torch.from_numpy(labels),
+            "mask": torch.from_numpy(mask),
+            "index": index,
+        }

@@ -28,78 +28,27 @@ from tqdm import tqdm
 
 from alscout.trainer import checkpoint as ckpt
 from alscout.trainer.config import TrainConfig
-from alscout.trainer.data.annotations import Dataset, ImageRecord
-from alscout.trainer.data.augment import hflip, resize_to
+from alscout.trainer.data.annotations import Dataset
+from alscout.trainer.data.filters import BoxFilter, filter_dataset
 from alscout.trainer.data.images import load_image
 from alscout.trainer.distributed import DistContext, all_reduce_sum, make_loader, wrap_model
-from alscout.trainer.model import Detector, DetectorConfig, DetectorLogits, normalise
-from alscout.trainer.targets import POSITIVE, make_targets, sample_pixels
+from alscout.trainer.evaluation.caltech import EvalResult, evaluate_records
+from alscout.trainer.model import Detector, DetectorConfig, DetectorLogits, detect, normalise
+from alscout.trainer.targets import POSITIVE, TrainingSet
 
 __all__ = [
-    "TrainingSet",
     "EpochStats",
     "build_optimizer",
     "build_scheduler",
     "sampled_logistic_loss",
     "train_one_epoch",
+    "validation_loss",
     "evaluate",
     "FitResult",
     "fit",
 ]
 
 log = logging.getLogger(__name__)
-
-
-class TrainingSet(torch.utils.data.Dataset):
-    """Images resized to the training input, with per-head labels and loss masks.
-
-    Item ``i``: ``image`` ``[H, W, 3]`` uint8, ``labels`` ``[K, H, W]`` int8,
-    ``mask`` ``[K, H, W]`` bool (pixels in the loss), ``index`` ``i``. Call
-    :meth:`set_epoch` before each epoch; with ``augment=False`` nothing is mirrored.
-    """
-
-    def __init__(
-        self, dataset: Dataset, detector: DetectorConfig, config: TrainConfig, augment: bool = True
-    ) -> None:
-        self.dataset = dataset
-        self.detector = detector
-        self.config = config
-        self.augment = augment and config.hflip
-        self.epoch = 0
-        self._cache: dict[int, tuple[np.ndarray, tuple]] = {}
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose random draws the next items use."""
-        self.epoch = int(epoch)
-
-    def resized(self, index: int) -> tuple[np.ndarray, tuple]:
-        """Image ``index`` at the input size and its boxes, before augmentation."""
-        if index in self._cache:
-            return self._cache[index]
-        record: ImageRecord = self.dataset[index]
-        height, width = self.config.input_size
-        image, boxes = resize_to(load_image(record), record.boxes, width, height)
-        if self.config.cache_images:
-            self._cache[index] = (image, boxes)
-        return image, boxes
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        image, boxes = self.resized(index)
-        rng = np.random.default_rng([self.config.seed, self.epoch, index])
-        if self.augment and rng.random() < 0.5:
-            image, boxes = hflip(image, boxes)
-        height, width = self.config.input_size
-        labels = make_targets(boxes, height, width, self.detector, self.config.targets)
-        mask = sample_pixels(labels, self.config.n2p, self.config.min_negatives, rng)
-        return {
-            "image": torch.from_numpy(np.ascontiguousarray(image)),
-            "labels": torch.from_numpy(labels),
-            "mask": torch.from_numpy(mask),
-            "index": index,
-        }
 
 
 @dataclass(frozen=True)
@@ -244,7 +193,7 @@ def _stats(epoch: int, totals: torch.Tensor, steps: int, lr: float, seconds: flo
 
 
 @torch.no_grad()
-def evaluate(
+def validation_loss(
     model: torch.nn.Module, loader: DataLoader, context: DistContext, epoch: int = 0
 ) -> EpochStats:
     """The training loss and mean probabilities on ``loader``'s sampled pixels, no update.
@@ -268,6 +217,50 @@ def evaluate(
         totals[1:] += all_reduce_sum(_prob_sums(torch.sigmoid(logits), labels, mask), context)
         steps += 1
     return _stats(epoch, totals, steps, float("nan"), time.perf_counter() - start)
+
+
+def evaluate(
+    model: Detector,
+    dataset: Dataset,
+    input_size: tuple[int, int],
+    threshold: float = 0.05,
+    nms_iou: float = 0.5,
+    mirror: bool = False,
+    paper_filters: bool = True,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> tuple[EvalResult, list[tuple[np.ndarray, np.ndarray]]]:
+    """Detect on every image and score with the Caltech protocol (LAMR, MR at FPPI 1).
+
+    Images are resized to ``input_size`` (height, width) for the network; boxes are
+    compared in the stored images' pixels. With ``paper_filters`` the ground truth
+    the network cannot represent (under 50 px at 640x480 scale, w/h outside
+    [0.2, 0.65], measured at ``input_size``) becomes ignore, as in the paper's
+    filtered datasets. Returns the result and the per-image detections.
+    """
+    if paper_filters:
+        height, width = input_size
+        rule = BoxFilter(
+            min_height=50.0 * height / model.config.reference_size[0],
+            train_width=width,
+            train_height=height,
+        )
+        dataset = filter_dataset(dataset, rule)
+    detections: list[tuple[np.ndarray, np.ndarray]] = []
+    pending: list[np.ndarray] = []
+
+    def flush() -> None:
+        detections.extend(detect(model, pending, input_size, threshold, nms_iou, mirror))
+        pending.clear()
+
+    for record in tqdm(dataset, desc="detect", disable=not progress):
+        image = load_image(record)
+        if pending and (len(pending) == batch_size or image.shape != pending[0].shape):
+            flush()
+        pending.append(image)
+    if pending:
+        flush()
+    return evaluate_records(detections, dataset.images), detections
 
 
 @dataclass
@@ -352,7 +345,7 @@ def fit(
         )
         record: dict[str, Any] = {"train": stats.to_dict()}
         if val_loader is not None:
-            record["val"] = evaluate(model, val_loader, context, epoch).to_dict()
+            record["val"] = validation_loss(model, val_loader, context, epoch).to_dict()
         history.append(record)
         due = (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == last_epoch
         if out is not None and context.is_main and due:

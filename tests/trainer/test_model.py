@@ -13,6 +13,7 @@ from alscout.trainer.model import (
     Detector,
     DetectorConfig,
     DetectorLogits,
+    detect,
     normalise,
     predict_probs,
 )
@@ -196,3 +197,35 @@ def test_exports_to_onnx_with_dynamic_batch_and_size(tiny):
             want = tiny(x).numpy()
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+class _OnePeak(Detector):
+    """Head 3 peaks at one pixel of whatever input it gets; other heads stay at 0."""
+
+    def __init__(self, where: tuple[float, float]) -> None:
+        super().__init__(TINY)
+        self.where = where  # (row, col) as fractions of the input size
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = images.shape
+        probs = torch.zeros(n, 5, h, w)
+        probs[:, 3, int(self.where[0] * h), int(self.where[1] * w)] = 0.9
+        return probs
+
+
+def test_detect_decodes_at_the_input_size_and_maps_boxes_back_to_the_image():
+    model = _OnePeak((0.5, 0.25))
+    images = [np.zeros((240, 320, 3), np.uint8)] * 2
+    dets = detect(model, images, input_size=(120, 160), threshold=0.5)
+    assert len(dets) == 2
+    boxes, scores = dets[0]
+    assert scores.tolist() == pytest.approx([0.9])
+    # head 3 is 80x50 at 640x480, 20x12.5 at 160x120; centred on pixel (60, 40) + 0.5,
+    # then doubled back to the 320x240 image
+    np.testing.assert_allclose(boxes[0], [2 * (40.5 - 6.25), 2 * (60.5 - 10), 25, 40], rtol=1e-5)
+    same = detect(model, images, threshold=0.5)[0][0]  # no resizing: decoded at 320x240
+    np.testing.assert_allclose(same[0], [80.5 - 12.5, 120.5 - 20, 25, 40], rtol=1e-5)
+    assert detect(model, [], threshold=0.5) == []
+    assert detect(model, images, threshold=0.95)[0][0].shape == (0, 4)
+    with pytest.raises(InvalidInputError, match="one size"):
+        detect(model, [images[0], np.zeros((10, 10, 3), np.uint8)])
