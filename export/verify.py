@@ -1,0 +1,232 @@
+"""Check that two backends agree: element-wise on probabilities, and on frame rankings.
+
+SPEC §4: an ONNX export must match PyTorch to 1e-4 absolute on random and real
+inputs; a TensorRT engine must match ONNX Runtime within a stated tolerance
+(:data:`ENGINE_TOLERANCES`) and rank frames the same way (the same top-20 frames by
+image score). :func:`compare_backends` is the comparator every pair goes through.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from alscout.errors import ModelError
+from alscout.runtime.backends.base import Backend
+from alscout.runtime.model_info import ModelInfo
+from alscout.runtime.pipeline import PipelineConfig, ScoringPipeline
+
+__all__ = [
+    "Tolerance",
+    "ONNX_TOLERANCE",
+    "ENGINE_TOLERANCES",
+    "Comparison",
+    "RankCheck",
+    "VerifyReport",
+    "random_inputs",
+    "compare_backends",
+    "compare_rankings",
+    "verify_export",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Largest allowed absolute difference of probabilities: per element and on average.
+
+    ``top_overlap``: the share of the reference's top-k frames (by image score) the
+    candidate must also rank in its top-k (1.0 = the same set).
+    """
+
+    max_abs: float
+    mean_abs: float
+    top_overlap: float = 1.0
+
+
+#: ONNX Runtime vs PyTorch, FP32 both (SPEC §4).
+ONNX_TOLERANCE = Tolerance(max_abs=1e-4, mean_abs=1e-5)
+#: TensorRT vs ONNX Runtime per engine precision. FP16 keeps ~3 significant digits in
+#: the logits; through the sigmoid (slope <= 1/4) that bounds probability errors well
+#: below 0.02. INT8 is calibrated, so only its ranking is held to a strict standard.
+ENGINE_TOLERANCES = {
+    "fp32": Tolerance(max_abs=1e-3, mean_abs=1e-4),
+    "fp16": Tolerance(max_abs=2e-2, mean_abs=2e-3),
+    "int8": Tolerance(max_abs=1.5e-1, mean_abs=1.5e-2, top_overlap=0.8),
+}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Differences between two backends' probabilities over a set of inputs."""
+
+    name: str
+    max_abs: float
+    mean_abs: float
+    inputs: int
+    tolerance: Tolerance
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs <= self.tolerance.max_abs and self.mean_abs <= self.tolerance.mean_abs
+
+    def describe(self) -> str:
+        verdict = "ok" if self.passed else "FAILED"
+        tol = self.tolerance
+        return (
+            f"{self.name}: {verdict} max |diff| {self.max_abs:.3g} (<= {tol.max_abs:g}), "
+            f"mean {self.mean_abs:.3g} (<= {tol.mean_abs:g}) over {self.inputs} inputs"
+        )
+
+
+@dataclass(frozen=True)
+class RankCheck:
+    """Whether two backends pick the same top-k frames by image score."""
+
+    top: int
+    reference_top: tuple[int, ...]
+    candidate_top: tuple[int, ...]
+    required_overlap: float
+
+    @property
+    def overlap(self) -> float:
+        common = set(self.reference_top) & set(self.candidate_top)
+        return len(common) / max(1, len(self.reference_top))
+
+    @property
+    def passed(self) -> bool:
+        return self.overlap >= self.required_overlap
+
+    def describe(self) -> str:
+        verdict = "ok" if self.passed else "FAILED"
+        missing = sorted(set(self.reference_top) - set(self.candidate_top))
+        detail = f"; reference frames missing from the candidate's: {missing}" if missing else ""
+        return (
+            f"top-{self.top} frames by image score: {verdict} overlap {self.overlap:.0%} "
+            f"(>= {self.required_overlap:.0%}){detail}"
+        )
+
+
+@dataclass
+class VerifyReport:
+    """All checks of one verification; :meth:`raise_for_failure` turns failures into errors."""
+
+    reference: str
+    candidate: str
+    comparisons: list[Comparison] = field(default_factory=list)
+    rankings: list[RankCheck] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.comparisons) and all(r.passed for r in self.rankings)
+
+    def describe(self) -> str:
+        lines = [f"{self.candidate} vs {self.reference}:"]
+        lines += [f"  {c.describe()}" for c in self.comparisons]
+        lines += [f"  {r.describe()}" for r in self.rankings]
+        return "\n".join(lines)
+
+    def raise_for_failure(self) -> None:
+        if not self.passed:
+            raise ModelError(f"verification failed: {self.describe()}")
+
+
+def random_inputs(
+    info: ModelInfo, rng: np.random.Generator, batches: int = 3, batch_size: int = 2
+) -> list[np.ndarray]:
+    """Normalised-scale random inputs ``[B, 3, H, W]`` float32: the model's input size
+    first, then odd sizes that exercise the dynamic H and W."""
+    height, width = info.input_size
+    sizes = [(height, width), (height // 2 + 1, width // 2 + 3), (97, 131)]
+    return [
+        rng.standard_normal((batch_size, 3, *sizes[i % len(sizes)]), dtype=np.float32)
+        for i in range(batches)
+    ]
+
+
+def compare_backends(
+    name: str,
+    reference: Backend,
+    candidate: Backend,
+    inputs: Iterable[np.ndarray],
+    tolerance: Tolerance,
+) -> Comparison:
+    """Run each input ``[B, 3, H, W]`` through both (active) backends and compare."""
+    max_abs, total, count, batches = 0.0, 0.0, 0, 0
+    for images in inputs:
+        diff = np.abs(reference.infer(images).astype(np.float64) - candidate.infer(images))
+        max_abs = max(max_abs, float(diff.max()))
+        total += float(diff.sum())
+        count += diff.size
+        batches += images.shape[0]
+    comparison = Comparison(name, max_abs, total / max(1, count), batches, tolerance)
+    log.info("backend comparison %s", comparison.describe())
+    return comparison
+
+
+def compare_rankings(
+    reference_z: Sequence[float], candidate_z: Sequence[float], *, top: int, required: float
+) -> RankCheck:
+    """Top-``top`` frame indices by image score of each (ties: lower index first)."""
+    ref = np.asarray(reference_z, dtype=np.float64)
+    cand = np.asarray(candidate_z, dtype=np.float64)
+    if ref.shape != cand.shape:
+        raise ModelError(f"cannot compare rankings of {ref.shape} and {cand.shape} scores")
+    k = min(top, ref.size)
+    return RankCheck(
+        top=k,
+        reference_top=tuple(int(i) for i in np.argsort(-ref, kind="stable")[:k]),
+        candidate_top=tuple(int(i) for i in np.argsort(-cand, kind="stable")[:k]),
+        required_overlap=required,
+    )
+
+
+def verify_export(
+    reference: Backend,
+    candidate: Backend,
+    tolerance: Tolerance,
+    *,
+    frames: Sequence[np.ndarray] = (),
+    rng: np.random.Generator | None = None,
+    top: int = 20,
+    pipeline_config: PipelineConfig | None = None,
+) -> VerifyReport:
+    """Compare ``candidate`` with ``reference`` on random inputs and on real ``frames``.
+
+    ``frames``: RGB uint8 ``[H, W, 3]``; they are resized and normalised as the
+    pipeline does, compared element-wise, and scored by both backends for the
+    top-``top`` ranking check (skipped when fewer than two frames are given).
+    Both backends must already be active.
+    """
+    rng = rng or np.random.default_rng(0)
+    report = VerifyReport(reference=reference.name, candidate=candidate.name)
+    report.comparisons.append(
+        compare_backends(
+            "random inputs",
+            reference,
+            candidate,
+            random_inputs(reference.model_info, rng),
+            tolerance,
+        )
+    )
+    if len(frames) > 0:
+        config = pipeline_config or PipelineConfig()
+        ref_pipe = ScoringPipeline(reference, config)
+        cand_pipe = ScoringPipeline(candidate, config)
+        size = config.batch_size
+        batches = [ref_pipe.preprocess(frames[i : i + size]) for i in range(0, len(frames), size)]
+        report.comparisons.append(
+            compare_backends("real frames", reference, candidate, batches, tolerance)
+        )
+        if len(frames) >= 2:
+            ref_z = [s.z for s in ref_pipe.score(frames)]
+            cand_z = [s.z for s in cand_pipe.score(frames)]
+            report.rankings.append(
+                compare_rankings(ref_z, cand_z, top=top, required=tolerance.top_overlap)
+            )
+    log.info("verification %s", report.describe())
+    return report

@@ -1,0 +1,160 @@
+"""TensorRT engine building. Configuration checks run everywhere; building and running an
+engine needs tensorrt, cuda-python and an NVIDIA GPU and skips with a reason elsewhere."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from alscout.errors import BackendUnavailableError, ConfigError
+from alscout.export.calibration import CalibrationBatches
+from alscout.export.tensorrt import EngineFromOnnx, SaveEngine, engine_sidecar
+from alscout.runtime.backends.profiles import default_profiles
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+VIDEO = Path(__file__).resolve().parents[3] / "shared" / "data" / "pets09_s2l1" / "vtest.avi"
+PROFILES = default_profiles((96, 128), max_batch=16, batch_sizes=(16,))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    spec = importlib.util.spec_from_file_location("asset_tiny", ASSETS / "tiny_detector.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.write(tmp_path_factory.mktemp("tiny") / "tiny.onnx")
+
+
+def test_builder_options_are_checked_before_any_work(tiny):
+    with pytest.raises(ConfigError, match="precision"):
+        EngineFromOnnx(tiny, precision="fp8", profiles=PROFILES)
+    with pytest.raises(ConfigError, match="calibration frames"):
+        EngineFromOnnx(tiny, precision="int8", profiles=PROFILES)
+    with pytest.raises(ConfigError, match="at least one"):
+        EngineFromOnnx(tiny, profiles=())
+    with pytest.raises(ConfigError, match="workspace"):
+        EngineFromOnnx(tiny, profiles=PROFILES, workspace_gib=0)
+
+
+def test_tensorrt_is_imported_only_when_an_engine_is_built(tiny, tmp_path):
+    def never_called():
+        raise AssertionError("the ONNX loader ran before tensorrt was available")
+
+    loader = SaveEngine(EngineFromOnnx(never_called, profiles=PROFILES), tmp_path / "m.engine", {})
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(BackendUnavailableError, match="tensorrt is not installed"):
+            loader()
+        assert not (tmp_path / "m.engine").exists()
+        return
+    pytest.skip("tensorrt is installed here; the GPU tests below cover building")
+
+
+# --- on a GPU ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    pytest.importorskip("tensorrt", reason="needs tensorrt (pip install 'alscout[gpu]')")
+    from alscout.export.cache import current_gpu
+
+    try:
+        return current_gpu(0)
+    except BackendUnavailableError as error:
+        pytest.skip(f"no usable NVIDIA GPU: {error}")
+
+
+@pytest.fixture(scope="module")
+def real_onnx(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    from alscout.export.onnx import OnnxFromTorch, SaveOnnx, info_from_detector
+    from alscout.trainer.model import Detector, DetectorConfig
+
+    torch.manual_seed(0)
+    detector = Detector(DetectorConfig(width=8)).eval()
+    info = info_from_detector(detector, training_data_digest="t", input_size=(96, 128))
+    path = tmp_path_factory.mktemp("onnx") / "det.onnx"
+    SaveOnnx(OnnxFromTorch(detector, info), path)()
+    return path
+
+
+def frames(n: int) -> list[np.ndarray]:
+    if VIDEO.is_file():
+        from alscout.export.frames import read_frames
+
+        return read_frames(VIDEO, limit=n, stride=795 // n)
+    rng = np.random.default_rng(0)
+    return [
+        cv2.GaussianBlur(rng.integers(0, 256, (120, 160, 3), np.uint8), (5, 5), 2) for _ in range(n)
+    ]
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+def test_engine_matches_onnx_runtime_and_ranks_frames_alike(gpu, real_onnx, tmp_path, precision):
+    from alscout.export.cache import EngineCache
+    from alscout.export.tensorrt import build_engine
+    from alscout.export.verify import ENGINE_TOLERANCES, verify_export
+    from alscout.runtime.backends import open_backend
+
+    cache = EngineCache(tmp_path / "cache")
+    out = tmp_path / f"det-{precision}.engine"
+    path, hit = build_engine(real_onnx, out, precision=precision, profiles=PROFILES, cache=cache)
+    assert path == out and not hit
+    sidecar = json.loads(out.with_name(out.name + ".json").read_text())
+    assert sidecar["gpu"]["name"] == gpu.name and sidecar["precision"] == precision
+    _, hit = build_engine(real_onnx, out, precision=precision, profiles=PROFILES, cache=cache)
+    assert hit
+    with open_backend(real_onnx, "onnxruntime-cpu") as ort, open_backend(out, "tensorrt") as trt:
+        assert trt.model_info.source_sha256 == ort.model_info.sha256
+        report = verify_export(ort, trt, ENGINE_TOLERANCES[precision], frames=frames(40), top=20)
+        assert report.passed, report.describe()
+        # Batch 16 runs on the exact profile, batch 3 on the general one.
+        for n in (16, 3):
+            x = np.random.default_rng(n).standard_normal((n, 3, 96, 128), dtype=np.float32)
+            assert trt.infer(x).shape == (n, 5, 96, 128)
+        assert trt.shape_problem((17, 3, 96, 128)) is not None
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_int8_engine_with_calibration(gpu, real_onnx, tmp_path):
+    from alscout.export.tensorrt import build_engine
+    from alscout.export.verify import ENGINE_TOLERANCES, verify_export
+    from alscout.runtime.backends import open_backend
+
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    for i, frame in enumerate(frames(32)):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), frame[:, :, ::-1])
+    info = open_backend(real_onnx, "onnxruntime-cpu").model_info
+    calibration = CalibrationBatches(folder, info, batch_size=8, limit=32)
+    out, _ = build_engine(
+        real_onnx,
+        tmp_path / "int8.engine",
+        precision="int8",
+        profiles=PROFILES,
+        calibration=calibration,
+    )
+    with open_backend(real_onnx, "onnxruntime-cpu") as ort, open_backend(out, "tensorrt") as trt:
+        report = verify_export(ort, trt, ENGINE_TOLERANCES["int8"], frames=frames(40), top=20)
+    assert report.passed, report.describe()
+
+
+def test_sidecar_holds_what_the_runtime_reads(tiny):
+    from alscout.export.cache import EngineKey, GpuIdentity
+    from alscout.runtime.backends import open_backend
+
+    info = open_backend(tiny).model_info
+    key = EngineKey("f" * 64, "10.9", GpuIdentity("G", "9.0"), "fp16", PROFILES)
+    sidecar = engine_sidecar(tiny, key, info.to_metadata())
+    assert sidecar["metadata"] == info.to_metadata()
+    assert sidecar["onnx_sha256"] == "f" * 64 and sidecar["tensorrt_version"] == "10.9"
+    assert sidecar["profiles"][0] == PROFILES[0].to_json()
+    json.dumps(sidecar)
