@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from alscout.errors import ConfigError, InvalidInputError
 from alscout.trainer.data.annotations import Box, Dataset, ImageRecord
@@ -252,6 +253,17 @@ class TrainingSet(torch.utils.data.Dataset):
         if self.config.cache_images:
             self._cache[index] = (image, boxes)
         return image, boxes
+
+    def preload(self, progress: bool = False) -> None:
+        """Decode every image once, in dataset order, into the cache.
+
+        Reading a video front to back decodes each frame once; the shuffled order of
+        training would seek for almost every frame. Needs ``cache_images``.
+        """
+        if not self.config.cache_images:
+            raise InvalidInputError("preload needs cache_images in the training config")
+        for index in tqdm(range(len(self)), desc="load images", disable=not progress):
+            self.resized(index)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, boxes = self.resized(index)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from alscout.errors import ConfigError
 from alscout.trainer import checkpoint as ckpt
 from alscout.trainer.config import TrainConfig
 from alscout.trainer.data.annotations import Dataset
@@ -307,7 +308,15 @@ def fit(
     if start_weights is not None:
         net.load_state_dict(start_weights)
     model = wrap_model(DetectorLogits(net), context)
+    digest = ckpt.dataset_digest(dataset)
+    if state is not None and state.data_digest and state.data_digest != digest:
+        raise ConfigError(
+            f"{resume} was trained on other data (digest {state.data_digest}, given "
+            f"{digest}); resume with the same dataset, or start a new run with --init"
+        )
     train_set = TrainingSet(dataset, detector, config, augment=True)
+    if config.cache_images and config.num_workers == 0:
+        train_set.preload(progress and context.is_main)
     loader = make_loader(
         train_set, config.batch_size, context, True, config.seed, config.num_workers
     )
@@ -331,7 +340,6 @@ def fit(
     if val is not None and len(val):
         val_set = TrainingSet(val, detector, config, augment=False)
         val_loader = make_loader(val_set, config.batch_size, context, False, config.seed)
-    digest = ckpt.dataset_digest(dataset)
     out = Path(out_dir) if out_dir is not None else None
     last_path = None
     last_epoch = config.epochs
