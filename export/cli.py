@@ -1,0 +1,190 @@
+"""``alscout export``: a trained checkpoint to ONNX (or .pt2), and ONNX to a TensorRT engine.
+
+Examples::
+
+    alscout export onnx --checkpoint runs/c3/model.pt --out models/ped-c3.onnx \\
+        --verify-frames ../shared/data/pets09_s2l1/vtest.avi
+    alscout export trt --onnx models/ped-c3.onnx --out models/ped-c3.engine --precision fp16 \\
+        --verify-frames ../shared/data/pets09_s2l1/vtest.avi
+    alscout export trt --onnx models/ped-c3.onnx --out models/ped-c3-int8.engine \\
+        --precision int8 --calib-frames frames/ --calib-limit 256
+    alscout export pt2 --checkpoint runs/c3/model.pt --out models/ped-c3.pt2
+
+Every export is verified before it is written: ONNX against PyTorch (1e-4 absolute),
+engines against ONNX Runtime (docs/runtime.md lists the tolerances) and by the top-20
+frames by image score. A failed verification leaves no output file and exits with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from alscout.errors import ConfigError
+
+__all__ = ["configure", "run"]
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+    return height, width
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``onnx``, ``pt2`` and ``trt`` subcommands."""
+    sub = parser.add_subparsers(dest="export_command", metavar="FORMAT", required=True)
+
+    for name, help_text in (
+        ("onnx", "checkpoint -> ONNX model with the model contract's metadata"),
+        ("pt2", "checkpoint -> torch.export program for the PyTorch reference backend"),
+    ):
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.add_argument("--checkpoint", type=Path, required=True, help="trainer checkpoint")
+        command.add_argument("--out", type=Path, required=True, help=f"the .{name} file to write")
+        command.add_argument("--version", help="model version (default: the checkpoint's)")
+        command.add_argument(
+            "--input-size", type=_size, help="WIDTHxHEIGHT (default: the training input size)"
+        )
+        command.add_argument(
+            "--training-data-digest",
+            help="digest of the training data (default: the one stored in the checkpoint)",
+        )
+        command.add_argument("--verify-frames", type=Path, help="folder or video of real frames")
+        command.add_argument("--verify-limit", type=int, default=40, help="frames to verify on")
+        if name == "onnx":
+            command.add_argument("--opset", type=int, default=17, help="ONNX opset (17)")
+
+    trt = sub.add_parser(
+        "trt",
+        help="ONNX -> TensorRT engine (needs tensorrt and an NVIDIA GPU)",
+        description="Build, cache and verify a TensorRT engine for this machine's GPU.",
+    )
+    trt.add_argument("--onnx", type=Path, required=True, help="ONNX model from `export onnx`")
+    trt.add_argument("--out", type=Path, required=True, help="engine file (.engine)")
+    trt.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16")
+    trt.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="*",
+        default=[16],
+        help="exact-shape profiles at the input size, in images per call (16 = 8 frames and "
+        "their mirrors)",
+    )
+    trt.add_argument(
+        "--max-batch", type=int, default=16, help="largest batch of the general profile"
+    )
+    trt.add_argument("--calib-frames", type=Path, help="INT8: folder or video of frames")
+    trt.add_argument("--calib-limit", type=int, default=256, help="INT8: frames to calibrate on")
+    trt.add_argument(
+        "--cache-dir", type=Path, help="engine cache (default ~/.cache/alscout/engines)"
+    )
+    trt.add_argument("--no-cache", action="store_true", help="always build")
+    trt.add_argument("--verify-frames", type=Path, help="folder or video of real frames")
+    trt.add_argument("--verify-limit", type=int, default=200, help="frames to verify on")
+    trt.add_argument("--workspace-gib", type=float, default=4.0, help="builder scratch memory")
+    trt.add_argument("--device", type=int, default=0, help="CUDA device")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export, verify, write; prints the verification report."""
+    if args.verify_limit < 1:
+        raise ConfigError(f"--verify-limit must be >= 1, got {args.verify_limit}")
+    report = _trt(args) if args.export_command == "trt" else _from_checkpoint(args)
+    sys.stdout.write(report + "\n")
+    return 0
+
+
+def _frames(args: argparse.Namespace) -> list[Any]:
+    if args.verify_frames is None:
+        return []
+    from alscout.export.frames import read_frames
+
+    return read_frames(args.verify_frames, limit=args.verify_limit)
+
+
+def _from_checkpoint(args: argparse.Namespace) -> str:
+    from alscout.export.onnx import OnnxFromTorch, SaveOnnx, info_from_detector
+    from alscout.export.verify import ONNX_TOLERANCE, verify_export
+    from alscout.runtime.backends import open_backend
+    from alscout.runtime.backends.torch_reference import TorchBackend
+    from alscout.trainer.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    digest = args.training_data_digest or checkpoint.data_digest
+    if not digest:
+        raise ConfigError(
+            f"{args.checkpoint} holds no training data digest; pass --training-data-digest"
+        )
+    input_size = args.input_size or (
+        checkpoint.train.input_size if checkpoint.train is not None else None
+    )
+    detector = checkpoint.build_model()
+    info = info_from_detector(
+        detector, training_data_digest=digest, input_size=input_size, version=args.version
+    )
+    frames = _frames(args)
+    reference = TorchBackend(detector, info, source=str(args.checkpoint))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=args.out.parent) as scratch:
+        staged = Path(scratch) / f"model.{args.export_command}"
+        if args.export_command == "onnx":
+            SaveOnnx(OnnxFromTorch(detector, info, opset=args.opset), staged)()
+        else:
+            from alscout.export.pt2 import ProgramFromTorch, SaveProgram
+
+            SaveProgram(ProgramFromTorch(detector, info), info, staged)()
+        name = "onnxruntime-cpu" if args.export_command == "onnx" else "torch"
+        with reference, open_backend(staged, name) as candidate:
+            report = verify_export(reference, candidate, ONNX_TOLERANCE, frames=frames)
+        report.raise_for_failure()
+        os.replace(staged, args.out)
+    return f"wrote {args.out}\n{report.describe()}"
+
+
+def _trt(args: argparse.Namespace) -> str:
+    from alscout.export.cache import EngineCache
+    from alscout.export.calibration import CalibrationBatches
+    from alscout.export.tensorrt import build_engine
+    from alscout.export.verify import ENGINE_TOLERANCES, verify_export
+    from alscout.runtime.backends import open_backend
+    from alscout.runtime.backends.profiles import default_profiles
+    from alscout.runtime.backends.tensorrt import sidecar_path
+
+    onnx_backend = open_backend(args.onnx, "onnxruntime-cpu")
+    info = onnx_backend.model_info
+    profiles = default_profiles(info.input_size, args.max_batch, tuple(args.batch_sizes))
+    calibration = None
+    if args.precision == "int8":
+        if args.calib_frames is None:
+            raise ConfigError("--precision int8 needs --calib-frames (a folder or a video)")
+        calibration = CalibrationBatches(args.calib_frames, info, limit=args.calib_limit)
+    cache = None if args.no_cache else EngineCache(args.cache_dir)
+    out, from_cache = build_engine(
+        args.onnx,
+        args.out,
+        precision=args.precision,
+        profiles=profiles,
+        calibration=calibration,
+        cache=cache,
+        device_id=args.device,
+        workspace_gib=args.workspace_gib,
+    )
+    try:
+        with onnx_backend, open_backend(out, "tensorrt", device_id=args.device) as engine:
+            report = verify_export(
+                onnx_backend, engine, ENGINE_TOLERANCES[args.precision], frames=_frames(args)
+            )
+        report.raise_for_failure()
+    except BaseException:
+        out.unlink(missing_ok=True)
+        sidecar_path(out).unlink(missing_ok=True)
+        raise
+    source = "from the cache" if from_cache else "built"
+    return f"wrote {out} ({source})\n{report.describe()}"
