@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +153,7 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
     ) -> AsyncIterator[pb.FrameResult]:
         streams = StreamTable(self.selector)
         n_frames = 0
+        peer = context.peer()  # read now: grpc may crash reading it after a cancellation
         try:
             async for frame in request_iterator:
                 started = time.perf_counter()
@@ -174,13 +175,20 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
                     await abort_with(context, error)
                 yield _closing(state, decisions)
         finally:
+            # However the call ends (error, cancellation: grpc may also report a cancelled
+            # call as a half-close), the frames it scored are decided and flagged ones kept.
             pending = sum(s.pending_frames for s in streams)
+            leftover = [f for s in streams if not s.selector.finished for f in s.finish()[1]]
+            if leftover:
+                self._store_later(leftover)
             log.info(
-                "stream call ended peer=%s streams=%d frames=%d undecided=%d",
-                context.peer(),
+                "stream call ended peer=%s streams=%d frames=%d decided_in_cleanup=%d "
+                "flagged_in_cleanup=%d",
+                peer,
                 len(streams),
                 n_frames,
                 pending,
+                len(leftover),
             )
 
     async def Score(  # noqa: N802  # names come from the proto
@@ -224,8 +232,27 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def _store(self, flagged: list[FlaggedFrame]) -> None:
+        """Store flagged frames; shielded, so a call cancelled meanwhile does not lose them."""
+        if flagged:
+            await asyncio.shield(self._run(self._put_all, flagged))
+
+    def _put_all(self, flagged: list[FlaggedFrame]) -> None:
         for item in flagged:
-            await self._run(self.outbox.put, item)
+            self.outbox.put(item)
+
+    def _store_later(self, flagged: list[FlaggedFrame]) -> None:
+        """Store frames without waiting (the call is over); failures are logged."""
+
+        def done(future: Future[None]) -> None:
+            if future.exception() is not None:
+                log.error(
+                    "outbox write failed frames=%d", len(flagged), exc_info=future.exception()
+                )
+
+        try:
+            self.executor.submit(self._put_all, flagged).add_done_callback(done)
+        except RuntimeError:  # the pool is shut down: store here rather than lose frames
+            self._put_all(flagged)
 
     def _score(self, frame: pb.Frame) -> tuple[FrameScore, FramePayload, float]:
         """Decode and score one frame (in a worker thread)."""

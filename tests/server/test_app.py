@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import queue
 import re
 import signal
 import subprocess
@@ -16,8 +18,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
-from server_harness import Feeder, jpeg_frame, make_config, split, video_frames
+from server_harness import SELECTOR, Feeder, jpeg_frame, make_config, split, video_frames
 
+from alscout.runtime.temporal import flag_recording
 from alscout.server._proto import alscout_pb2 as pb
 from alscout.server._proto import alscout_pb2_grpc
 from alscout.server.app import SERVICE_NAME
@@ -118,3 +121,39 @@ def test_serve_runs_without_torch_and_stops_on_sigterm(tiny_model, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_cancelled_call_is_cleaned_up_and_the_server_carries_on(served, stub, caplog):
+    outbox = served[1]
+    caplog.set_level(logging.INFO, logger="alscout.server.service")
+    data = video_frames(8, seed=12)
+    gate = queue.Queue()
+
+    def requests():
+        for i, d in enumerate(data):
+            if i == 4:
+                gate.get()  # hold the call open until the test cancels it
+            yield jpeg_frame(d, i, "cancelled")
+
+    call = stub.ScoreStream(requests())
+    first = [next(call) for _ in range(4)]
+    assert [r.frame_index for r in first] == [0, 1, 2, 3]
+    call.cancel()
+    gate.put(None)
+    with pytest.raises(grpc.RpcError) as caught:
+        next(call)
+    assert caught.value.code() == grpc.StatusCode.CANCELLED
+    deadline = time.monotonic() + 10
+    while not any("frames=4 decided_in_cleanup" in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline, "the server did not end the cancelled call"
+        time.sleep(0.01)
+    # the frames it scored are decided as at the end of a stream; flagged ones are kept
+    z = [r.z for r in first]
+    c = SELECTOR
+    expected = flag_recording(z, c.dt, c.sigma, c.dt1, c.dt2, c.threshold)
+    want = [e.frame for e in expected if e.flagged]
+    assert want, "the first frames of the stream should flag one"
+    while [f.frame_index for f in outbox.frames if f.recording_id == "cancelled"] != want:
+        assert time.monotonic() < deadline, outbox.frames
+        time.sleep(0.01)
+    assert stub.Score(jpeg_frame(data[0], 0)).z > 0
