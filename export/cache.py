@@ -87,8 +87,12 @@ class EngineKey:
 
     def digest(self) -> str:
         """Hex SHA-256 of the canonical JSON of the key."""
-        text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return _digest(self.to_json())
+
+
+def _digest(key_json: dict[str, Any]) -> str:
+    text = json.dumps(key_json, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def default_cache_dir() -> Path:
@@ -116,6 +120,23 @@ class EngineCache:
 
     def path_for(self, key: EngineKey) -> Path:
         return self.root / f"{key.digest()[:40]}.engine"
+
+    def discard(self, engine_path: str | Path) -> bool:
+        """Remove the cache entry a copied engine came from (e.g. it failed verification).
+
+        Returns whether an entry was removed.
+        """
+        try:
+            key_json = json.loads(sidecar_path(engine_path).read_text())["cache_key"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError):
+            return False
+        cached = self.root / f"{_digest(key_json)[:40]}.engine"
+        found = cached.is_file()
+        cached.unlink(missing_ok=True)
+        sidecar_path(cached).unlink(missing_ok=True)
+        if found:
+            log.warning("engine cache entry discarded path=%s", cached)
+        return found
 
     def lookup(self, key: EngineKey) -> Path | None:
         """The cached engine for ``key``, or None (also when its sidecar disagrees)."""

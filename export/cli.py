@@ -183,6 +183,8 @@ def _trt(args: argparse.Namespace) -> str:
             )
         report.raise_for_failure()
     except BaseException:
+        if cache is not None:
+            cache.discard(out)  # a failing engine must not be served from the cache again
         out.unlink(missing_ok=True)
         sidecar_path(out).unlink(missing_ok=True)
         raise

@@ -31,17 +31,15 @@ def iter_frames(
         raise DataError(f"{source}: frame stride must be >= 1, got {stride}")
     path = Path(source)
     if path.is_dir():
-        frames = _folder_frames(path)
+        frames = _folder_frames(path, stride)
     elif path.is_file():
-        frames = _video_frames(path)
+        frames = _video_frames(path, stride)
     else:
         raise DataError(f"{path}: no such folder or video file")
     if limit is not None and limit < 1:
         raise DataError(f"{source}: frame limit must be >= 1, got {limit}")
     kept = 0
-    for index, frame in enumerate(frames):
-        if index % stride:
-            continue
+    for frame in frames:
         kept += 1
         yield frame
         if limit is not None and kept >= limit:
@@ -57,24 +55,28 @@ def read_frames(
     return list(iter_frames(source, limit=limit, stride=stride))
 
 
-def _folder_frames(folder: Path) -> Iterator[np.ndarray]:
+def _folder_frames(folder: Path, stride: int) -> Iterator[np.ndarray]:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    for file in files:
+    for file in files[::stride]:
         image = cv2.imread(str(file), cv2.IMREAD_COLOR)
         if image is None:
             raise DataError(f"{file}: not a readable image")
         yield np.ascontiguousarray(image[:, :, ::-1])
 
 
-def _video_frames(video: Path) -> Iterator[np.ndarray]:
+def _video_frames(video: Path, stride: int) -> Iterator[np.ndarray]:
     capture = cv2.VideoCapture(str(video))
     if not capture.isOpened():
         raise DataError(f"{video}: not a readable video (OpenCV could not open it)")
     try:
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                return
-            yield np.ascontiguousarray(frame[:, :, ::-1])
+        index = 0
+        # grab() advances without converting the skipped frames to BGR images.
+        while capture.grab():
+            if index % stride == 0:
+                ok, frame = capture.retrieve()
+                if not ok:
+                    return
+                yield np.ascontiguousarray(frame[:, :, ::-1])
+            index += 1
     finally:
         capture.release()

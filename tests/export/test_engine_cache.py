@@ -101,3 +101,14 @@ def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert default_cache_dir() == tmp_path / "alscout" / "engines"
     assert EngineCache().root == tmp_path / "alscout" / "engines"
+
+
+def test_discard_removes_the_entry_a_copy_came_from(tmp_path):
+    cache = EngineCache(tmp_path / "cache")
+    cached = cache.store(key(), b"abc", {"metadata": {}})
+    copy = copy_engine(cached, tmp_path / "out" / "model.engine")
+    assert cache.discard(copy)
+    assert not cached.exists() and not sidecar_path(cached).exists()
+    assert cache.lookup(key()) is None
+    assert not cache.discard(copy)  # already gone
+    assert not cache.discard(tmp_path / "no-such.engine")

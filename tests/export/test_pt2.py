@@ -16,7 +16,7 @@ def test_pt2_program_runs_in_the_torch_backend_like_the_module(tmp_path):
     from alscout.trainer.model import Detector, DetectorConfig
 
     torch.manual_seed(2)
-    detector = Detector(DetectorConfig(width=4)).eval()
+    detector = Detector(DetectorConfig(width=4, fires_per_level=0)).eval()  # quick to trace
     info = info_from_detector(detector, training_data_digest="d", input_size=(96, 128))
     path = SaveProgram(ProgramFromTorch(detector, info), info, tmp_path / "det.pt2")()
     assert path.is_file() and not list(tmp_path.glob(".*partial*"))
