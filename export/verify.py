@@ -72,7 +72,9 @@ class Comparison:
 
     @property
     def passed(self) -> bool:
-        return self.max_abs <= self.tolerance.max_abs and self.mean_abs <= self.tolerance.mean_abs
+        """Within tolerance on at least one input (nothing compared is not a pass)."""
+        tol = self.tolerance
+        return self.inputs > 0 and self.max_abs <= tol.max_abs and self.mean_abs <= tol.mean_abs
 
     def describe(self) -> str:
         verdict = "ok" if self.passed else "FAILED"
@@ -204,14 +206,14 @@ def verify_export(
     """
     rng = rng or np.random.default_rng(0)
     report = VerifyReport(reference=reference.name, candidate=candidate.name)
+    # Odd sizes may lie outside an engine's profiles; those are skipped, not failed.
+    inputs = [
+        x
+        for x in random_inputs(reference.model_info, rng)
+        if candidate.shape_problem(x.shape) is None and reference.shape_problem(x.shape) is None
+    ]
     report.comparisons.append(
-        compare_backends(
-            "random inputs",
-            reference,
-            candidate,
-            random_inputs(reference.model_info, rng),
-            tolerance,
-        )
+        compare_backends("random inputs", reference, candidate, inputs, tolerance)
     )
     if len(frames) > 0:
         config = pipeline_config or PipelineConfig()

@@ -91,6 +91,8 @@ class OnnxRuntimeBackend(Backend):
             )
         sha256 = file_sha256(path)
         session_options = self._session_options(onnxruntime)
+        # The contract is checked on a CPU session first: a bad model must be reported
+        # as a ModelError even where the GPU provider would fail to start.
         try:
             self._session = onnxruntime.InferenceSession(
                 str(path), sess_options=session_options, providers=["CPUExecutionProvider"]

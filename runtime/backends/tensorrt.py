@@ -151,7 +151,7 @@ class TensorRTBackend(Backend):
         cudart = self._cudart
         index = next(i for i, p in enumerate(self.profiles) if p.covers(images.shape))
         if index != self._profile_index:
-            self._context.set_optimization_profile_async(index, self._stream)
+            self._context.set_optimization_profile_async(index, int(self._stream))
             self._profile_index = index
         if not self._context.set_input_shape(INPUT_NAME, images.shape):
             raise ModelError(f"{self.source}: TensorRT refused input shape {images.shape}")
@@ -170,7 +170,8 @@ class TensorRTBackend(Backend):
         )
         self._context.set_tensor_address(INPUT_NAME, d_images)
         self._context.set_tensor_address(OUTPUT_NAME, d_probs)
-        if not self._context.execute_async_v3(self._stream):
+        # TensorRT takes the raw handle; cudart calls take cuda-python's stream object.
+        if not self._context.execute_async_v3(int(self._stream)):
             raise ModelError(f"{self.source}: TensorRT execution failed for {images.shape}")
         cuda_call(
             cudart.cudaMemcpyAsync(

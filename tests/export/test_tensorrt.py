@@ -55,6 +55,109 @@ def test_tensorrt_is_imported_only_when_an_engine_is_built(tiny, tmp_path):
     pytest.skip("tensorrt is installed here; the GPU tests below cover building")
 
 
+# --- the build, cache, verify and CLI flow, on the fake tensorrt/cudart of tests/assets ---
+
+
+def load_asset(name: str):
+    spec = importlib.util.spec_from_file_location(f"asset_{name}", ASSETS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def fake_trt(monkeypatch):
+    return load_asset("fake_tensorrt").install(monkeypatch)
+
+
+def test_fp16_engine_is_built_cached_and_verified(fake_trt, tiny, tmp_path):
+    from alscout.export.cache import EngineCache
+    from alscout.export.tensorrt import build_engine
+    from alscout.export.verify import ENGINE_TOLERANCES, verify_export
+    from alscout.runtime.backends import open_backend
+
+    cache = EngineCache(tmp_path / "cache")
+    out = tmp_path / "tiny.engine"
+    path, hit = build_engine(tiny, out, precision="fp16", profiles=PROFILES, cache=cache)
+    assert (path, hit) == (out, False)
+    sidecar = json.loads(out.with_name("tiny.engine.json").read_text())
+    assert sidecar["gpu"] == {"name": "Fake GPU 9000", "compute_capability": "9.0"}
+    assert sidecar["precision"] == "fp16" and sidecar["tensorrt_version"] == "10.99.0-fake"
+    assert len(sidecar["profiles"]) == 2 and sidecar["cache_key"]["precision"] == "fp16"
+    assert build_engine(tiny, out, precision="fp16", profiles=PROFILES, cache=cache)[1]
+    assert not build_engine(tiny, out, precision="fp32", profiles=PROFILES, cache=cache)[1]
+    with open_backend(tiny) as ort, open_backend(out, "tensorrt") as engine:
+        report = verify_export(ort, engine, ENGINE_TOLERANCES["fp32"], frames=frames(24))
+    assert report.passed, report.describe()
+    assert report.rankings[0].top == 20
+    assert fake_trt.live_allocations == {}
+
+
+def test_int8_build_feeds_the_calibrator_every_batch(fake_trt, tiny, tmp_path):
+    from alscout.export.cache import EngineCache
+    from alscout.export.tensorrt import build_engine
+    from alscout.runtime.backends import open_backend
+
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    for i, frame in enumerate(frames(10)):
+        cv2.imwrite(str(folder / f"{i:02d}.png"), frame[:, :, ::-1])
+    info = open_backend(tiny).model_info
+    calibration = CalibrationBatches(folder, info, batch_size=4, limit=10)
+    cache = EngineCache(tmp_path / "cache")
+    fed = []
+    original = CalibrationBatches.__iter__
+
+    def counting(self):
+        for batch in original(self):
+            fed.append(batch.shape)
+            yield batch
+
+    CalibrationBatches.__iter__ = counting
+    try:
+        out, _ = build_engine(
+            tiny, tmp_path / "int8.engine", precision="int8", profiles=PROFILES,
+            calibration=calibration, cache=cache,
+        )  # fmt: skip
+    finally:
+        CalibrationBatches.__iter__ = original
+    assert fed == [(4, 3, 96, 128)] * 2
+    assert list(cache.root.glob("*.calib"))  # the calibration table is kept for rebuilds
+    assert json.loads(out.with_name("int8.engine.json").read_text())["precision"] == "int8"
+    assert fake_trt.live_allocations == {}  # the calibrator freed its device buffer
+
+
+def test_unparsable_onnx_is_a_model_error(fake_trt, tmp_path):
+    from alscout.errors import ModelError
+
+    with pytest.raises(ModelError, match="cannot parse"):
+        EngineFromOnnx(b"not onnx", profiles=PROFILES)()
+
+
+def test_cli_builds_and_on_failed_verification_leaves_nothing(
+    fake_trt, tiny, tmp_path, capsys, monkeypatch
+):
+    from alscout.cli import main
+    from alscout.export import verify
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(frames(4)):
+        cv2.imwrite(str(folder / f"{i}.png"), frame[:, :, ::-1])
+    out = tmp_path / "m.engine"
+    args = ["export", "trt", "--onnx", str(tiny), "--out", str(out),
+            "--cache-dir", str(tmp_path / "cache"), "--verify-frames", str(folder)]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out} (built)" in printed and "top-4 frames by image score: ok" in printed
+    assert main(args) == 0 and "(from the cache)" in capsys.readouterr().out
+    monkeypatch.setitem(verify.ENGINE_TOLERANCES, "fp16", verify.Tolerance(0.0, 0.0))
+    assert main(args) == 2
+    assert "verification failed" in capsys.readouterr().err
+    assert not out.exists() and not out.with_name("m.engine.json").exists()
+    assert not list((tmp_path / "cache").glob("*.engine"))
+
+
 # --- on a GPU ---------------------------------------------------------------------------
 
 

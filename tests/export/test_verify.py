@@ -116,6 +116,7 @@ def test_comparison_thresholds_are_inclusive():
     assert Comparison("x", 0.1, 0.01, 1, tol).passed
     assert not Comparison("x", 0.1001, 0.0, 1, tol).passed
     assert not Comparison("x", 0.0, 0.0101, 1, tol).passed
+    assert not Comparison("nothing compared", 0.0, 0.0, 0, tol).passed
 
 
 def test_compare_backends_counts_frames(tiny):

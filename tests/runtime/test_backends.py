@@ -323,3 +323,61 @@ def test_model_info_is_the_same_through_every_reader(detector_files):
     ref = TorchBackend(detector_files[0], detector_files[1])
     strip = ModelInfo.with_file
     assert strip(ort.model_info, "", "x") == strip(ref.model_info, "", "x")
+
+
+# --- native TensorRT backend logic, on the fake tensorrt/cudart of tests/assets ------------
+
+
+@pytest.fixture
+def fake_engine(tiny, tmp_path, monkeypatch):
+    fake = load_asset("fake_tensorrt")
+    cudart = fake.install(monkeypatch)
+    profiles = [
+        [(4, 3, 96, 128)] * 3,
+        [(1, 3, 32, 32), (8, 3, 96, 128), (8, 3, 192, 256)],
+    ]
+    engine = tmp_path / "tiny.engine"
+    engine.write_bytes(fake.engine_bytes(tiny.read_bytes(), profiles, precision="fp32"))
+    info = open_backend(tiny).model_info
+    sidecar = {"metadata": info.to_metadata(), "onnx_sha256": info.sha256,
+               "tensorrt_version": fake.VERSION}  # fmt: skip
+    sidecar_path(engine).write_text(json.dumps(sidecar))
+    return engine, cudart, fake
+
+
+def test_tensorrt_backend_picks_profiles_and_manages_buffers(tiny, fake_engine):
+    engine, cudart, _ = fake_engine
+    backend = open_backend(engine)
+    assert backend.name == "tensorrt"
+    assert backend.model_info.file_format == "tensorrt"
+    assert backend.model_info.source_sha256 == open_backend(tiny).model_info.sha256
+    assert backend.profiles[0] == ShapeProfile((4, 96, 128), (4, 96, 128), (4, 96, 128))
+    assert backend.probe_shape() == (4, 3, 96, 128)
+    rng = np.random.default_rng(0)
+    with backend, open_backend(tiny) as reference:
+        for shape, profile in [((4, 3, 96, 128), 0), ((3, 3, 50, 60), 1), ((8, 3, 192, 256), 1)]:
+            images = rng.standard_normal(shape, dtype=np.float32)
+            np.testing.assert_allclose(backend.infer(images), reference.infer(images), atol=1e-6)
+            assert backend._context.profiles_used[-1] == profile
+        assert len(cudart.live_allocations) == 2  # one input, one output buffer, grown
+        with pytest.raises(InvalidInputError, match="no optimization profile covers"):
+            backend.infer(np.zeros((9, 3, 96, 128), np.float32))
+    assert cudart.live_allocations == {}
+
+
+def test_tensorrt_backend_refuses_bad_engines_at_load(tiny, fake_engine):
+    engine, _, fake = fake_engine
+    sidecar = json.loads(sidecar_path(engine).read_text())
+    sidecar_path(engine).write_text(json.dumps({**sidecar, "tensorrt_version": "8.6.1"}))
+    with pytest.raises(ModelError, match=r"built with TensorRT 8\.6\.1"):
+        open_backend(engine)
+    sidecar_path(engine).write_text(json.dumps(sidecar))
+    engine.write_bytes(b"garbage")
+    with pytest.raises(ModelError, match="could not deserialize"):
+        open_backend(engine)
+    engine.write_bytes(fake.engine_bytes(tiny.read_bytes(), [[(1, 3, 32, 32)] * 3]))
+    sidecar["metadata"]["alscout.num_heads"] = "4"
+    sidecar["metadata"]["alscout.default_boxes"] = json.dumps([[1, 1]] * 4)
+    sidecar_path(engine).write_text(json.dumps(sidecar))
+    with pytest.raises(ModelError, match="K=5 channels but metadata says K=4"):
+        open_backend(engine)
