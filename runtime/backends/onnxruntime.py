@@ -35,7 +35,7 @@ class OrtOptions:
     """Session options. ``intra_op_threads`` 0 lets ONNX Runtime use one per core.
 
     ``graph_optimization``: "disable" | "basic" | "extended" | "all" (fusions and
-    layout changes; "all" measured fastest on CPU, see docs/runtime.md).
+    layout changes; see docs/runtime.md for what each level measured).
     ``trt_*`` apply to the TensorRT provider only; ``trt_cache_dir`` "" uses
     ``$XDG_CACHE_HOME/alscout/ort-trt``.
     """
