@@ -32,6 +32,8 @@ class TrainConfig:
     positive in a head still gives ``min_negatives`` negatives there. ``hflip``:
     mirror each image with probability 1/2 (seeded per image and epoch). ``amp``:
     mixed precision, used on CUDA only. ``device``: "auto", "cpu", "cuda", "cuda:1".
+    ``cache_images``: keep each decoded, resized image in memory (read once in file
+    order before the first epoch when ``num_workers`` is 0; per worker otherwise).
     """
 
     epochs: int = 50

@@ -32,7 +32,13 @@ from alscout.trainer.config import TrainConfig
 from alscout.trainer.data.annotations import Dataset
 from alscout.trainer.data.filters import BoxFilter, filter_dataset
 from alscout.trainer.data.images import load_image
-from alscout.trainer.distributed import DistContext, all_reduce_sum, make_loader, wrap_model
+from alscout.trainer.distributed import (
+    DistContext,
+    all_reduce_sum,
+    make_loader,
+    resolve_device,
+    wrap_model,
+)
 from alscout.trainer.evaluation.caltech import EvalResult, evaluate_records
 from alscout.trainer.model import Detector, DetectorConfig, DetectorLogits, detect, normalise
 from alscout.trainer.targets import POSITIVE, TrainingSet
@@ -291,9 +297,9 @@ def fit(
     finetuning; its detector config replaces ``detector``). ``resume``: a checkpoint
     of this run to continue exactly; its configs replace the given ones. ``val``:
     evaluated after each epoch. ``stop_after``: finish at most this many epochs in
-    this call (the schedule still spans ``config.epochs``).
+    this call (the schedule still spans ``config.epochs``). ``context``: this
+    process's place in a torchrun job (default: one process on ``config.device``).
     """
-    context = context or DistContext()
     state = ckpt.load_checkpoint(resume) if resume is not None else None
     start_weights = None
     if state is not None:
@@ -303,6 +309,7 @@ def fit(
         if start.detector != detector:
             log.info("init=%s brings its own detector config; using it", init)
         detector, start_weights = start.detector, start.model
+    context = context or DistContext(device=resolve_device(config.device))
     torch.manual_seed(config.seed)  # the same initial weights in every process
     net = Detector(detector)
     if start_weights is not None:
