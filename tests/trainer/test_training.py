@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from alscout.errors import ConfigError, ModelError
+from alscout.errors import ConfigError, InvalidInputError, ModelError
 from alscout.trainer.checkpoint import (
     Checkpoint,
     dataset_digest,
@@ -305,3 +305,19 @@ def test_train_config_validation_and_toml(tmp_path):
     toml.write_text("[train\n")
     with pytest.raises(ConfigError, match="TOML"):
         load_toml(toml)
+
+
+def test_preload_fills_the_cache_in_file_order_and_needs_caching(scenes, monkeypatch):
+    from alscout.trainer import targets
+
+    with pytest.raises(InvalidInputError, match="cache_images"):
+        TrainingSet(scenes, TINY, config()).preload()
+    seen = []
+    real = targets.load_image
+    monkeypatch.setattr(targets, "load_image", lambda r: seen.append(r.image_id) or real(r))
+    data = TrainingSet(scenes, TINY, config(cache_images=True))
+    data.preload()
+    assert seen == [r.image_id for r in scenes]
+    data.set_epoch(3)
+    data[5]
+    assert len(seen) == len(scenes)  # served from memory
