@@ -26,7 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint or weights")
     add_data_arguments(parser)
     parser.add_argument(
-        "--input-size", type=parse_size, help="HEIGHTxWIDTH (default: the training input size)"
+        "--input-size", type=parse_size, help="WIDTHxHEIGHT (default: the training input size)"
     )
     parser.add_argument(
         "--threshold", type=float, default=0.05, help="lowest peak kept (default 0.05)"

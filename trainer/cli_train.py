@@ -4,7 +4,7 @@ Examples::
 
     alscout train --data city/train.json --out runs/wl --epochs 50
     alscout train --data gt.txt --images vtest.avi --frames 1-600 --out runs/pets \\
-        --input-size 360x480 --width 8 --epochs 8 --cache-images
+        --input-size 480x360 --width 8 --epochs 8 --cache-images
     alscout train --data al/cycle3.json --init runs/wl/last.pt --out runs/cycle3
     alscout train --resume runs/pets/last.pt --data gt.txt --images vtest.avi --out runs/pets
     torchrun --nproc-per-node 4 -m alscout.cli train --data ... --out ...   # 4 GPUs
@@ -34,12 +34,13 @@ _FORMATS = ("coco", "mot", "citypersons")
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``"480x640"`` -> (height, width)."""
+    """``"640x480"`` (WIDTHxHEIGHT, as ``alscout export`` and ``data`` write sizes) ->
+    (height, width), the order of the configs and of array shapes."""
     try:
-        height, width = (int(v) for v in text.lower().split("x"))
+        width, height = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected HEIGHTxWIDTH, e.g. 480x640, got {text!r}"
+            f"expected WIDTHxHEIGHT, e.g. 640x480, got {text!r}"
         ) from None
     return height, width
 
@@ -108,7 +109,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="epochs (default 50)")
     parser.add_argument("--stop-after", type=int, help="end this call after N epochs")
     parser.add_argument("--batch-size", type=int, help="global batch (default 8)")
-    parser.add_argument("--input-size", type=parse_size, help="HEIGHTxWIDTH (default 480x640)")
+    parser.add_argument("--input-size", type=parse_size, help="WIDTHxHEIGHT (default 640x480)")
     parser.add_argument("--lr", type=float, help="initial learning rate (default 1e-3)")
     parser.add_argument("--lr-final", type=float, help="learning rate at the end (default 1e-4)")
     parser.add_argument("--seed", type=int, help="seed of every random choice (default 0)")

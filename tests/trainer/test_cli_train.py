@@ -16,7 +16,7 @@ from alscout.trainer.data.annotations import Box, Dataset, ImageRecord
 from alscout.trainer.data.coco import write_coco
 
 PETS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "pets09_s2l1"
-SMALL = ["--input-size", "96x128", "--width", "4", "--batch-size", "4", "--threads", "1"]
+SMALL = ["--input-size", "128x96", "--width", "4", "--batch-size", "4", "--threads", "1"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -28,7 +28,7 @@ def restore_threads():
 
 @pytest.fixture(scope="module")
 def coco(tmp_path_factory) -> Path:
-    """Eight 96x128 noise images with two red 'pedestrians' each, as a COCO file."""
+    """Eight 128x96 noise images with two red 'pedestrians' each, as a COCO file."""
     root = tmp_path_factory.mktemp("coco")
     rng = np.random.default_rng(0)
     records = []
