@@ -144,10 +144,11 @@ def _load_row_and_entropy(probs, n, k, i, p_row, e_row, t1, t2):
 def divergence_kernel(probs, radius, band_rows, out):
     """``out[n] = sum_k H(box_mean p_k) - box_mean H(p_k)``; probs [N,K,H,W], out [N,H,W].
 
-    Work is split into tasks of (frame, band of rows). Within a task, rows of p and
-    H(p) live in a ring buffer of 2r+2 rows, entering and leaving the vertical
-    window sums as the output row moves down, so each input row is converted once
-    and the working set stays in cache.
+    Work is split into tasks of (frame, band of rows). Within a task the output
+    rows advance one at a time and every head moves its own window with them:
+    rows of p and H(p) live in a per-head ring buffer of 2r+2 rows, entering and
+    leaving running column sums, so each input row is converted once and only one
+    output row of accumulators is live.
     """
     N, K, H, W = probs.shape
     n_bands = (H + band_rows - 1) // band_rows
@@ -156,12 +157,13 @@ def divergence_kernel(probs, radius, band_rows, out):
         n = task // n_bands
         r0 = (task % n_bands) * band_rows
         r1 = min(H, r0 + band_rows)
-        p_rows = np.empty((ring, W))
-        e_rows = np.empty((ring, W))
-        col_p = np.empty(W)
-        col_e = np.empty(W)
+        p_rows = np.empty((K, ring, W))
+        e_rows = np.empty((K, ring, W))
+        col_p = np.zeros((K, W))
+        col_e = np.zeros((K, W))
         sum_p = np.empty(W)
         sum_e = np.empty(W)
+        acc = np.empty(W)
         t1 = np.empty(W)
         t2 = np.empty(W)
         pad_p = np.empty(W + 2 * radius + 2)
@@ -169,42 +171,48 @@ def divergence_kernel(probs, radius, band_rows, out):
         inv_width = np.empty(W)
         for j in range(W):
             inv_width[j] = 1.0 / (min(W - 1, j + radius) - max(0, j - radius) + 1)
-        acc = np.zeros((r1 - r0, W))
         for k in range(K):
-            col_p[:] = 0.0
-            col_e[:] = 0.0
             for i in range(max(0, r0 - radius), min(H, r0 + radius + 1)):
                 slot = i % ring
-                _load_row_and_entropy(probs, n, k, i, p_rows[slot], e_rows[slot], t1, t2)
+                _load_row_and_entropy(probs, n, k, i, p_rows[k, slot], e_rows[k, slot], t1, t2)
                 for j in range(W):
-                    col_p[j] += p_rows[slot, j]
-                    col_e[j] += e_rows[slot, j]
-            for i in range(r0, r1):
-                inv_height = 1.0 / (min(H - 1, i + radius) - max(0, i - radius) + 1)
-                window_sums_into(col_p, col_e, radius, pad_p, pad_e, sum_p, sum_e)
-                divergence_row_into(sum_p, sum_e, inv_width, inv_height, acc[i - r0], t1, t2)
-                entering = i + radius + 1
-                leaving = i - radius
+                    col_p[k, j] += p_rows[k, slot, j]
+                    col_e[k, j] += e_rows[k, slot, j]
+        for i in range(r0, r1):
+            inv_height = 1.0 / (min(H - 1, i + radius) - max(0, i - radius) + 1)
+            entering = i + radius + 1
+            leaving = i - radius
+            acc[:] = 0.0
+            for k in range(K):
+                window_sums_into(col_p[k], col_e[k], radius, pad_p, pad_e, sum_p, sum_e)
+                divergence_row_into(sum_p, sum_e, inv_width, inv_height, acc, t1, t2)
+                cp = col_p[k]
+                ce = col_e[k]
                 if entering < H:
                     slot = entering % ring
-                    _load_row_and_entropy(probs, n, k, entering, p_rows[slot], e_rows[slot], t1, t2)
-                if entering < H and leaving >= 0:
-                    out_slot = leaving % ring
-                    for j in range(W):
-                        col_p[j] += p_rows[slot, j] - p_rows[out_slot, j]
-                        col_e[j] += e_rows[slot, j] - e_rows[out_slot, j]
-                elif entering < H:
-                    for j in range(W):
-                        col_p[j] += p_rows[slot, j]
-                        col_e[j] += e_rows[slot, j]
+                    _load_row_and_entropy(
+                        probs, n, k, entering, p_rows[k, slot], e_rows[k, slot], t1, t2
+                    )
+                    new_p = p_rows[k, slot]
+                    new_e = e_rows[k, slot]
+                    if leaving >= 0:
+                        old_p = p_rows[k, leaving % ring]
+                        old_e = e_rows[k, leaving % ring]
+                        for j in range(W):
+                            cp[j] += new_p[j] - old_p[j]
+                            ce[j] += new_e[j] - old_e[j]
+                    else:
+                        for j in range(W):
+                            cp[j] += new_p[j]
+                            ce[j] += new_e[j]
                 elif leaving >= 0:
-                    out_slot = leaving % ring
+                    old_p = p_rows[k, leaving % ring]
+                    old_e = e_rows[k, leaving % ring]
                     for j in range(W):
-                        col_p[j] -= p_rows[out_slot, j]
-                        col_e[j] -= e_rows[out_slot, j]
-        for i in range(r1 - r0):
+                        cp[j] -= old_p[j]
+                        ce[j] -= old_e[j]
             for j in range(W):
-                out[n, r0 + i, j] = acc[i, j]
+                out[n, i, j] = acc[j]
 
 
 @parallel_kernel
