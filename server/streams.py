@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from alscout.errors import CapacityError, InvalidInputError
 from alscout.runtime.temporal import Decision, OnlineSelector, SelectorConfig
@@ -36,6 +36,12 @@ class FramePayload:
     height: int = 0
     pixel_format: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
+
+    def as_fields(self) -> dict[str, object]:
+        """The payload's fields by name (metadata copied), to build a FlaggedFrame from."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["metadata"] = dict(self.metadata)
+        return values
 
 
 class StreamState:
@@ -97,18 +103,10 @@ class StreamState:
                         recording_id=self.recording_id,
                         camera_id=self.camera_id,
                         frame_index=decision.frame,
-                        image=payload.image,
-                        image_format=payload.image_format,
                         z=decision.z,
                         smoothed=decision.smoothed,
                         threshold=decision.threshold,
-                        model_version=payload.model_version,
-                        model_hash=payload.model_hash,
-                        capture_time_ns=payload.capture_time_ns,
-                        width=payload.width,
-                        height=payload.height,
-                        pixel_format=payload.pixel_format,
-                        metadata=dict(payload.metadata),
+                        **payload.as_fields(),
                     )
                 )
         return flagged
