@@ -1,0 +1,1 @@
+"""Active-learning cycles and the paper's experiments (SPEC.md §2a): docs/experiments.md."""
