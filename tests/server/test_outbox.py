@@ -1,14 +1,29 @@
-"""Outboxes store flagged frames whole, under safe ids only."""
+"""Outboxes store flagged frames whole, under safe ids only; the durable one survives crashes."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import sqlite3
 import threading
 
+import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
-from alscout.errors import InvalidInputError
-from alscout.server.outbox import DirectoryOutbox, FlaggedFrame, MemoryOutbox, Outbox, check_id
+from alscout.errors import ConfigError, DataError, InvalidInputError
+from alscout.server.outbox import (
+    ContextFrame,
+    DirectoryOutbox,
+    DurableOutbox,
+    FlaggedFrame,
+    FramePayload,
+    MemoryOutbox,
+    Outbox,
+    OutboxFullError,
+    check_id,
+)
 
 
 def flagged(index: int, **kw) -> FlaggedFrame:
@@ -17,6 +32,12 @@ def flagged(index: int, **kw) -> FlaggedFrame:
                 smoothed=0.4, threshold=0.1, model_version="v1", model_hash="ab" * 32)  # fmt: skip
     base.update(kw)
     return FlaggedFrame(**base)
+
+
+def sized(index: int, nbytes: int, smoothed: float, **kw) -> FlaggedFrame:
+    """A frame whose image is exactly ``nbytes`` long and unique to ``index``."""
+    head = b"frame %06d|" % index
+    return flagged(index, image=head + b"x" * (nbytes - len(head)), smoothed=smoothed, **kw)
 
 
 @pytest.mark.parametrize("bad", ["", "a/b", "..", "a..b", "../x", "x\\y", "é", "a b", "x" * 129])
@@ -32,6 +53,32 @@ def test_safe_ids_pass():
         assert check_id("camera_id", good) == good
 
 
+def test_frame_validation():
+    with pytest.raises(InvalidInputError, match="image format"):
+        flagged(0, image_format="gif")
+    with pytest.raises(InvalidInputError, match="frame_index"):
+        flagged(-1)
+    with pytest.raises(InvalidInputError, match="heatmap"):
+        flagged(0, heatmap=np.zeros(3, np.float32))
+    with pytest.raises(InvalidInputError, match="heatmap"):
+        flagged(0, heatmap=np.full((2, 2), np.nan))
+    with pytest.raises(InvalidInputError, match="ContextFrame"):
+        flagged(0, context=(b"bytes",))
+
+
+def test_flagged_frame_is_payload_plus_decision():
+    payload = FramePayload(image=b"i", image_format="png", model_version="v", model_hash="h",
+                           metadata={"a": "1"}, heatmap=np.ones((2, 3)))  # fmt: skip
+    frame = FlaggedFrame(recording_id="r", camera_id="c", frame_index=3, z=1.0, smoothed=0.5,
+                         threshold=0.1, **payload.as_fields())  # fmt: skip
+    assert isinstance(frame, FramePayload)
+    assert frame.heatmap.dtype == np.float32 and frame.heatmap.shape == (2, 3)
+    assert frame.metadata == {"a": "1"} and frame.metadata is not payload.metadata
+    sidecar = frame.sidecar()
+    assert sidecar["heatmap_shape"] == [2, 3] and "image" not in sidecar
+    json.dumps(sidecar)  # JSON-ready
+
+
 def test_directory_outbox_writes_image_and_sidecar(tmp_path):
     outbox = DirectoryOutbox(tmp_path / "out")
     assert isinstance(outbox, Outbox) and isinstance(MemoryOutbox(), Outbox)
@@ -44,6 +91,8 @@ def test_directory_outbox_writes_image_and_sidecar(tmp_path):
     assert sidecar["frame_index"] == 42 and sidecar["metadata"] == {"speed": "12.5"}
     assert "image" not in sidecar and sidecar["capture_time_ns"] == 123
     assert not list(path.parent.glob("*.tmp"))  # no temporary files left behind
+    assert outbox.earlier_frames("rec-1", "front") == [42]
+    assert outbox.earlier_frames("rec-1", "rear") == []
 
 
 def test_directory_outbox_from_threads(tmp_path):
@@ -67,3 +116,174 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
         outbox.put(flagged(1))
     assert outbox.stored() == []
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_memory_outbox_earlier_frames():
+    outbox = MemoryOutbox()
+    for i in (7, 3, 7):
+        outbox.put(flagged(i))
+    outbox.put(flagged(5, camera_id="rear"))
+    assert outbox.earlier_frames("rec-1", "front") == [3, 7]
+
+
+# ----------------------------------------------------------------------------- durable
+
+
+def test_durable_round_trip_with_heatmap_and_context(tmp_path):
+    heat = np.arange(12, dtype=np.float32).reshape(3, 4)
+    context = (ContextFrame(9, b"ctx 9", "png"), ContextFrame(11, b"raw", "raw", 2, 1, "gray8"))
+    frame = flagged(10, heatmap=heat, context=context, metadata={"gps": "1,2"})
+    with DurableOutbox(tmp_path, 10_000) as outbox:
+        assert isinstance(outbox, Outbox)
+        outbox.put(frame)
+        (stored,) = outbox.pending()
+        roles = {ref.role: ref for ref in stored.blobs}
+        assert set(roles) == {"image", "heatmap", "context:9", "context:11"}
+        assert outbox.read_blob(roles["image"]) == frame.image
+        assert outbox.read_blob(roles["context:11"]) == b"raw"
+        loaded = np.load(io.BytesIO(outbox.read_blob(roles["heatmap"])))
+        np.testing.assert_array_equal(loaded, heat)
+        assert stored.record["metadata"] == {"gps": "1,2"}
+        assert stored.record["files"]["image"] == hashlib.sha256(frame.image).hexdigest() + ".jpg"
+        assert stored.nbytes == sum(ref.nbytes for ref in stored.blobs)
+        assert outbox.check().ok
+    with DurableOutbox(tmp_path, 10_000) as reopened:  # durable across instances
+        assert [f.frame_index for f in reopened.pending()] == [10]
+        assert reopened.earlier_frames("rec-1", "front") == [10]
+
+
+def test_durable_put_is_idempotent_and_upload_releases_files(tmp_path):
+    with DurableOutbox(tmp_path, 10_000) as outbox:
+        outbox.put(flagged(1))
+        outbox.put(flagged(1, image=b"another model's idea"))  # same frame: kept as it was
+        (stored,) = outbox.pending()
+        path = outbox.blob_path(stored.blobs[0])
+        assert path.read_bytes() == flagged(1).image
+        outbox.mark_uploaded(stored.id)
+        assert not path.exists() and outbox.pending() == []
+        # uploaded frames still count for the dt2 rule and are never stored again
+        assert outbox.earlier_frames("rec-1", "front") == [1]
+        outbox.put(flagged(1))
+        assert outbox.pending() == [] and outbox.status().counts["uploaded"] == 1
+
+
+def test_shared_content_survives_until_the_last_reference_goes(tmp_path):
+    with DurableOutbox(tmp_path, 10_000) as outbox:
+        outbox.put(flagged(1, image=b"same"))
+        outbox.put(flagged(2, image=b"same", recording_id="rec-2"))
+        first, second = outbox.pending()
+        outbox.mark_uploaded(first.id)
+        assert outbox.read_blob(second.blobs[0]) == b"same"
+        outbox.mark_uploaded(second.id)
+        assert not list((tmp_path / "objects").glob("*/*"))
+
+
+def test_quota_evicts_lowest_scores_first_and_counts_them(tmp_path):
+    registry = CollectorRegistry()
+    with DurableOutbox(tmp_path, 1000, registry=registry) as outbox:
+        for i, score in enumerate([0.5, 0.2, 0.9, 0.3]):
+            outbox.put(sized(i, 250, score))
+        assert outbox.status().pending_bytes == 1000
+        outbox.put(sized(4, 400, 0.6))  # needs 400 bytes: evicts 0.2 then 0.3
+        assert sorted(f.frame_index for f in outbox.pending()) == [0, 2, 4]
+        assert sorted(f.frame_index for f in outbox.frames("evicted")) == [1, 3]
+        assert registry.get_sample_value("alscout_outbox_evictions_total") == 2
+        assert outbox.status().pending_bytes <= 1000
+        # evicted frames may be flagged again (they never left the car)
+        assert outbox.earlier_frames("rec-1", "front") == [0, 2, 4]
+        with pytest.raises(OutboxFullError, match="taken by frames"):
+            outbox.put(sized(5, 500, 0.1))  # lower than everything stored: refused
+        with pytest.raises(OutboxFullError, match="whole quota"):
+            outbox.put(sized(6, 2000, 9.0))
+        assert registry.get_sample_value("alscout_outbox_evictions_total") == 2
+        assert sorted(f.frame_index for f in outbox.pending()) == [0, 2, 4]
+        outbox.put(sized(1, 250, 0.55))  # an evicted frame comes back, scoring higher than 0
+        assert sorted(f.frame_index for f in outbox.pending()) == [1, 2, 4]
+        assert registry.get_sample_value("alscout_outbox_evictions_total") == 3
+        report = outbox.check()
+        assert report.ok and report.orphans == 0, report
+
+
+def test_eviction_of_a_frame_being_uploaded_still_records_the_upload(tmp_path):
+    with DurableOutbox(tmp_path, 300) as outbox:
+        outbox.put(sized(0, 200, 0.1))
+        (stored,) = outbox.pending()
+        outbox.put(sized(1, 200, 0.9))  # evicts frame 0 while "the uploader" holds it
+        outbox.mark_uploaded(stored.id)
+        assert outbox.state_of(stored.id) == "uploaded"
+        assert outbox.earlier_frames("rec-1", "front") == [0, 1]
+
+
+def test_crash_leftovers_are_removed_on_open(tmp_path):
+    with DurableOutbox(tmp_path, 10_000) as outbox:
+        outbox.put(flagged(1))
+    (tmp_path / "tmp" / "half-written.tmp").write_bytes(b"half")
+    orphan = tmp_path / "objects" / "ee" / ("ee" * 32 + ".jpg")
+    orphan.parent.mkdir()
+    orphan.write_bytes(b"written, never committed")
+    with DurableOutbox(tmp_path, 10_000) as outbox:
+        assert not orphan.exists() and not list((tmp_path / "tmp").iterdir())
+        assert len(outbox.pending()) == 1 and outbox.check().ok
+
+
+def test_check_finds_and_repairs_corrupt_files(tmp_path):
+    with DurableOutbox(tmp_path, 10_000) as outbox:
+        outbox.put(flagged(1))
+        outbox.put(flagged(2))
+        first, second = outbox.pending()
+        outbox.blob_path(first.blobs[0]).write_bytes(b"bit rot")
+        outbox.blob_path(second.blobs[0]).unlink()
+        with pytest.raises(DataError, match="does not match"):
+            outbox.read_blob(first.blobs[0])
+        report = outbox.check()
+        assert not report.ok and len(report.problems) == 2
+        assert any("missing" in p for p in report.problems)
+        outbox.check(repair=True)
+        assert outbox.pending() == [] and outbox.status().counts["corrupt"] == 2
+        assert outbox.check().ok
+
+
+def test_failed_commit_leaves_no_row_and_no_file(tmp_path, monkeypatch):
+    with DurableOutbox(tmp_path, 10_000) as outbox:
+        real = outbox._db
+
+        class FailingCommit:
+            in_transaction = property(lambda self: real.in_transaction)
+
+            def execute(self, sql, *args):
+                if sql == "COMMIT":
+                    raise sqlite3.OperationalError("disk I/O error")
+                return real.execute(sql, *args)
+
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+        monkeypatch.setattr(outbox, "_db", FailingCommit())
+        with pytest.raises(sqlite3.OperationalError):
+            outbox.put(flagged(1))
+        monkeypatch.setattr(outbox, "_db", real)
+        assert outbox.pending() == [] and not list((tmp_path / "objects").glob("*/*"))
+
+
+def test_durable_from_threads_and_two_instances(tmp_path):
+    first, second = DurableOutbox(tmp_path, 10**6), DurableOutbox(tmp_path, 10**6)
+    threads = [
+        threading.Thread(target=(first, second)[i % 2].put, args=(flagged(i),)) for i in range(24)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert first.earlier_frames("rec-1", "front") == list(range(24))
+    assert first.check().ok
+    first.close()
+    second.close()
+
+
+def test_bad_configuration_and_bad_index(tmp_path):
+    with pytest.raises(ConfigError, match="quota_bytes"):
+        DurableOutbox(tmp_path / "a", 0)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "index.sqlite3").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(DataError, match=r"index\.sqlite3"):
+        DurableOutbox(tmp_path / "b")
