@@ -1,0 +1,211 @@
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from alscout.errors import ConfigError, DataError
+from alscout.trainer.fleet.ingest import IngestConfig, find_uploads, ingest, read_upload
+from alscout.trainer.fleet.pool import LabelPool
+
+
+def scene(seed: int, height: int = 96, width: int = 128) -> np.ndarray:
+    """An RGB street-ish scene: smooth noise and a few coloured blocks."""
+    rng = np.random.default_rng(seed)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), (21, 21), 0)
+    for _ in range(6):
+        x, y = int(rng.integers(0, width - 20)), int(rng.integers(0, height - 30))
+        color = tuple(int(c) for c in rng.integers(0, 256, 3))
+        cv2.rectangle(image, (x, y), (x + 20, y + 30), color, -1)
+    return image
+
+
+def upload(
+    sink: Path,
+    recording: str,
+    frame: int,
+    image: np.ndarray,
+    fmt: str = "jpeg",
+    camera: str = "front",
+    quality: int = 90,
+    **extra,
+) -> Path:
+    """Write one upload as the vehicle side does: image, then its sidecar."""
+    folder = sink / recording / camera
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = {"jpeg": ".jpg", "png": ".png", "raw": ".raw"}[fmt]
+    path = folder / f"{frame:012d}{suffix}"
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    if fmt == "raw":
+        path.write_bytes(image.tobytes())
+        extra = {"width": image.shape[1], "height": image.shape[0], "pixel_format": "rgb8", **extra}
+    else:
+        params = [cv2.IMWRITE_JPEG_QUALITY, quality] if fmt == "jpeg" else []
+        path.write_bytes(cv2.imencode(suffix, bgr, params)[1].tobytes())
+    sidecar = {
+        "recording_id": recording,
+        "camera_id": camera,
+        "frame_index": frame,
+        "image_format": fmt,
+        "z": 1.5,
+        "smoothed": 1.25,
+        "threshold": 1.0,
+        "model_version": "v1",
+        "model_hash": "abc",
+        "metadata": {},
+        **extra,
+    }
+    side = path.with_name(path.name + ".json")
+    side.write_text(json.dumps(sidecar))
+    return side
+
+
+def test_ingest_adds_frames_and_drops_cross_vehicle_duplicates(tmp_path):
+    car_a, car_b = tmp_path / "car-a", tmp_path / "car-b"
+    for i in range(4):
+        upload(car_a, "rec-a", 10 * i, scene(i))
+    # car b saw scenes 1 and 2 too (other compression), plus a new one, as PNG and raw
+    upload(car_b, "rec-b", 5, scene(1), quality=60)
+    upload(car_b, "rec-b", 40, scene(2), fmt="png")
+    upload(car_b, "rec-b", 80, scene(9), fmt="raw")
+    pool = LabelPool(tmp_path / "pool")
+    report = ingest(pool, [car_a, car_b])
+    assert len(report.added) == 5
+    assert len(report.duplicates) == 2
+    assert report.rejected == []
+    dup_of = {d.frame_index: d.duplicate_of for d in report.duplicates}
+    by_frame = {(item.recording_id, item.frame_index): item.item_id for item in pool.items}
+    assert dup_of == {5: by_frame[("rec-a", 10)], 40: by_frame[("rec-a", 20)]}
+    assert all(d.vehicle == "car-b" for d in report.duplicates)
+    raw_item = next(item for item in pool.items if item.frame_index == 80)
+    assert raw_item.file.endswith(".png") and raw_item.vehicle == "car-b"
+    stored = cv2.imread(str(pool.image_path(raw_item)))[:, :, ::-1]
+    np.testing.assert_array_equal(stored, scene(9))  # raw frames are kept lossless
+    assert (raw_item.width, raw_item.height) == (128, 96)
+    assert [item.item_id for item in pool.items] == [1, 2, 3, 4, 5]
+    assert pool.unlabeled() == pool.items and pool.labeled() == []
+
+    # ingesting again is a no-op; a reopened pool sees the same manifest
+    again = ingest(pool, [car_a, car_b])
+    assert (len(again.added), len(again.duplicates), again.already) == (0, 0, 7)
+    reopened = LabelPool(tmp_path / "pool")
+    assert reopened.items == pool.items
+    assert reopened.duplicates == pool.duplicates
+
+
+def test_dedup_can_be_turned_off(tmp_path):
+    upload(tmp_path / "a", "r1", 0, scene(3))
+    upload(tmp_path / "b", "r2", 0, scene(3))
+    pool = LabelPool(tmp_path / "pool")
+    report = ingest(pool, [tmp_path / "a", tmp_path / "b"], IngestConfig(dedup=False))
+    assert len(report.added) == 2
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda side: side.write_text("{oops"), "unreadable upload sidecar"),
+        (lambda side: side.write_text(json.dumps({"camera_id": "c"})), "lacks recording_id"),
+        (
+            lambda side: side.write_text(
+                json.dumps({**json.loads(side.read_text()), "frame_index": "7"})
+            ),
+            "must be an integer",
+        ),
+        (
+            lambda side: side.write_text(
+                json.dumps({**json.loads(side.read_text()), "recording_id": "../x"})
+            ),
+            "recording_id",
+        ),
+        (
+            lambda side: side.with_name(side.name.removesuffix(".json")).write_bytes(b"not jpeg"),
+            "not a decodable jpeg",
+        ),
+    ],
+)
+def test_malformed_upload_is_rejected_by_name_and_the_rest_kept(tmp_path, damage, message):
+    sink = tmp_path / "car"
+    upload(sink, "rec", 0, scene(0))
+    pool = LabelPool(tmp_path / "pool")
+    assert len(ingest(pool, [sink]).added) == 1
+    bad = upload(sink, "rec", 30, scene(5))
+    upload(sink, "rec", 60, scene(6))
+    damage(bad)
+    report = ingest(pool, [sink])
+    assert len(report.added) == 1
+    assert [r.source for r in report.rejected] == [str(bad)]
+    assert message in report.rejected[0].reason
+    assert str(bad.parent) in report.rejected[0].reason  # the message names the file
+    reopened = LabelPool(tmp_path / "pool")
+    assert sorted(i.frame_index for i in reopened.items) == [0, 60]  # nothing lost
+    assert [r.source for r in reopened.rejected] == [str(bad)]
+    ingest(pool, [sink])  # rejected again, recorded once
+    assert len(LabelPool(tmp_path / "pool").rejected) == 1
+
+
+def test_read_upload_checks_format_against_suffix(tmp_path):
+    side = upload(tmp_path, "rec", 0, scene(0), fmt="png")
+    side.write_text(json.dumps({**json.loads(side.read_text()), "image_format": "jpeg"}))
+    with pytest.raises(DataError, match="does not match"):
+        read_upload(side)
+
+
+def test_find_uploads_skips_incomplete_and_temporary_files(tmp_path):
+    side = upload(tmp_path, "rec", 0, scene(0))
+    (side.parent / ".000000000001.jpg.json.tmp").write_text("{}")
+    (side.parent / ".hidden.jpg.json").write_text("{}")
+    (side.parent / "heatmap.npy.json").write_text("{}")
+    assert find_uploads(tmp_path) == [side]
+    with pytest.raises(DataError, match="not found"):
+        find_uploads(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="max_distance"):
+        IngestConfig(max_distance=40)
+
+
+def test_failed_ingest_writes_nothing(tmp_path, monkeypatch):
+    sink = tmp_path / "car"
+    upload(sink, "rec", 0, scene(0))
+    pool = LabelPool(tmp_path / "pool")
+    ingest(pool, [sink])
+    before = pool.manifest_path.read_bytes()
+    upload(sink, "rec", 40, scene(4))
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(LabelPool, "write_image", crash)
+    with pytest.raises(OSError, match="disk full"):
+        ingest(pool, [sink])
+    assert pool.manifest_path.read_bytes() == before
+    assert len(LabelPool(tmp_path / "pool").items) == 1
+
+
+def _ingest_in_process(pool_root: str, sink: str) -> None:
+    ingest(LabelPool(pool_root), [sink], IngestConfig(dedup=False))
+
+
+def test_concurrent_ingests_lose_nothing(tmp_path):
+    sinks = []
+    for v in range(3):
+        sink = tmp_path / f"car{v}"
+        for i in range(3):
+            upload(sink, f"rec{v}", i * 20, scene(100 + 10 * v + i))
+        sinks.append(sink)
+    context = multiprocessing.get_context("spawn")
+    procs = [
+        context.Process(target=_ingest_in_process, args=(str(tmp_path / "pool"), str(s)))
+        for s in sinks
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    pool = LabelPool(tmp_path / "pool")
+    assert len(pool.items) == 9
+    assert len({item.item_id for item in pool.items}) == 9

@@ -1,0 +1,272 @@
+"""Gather the uploads of many vehicles into the labeling pool, dropping near-duplicates.
+
+An upload sink folder holds what the vehicles' uploaders wrote: one image per
+flagged frame (``.jpg``, ``.png`` or ``.raw``) and, next to it, its JSON sidecar
+(the image's name plus ``.json``; the fields of ``FlaggedFrame.sidecar()``:
+``recording_id``, ``camera_id``, ``frame_index``, ``image_format``, raw ``width``/
+``height``/``pixel_format``, ``z``, ``smoothed``, ``model_version``, ``metadata``).
+Other files (heat maps, context frames) are not the labeling pool's business.
+
+For each upload, in sorted path order: the sidecar is checked and the image decoded
+(a bad one is *rejected*: logged, recorded in the pool with a message naming the
+file, and skipped; the rest go on); a frame already in the pool (same recording,
+camera and frame index) is skipped; a frame whose perceptual hash lies within
+``max_distance`` bits of a pool item's (from any vehicle) is recorded as a
+duplicate of that item; the rest become new items. One manifest write commits the
+whole ingest, after every new image is on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from alscout.errors import AlscoutError, ConfigError, DataError
+from alscout.runtime.decode import decode_frame
+from alscout.trainer.fleet.dedup import NearDuplicateIndex, perceptual_hash
+from alscout.trainer.fleet.pool import Duplicate, LabelPool, PoolItem, Rejection, now_iso
+
+__all__ = ["IngestConfig", "Upload", "IngestReport", "find_uploads", "read_upload", "ingest"]
+
+log = logging.getLogger(__name__)
+
+_IMAGE_SUFFIXES = {"jpeg": ".jpg", "png": ".png", "raw": ".raw"}
+_REQUIRED = ("recording_id", "camera_id", "frame_index", "image_format")
+#: ids become folder names in the pool, as on the vehicle: a safe alphabet, no "..".
+_SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """``max_distance``: Hamming distance (of 64 bits) at which two frames are
+    near-duplicates; ``dedup=False`` keeps every frame."""
+
+    max_distance: int = 8
+    dedup: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_distance, int) or not 0 <= self.max_distance <= 31:
+            raise ConfigError(f"max_distance must be 0..31 bits, got {self.max_distance!r}")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One upload, read and checked: ``image`` RGB uint8 ``[H, W, 3]``; ``data`` the
+    bytes the pool stores (raw frames re-encoded as PNG) with suffix ``suffix``."""
+
+    sidecar: Path
+    recording_id: str
+    camera_id: str
+    frame_index: int
+    image: np.ndarray
+    data: bytes
+    suffix: str
+    vehicle: str
+    model_version: str = ""
+    z: float = 0.0
+    smoothed: float = 0.0
+
+
+@dataclass
+class IngestReport:
+    """What one ingest did."""
+
+    added: list[PoolItem] = field(default_factory=list)
+    duplicates: list[Duplicate] = field(default_factory=list)
+    already: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return (
+            f"added={len(self.added)} duplicates={len(self.duplicates)} "
+            f"already_in_pool={self.already} rejected={len(self.rejected)}"
+        )
+
+
+def find_uploads(sink: str | Path) -> list[Path]:
+    """The sidecars of complete uploads under ``sink`` (image present), sorted."""
+    sink = Path(sink)
+    if not sink.is_dir():
+        raise DataError(f"{sink}: upload sink folder not found")
+    found = []
+    for path in sink.rglob("*.json"):
+        if path.name.startswith("."):
+            continue  # temporary files of a writer at work
+        image = path.with_name(path.name.removesuffix(".json"))
+        if image.suffix in _IMAGE_SUFFIXES.values():
+            found.append(path)
+    return sorted(found)
+
+
+def _field(record: dict[str, Any], key: str, kind: type, sidecar: Path) -> Any:
+    value = record.get(key)
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise DataError(f"{sidecar}: field {key!r} must be an integer, got {value!r}")
+    if kind is str and not isinstance(value, str):
+        raise DataError(f"{sidecar}: field {key!r} must be a string, got {value!r}")
+    return value
+
+
+def read_upload(sidecar: str | Path, vehicle: str = "") -> Upload:
+    """Read and check one upload; :class:`DataError` naming the file when it is bad."""
+    sidecar = Path(sidecar)
+    image_path = sidecar.with_name(sidecar.name.removesuffix(".json"))
+    try:
+        record = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(f"{sidecar}: unreadable upload sidecar ({error})") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{sidecar}: upload sidecar is not a JSON object")
+    missing = [key for key in _REQUIRED if key not in record]
+    if missing:
+        raise DataError(f"{sidecar}: upload sidecar lacks {', '.join(missing)}")
+    recording_id = _field(record, "recording_id", str, sidecar)
+    camera_id = _field(record, "camera_id", str, sidecar)
+    frame_index = _field(record, "frame_index", int, sidecar)
+    image_format = _field(record, "image_format", str, sidecar)
+    for key, value in (("recording_id", recording_id), ("camera_id", camera_id)):
+        if not _SAFE_ID.fullmatch(value) or ".." in value:
+            raise DataError(
+                f"{sidecar}: {key} {value!r} is not 1-128 characters of A-Z a-z 0-9 . _ - "
+                "without '..'"
+            )
+    if frame_index < 0:
+        raise DataError(f"{sidecar}: frame_index must be >= 0, got {frame_index}")
+    if _IMAGE_SUFFIXES.get(image_format) != image_path.suffix:
+        raise DataError(f"{sidecar}: image_format {image_format!r} does not match {image_path}")
+    try:
+        data = image_path.read_bytes()
+    except OSError as error:
+        raise DataError(f"{image_path}: cannot read the uploaded image ({error})") from None
+    try:
+        image = decode_frame(
+            data,
+            encoding=image_format,
+            width=int(record.get("width") or 0),
+            height=int(record.get("height") or 0),
+            pixel_format=str(record.get("pixel_format") or "rgb8"),
+        )
+    except (AlscoutError, ValueError, TypeError) as error:
+        raise DataError(f"{image_path}: not a decodable {image_format} frame ({error})") from None
+    suffix = _IMAGE_SUFFIXES[image_format]
+    if image_format == "raw":
+        ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise DataError(f"{image_path}: could not re-encode the raw frame as PNG")
+        data, suffix = png.tobytes(), ".png"
+    metadata = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
+    return Upload(
+        sidecar=sidecar,
+        recording_id=recording_id,
+        camera_id=camera_id,
+        frame_index=frame_index,
+        image=image,
+        data=data,
+        suffix=suffix,
+        vehicle=str(metadata.get("vehicle_id") or vehicle),
+        model_version=str(record.get("model_version", "")),
+        z=float(record.get("z", 0.0)),
+        smoothed=float(record.get("smoothed", 0.0)),
+    )
+
+
+def ingest(
+    pool: LabelPool,
+    sinks: Sequence[str | Path],
+    config: IngestConfig | None = None,
+    progress: bool = False,
+) -> IngestReport:
+    """Add the uploads of every sink folder to ``pool``; returns what happened.
+
+    A sink's folder name is the vehicle name unless a sidecar's metadata has
+    ``vehicle_id``. Bad uploads are rejected one by one; the pool's manifest is
+    written once, at the end, and only when the whole ingest succeeded.
+    """
+    config = config or IngestConfig()
+    report = IngestReport()
+    with pool.edit() as state:
+        index = NearDuplicateIndex(config.max_distance, seed=config.seed)
+        for item in state.items:
+            index.add(item.item_id, int(item.phash, 16))
+        keys = {item.key for item in state.items}
+        keys.update((d.recording_id, d.camera_id, d.frame_index) for d in state.duplicates)
+        next_id = max((item.item_id for item in state.items), default=0) + 1
+        sidecars = [(Path(sink).name, s) for sink in sinks for s in find_uploads(sink)]
+        for vehicle, sidecar in tqdm(sidecars, desc="ingest", disable=not progress):
+            try:
+                upload = read_upload(sidecar, vehicle)
+            except DataError as error:
+                log.warning("upload rejected %s", error)
+                rejection = Rejection(source=str(sidecar), reason=str(error), when=now_iso())
+                if not any(
+                    (r.source, r.reason) == (rejection.source, rejection.reason)
+                    for r in state.rejected
+                ):
+                    state.rejected.append(rejection)
+                report.rejected.append(rejection)
+                continue
+            key = (upload.recording_id, upload.camera_id, upload.frame_index)
+            if key in keys:
+                report.already += 1
+                continue
+            keys.add(key)
+            value = perceptual_hash(upload.image)
+            twin = index.nearest(value) if config.dedup else None
+            if twin is not None:
+                duplicate = Duplicate(
+                    source=str(sidecar),
+                    recording_id=upload.recording_id,
+                    camera_id=upload.camera_id,
+                    frame_index=upload.frame_index,
+                    vehicle=upload.vehicle,
+                    duplicate_of=int(twin[0]),
+                    distance=int(twin[1]),
+                    ingested=now_iso(),
+                )
+                state.duplicates.append(duplicate)
+                report.duplicates.append(duplicate)
+                continue
+            item = _store(pool, upload, next_id, value)
+            next_id += 1
+            index.add(item.item_id, value)
+            state.items.append(item)
+            report.added.append(item)
+    log.info("ingest pool=%s %s", pool.root, report.describe())
+    return report
+
+
+def _store(pool: LabelPool, upload: Upload, item_id: int, phash: int) -> PoolItem:
+    relative = (
+        f"images/{upload.recording_id}/{upload.camera_id}/{upload.frame_index:012d}{upload.suffix}"
+    )
+    pool.write_image(relative, upload.data)
+    height, width = upload.image.shape[:2]
+    return PoolItem(
+        item_id=item_id,
+        file=relative,
+        recording_id=upload.recording_id,
+        camera_id=upload.camera_id,
+        frame_index=upload.frame_index,
+        width=int(width),
+        height=int(height),
+        phash=f"{phash:016x}",
+        sha256=hashlib.sha256(upload.data).hexdigest(),
+        source=os.fspath(upload.sidecar),
+        vehicle=upload.vehicle,
+        ingested=now_iso(),
+        model_version=upload.model_version,
+        z=upload.z,
+        smoothed=upload.smoothed,
+    )
