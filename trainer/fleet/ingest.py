@@ -1,19 +1,24 @@
 """Gather the uploads of many vehicles into the labeling pool, dropping near-duplicates.
 
-An upload sink folder holds what the vehicles' uploaders wrote: one image per
-flagged frame (``.jpg``, ``.png`` or ``.raw``) and, next to it, its JSON sidecar
-(the image's name plus ``.json``; the fields of ``FlaggedFrame.sidecar()``:
-``recording_id``, ``camera_id``, ``frame_index``, ``image_format``, raw ``width``/
-``height``/``pixel_format``, ``z``, ``smoothed``, ``model_version``, ``metadata``).
-Other files (heat maps, context frames) are not the labeling pool's business.
+An upload sink folder holds what the vehicles' uploaders wrote (``server/uploader.py``
+into a ``DirectorySink``): a JSON record per flagged frame at
+``frames/<recording>/<camera>/<frame:012d>.json`` (the fields of
+``FlaggedFrame.sidecar()``: ``recording_id``, ``camera_id``, ``frame_index``,
+``image_format``, raw ``width``/``height``/``pixel_format``, ``z``, ``smoothed``,
+``model_version``, ``metadata``; plus ``keys``: file role -> object key), and the
+files themselves content-addressed at ``blobs/<sha256><suffix>``. The record is
+written last, so a record names files that are all there. A plain folder of images
+with a ``.json`` sidecar next to each (``DirectoryOutbox``'s layout) is read too.
+Heat maps and context frames are not the labeling pool's business.
 
-For each upload, in sorted path order: the sidecar is checked and the image decoded
-(a bad one is *rejected*: logged, recorded in the pool with a message naming the
-file, and skipped; the rest go on); a frame already in the pool (same recording,
-camera and frame index) is skipped; a frame whose perceptual hash lies within
-``max_distance`` bits of a pool item's (from any vehicle) is recorded as a
-duplicate of that item; the rest become new items. One manifest write commits the
-whole ingest, after every new image is on disk.
+For each upload, in sorted path order: the record is checked, the image's bytes
+checked against the SHA-256 in its blob name, and the image decoded (a bad one is
+*rejected*: logged, recorded in the pool with a message naming the file, and
+skipped; the rest go on); a frame already in the pool (same recording, camera and
+frame index) is skipped; a frame whose perceptual hash lies within ``max_distance``
+bits of a pool item's (from any vehicle) is recorded as a duplicate of that item;
+the rest become new items. One manifest write commits the whole ingest, after every
+new image is on disk.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ _IMAGE_SUFFIXES = {"jpeg": ".jpg", "png": ".png", "raw": ".raw"}
 _REQUIRED = ("recording_id", "camera_id", "frame_index", "image_format")
 #: ids become folder names in the pool, as on the vehicle: a safe alphabet, no "..".
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_SAFE_KEY = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
 
 
 @dataclass(frozen=True)
@@ -96,18 +102,40 @@ class IngestReport:
 
 
 def find_uploads(sink: str | Path) -> list[Path]:
-    """The sidecars of complete uploads under ``sink`` (image present), sorted."""
+    """The records of the uploads under ``sink``, sorted.
+
+    With a ``frames/`` folder (the uploader's layout): every ``.json`` under it.
+    Otherwise: every ``.json`` sidecar next to an image file of the same name.
+    """
     sink = Path(sink)
     if not sink.is_dir():
         raise DataError(f"{sink}: upload sink folder not found")
-    found = []
-    for path in sink.rglob("*.json"):
-        if path.name.startswith("."):
-            continue  # temporary files of a writer at work
-        image = path.with_name(path.name.removesuffix(".json"))
-        if image.suffix in _IMAGE_SUFFIXES.values():
-            found.append(path)
+    frames = sink / "frames"
+    if frames.is_dir():
+        found = [p for p in frames.rglob("*.json") if not p.name.startswith(".")]
+    else:
+        found = [
+            path
+            for path in sink.rglob("*.json")
+            if not path.name.startswith(".")  # temporary files of a writer at work
+            and path.with_name(path.name.removesuffix(".json")).suffix in _IMAGE_SUFFIXES.values()
+        ]
     return sorted(found)
+
+
+def _image_path(record: dict[str, Any], sidecar: Path, root: Path | None) -> tuple[Path, str]:
+    """The image file of an upload and the SHA-256 its name promises ("" if none)."""
+    keys = record.get("keys")
+    if keys is None:
+        return sidecar.with_name(sidecar.name.removesuffix(".json")), ""
+    key = keys.get("image") if isinstance(keys, dict) else None
+    if not isinstance(key, str) or not _SAFE_KEY.fullmatch(key) or ".." in key.split("/"):
+        raise DataError(f"{sidecar}: keys.image must be a safe object key, got {key!r}")
+    if root is None:
+        root = sidecar.parents[3]  # frames/<recording>/<camera>/<frame>.json
+    path = root / key
+    stem = path.name.split(".")[0]
+    return path, stem if re.fullmatch(r"[0-9a-f]{64}", stem) else ""
 
 
 def _field(record: dict[str, Any], key: str, kind: type, sidecar: Path) -> Any:
@@ -119,10 +147,13 @@ def _field(record: dict[str, Any], key: str, kind: type, sidecar: Path) -> Any:
     return value
 
 
-def read_upload(sidecar: str | Path, vehicle: str = "") -> Upload:
-    """Read and check one upload; :class:`DataError` naming the file when it is bad."""
+def read_upload(sidecar: str | Path, vehicle: str = "", root: str | Path | None = None) -> Upload:
+    """Read and check one upload; :class:`DataError` naming the file when it is bad.
+
+    ``root``: the sink folder that object keys are relative to (default: found from
+    the record's place, ``root/frames/<recording>/<camera>/<frame>.json``).
+    """
     sidecar = Path(sidecar)
-    image_path = sidecar.with_name(sidecar.name.removesuffix(".json"))
     try:
         record = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -144,12 +175,15 @@ def read_upload(sidecar: str | Path, vehicle: str = "") -> Upload:
             )
     if frame_index < 0:
         raise DataError(f"{sidecar}: frame_index must be >= 0, got {frame_index}")
+    image_path, sha256 = _image_path(record, sidecar, None if root is None else Path(root))
     if _IMAGE_SUFFIXES.get(image_format) != image_path.suffix:
         raise DataError(f"{sidecar}: image_format {image_format!r} does not match {image_path}")
     try:
         data = image_path.read_bytes()
     except OSError as error:
-        raise DataError(f"{image_path}: cannot read the uploaded image ({error})") from None
+        raise DataError(f"{image_path}: cannot read the image of {sidecar} ({error})") from None
+    if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+        raise DataError(f"{image_path}: bytes do not match the SHA-256 in the name (corrupt)")
     try:
         image = decode_frame(
             data,
@@ -203,10 +237,10 @@ def ingest(
         keys = {item.key for item in state.items}
         keys.update((d.recording_id, d.camera_id, d.frame_index) for d in state.duplicates)
         next_id = max((item.item_id for item in state.items), default=0) + 1
-        sidecars = [(Path(sink).name, s) for sink in sinks for s in find_uploads(sink)]
-        for vehicle, sidecar in tqdm(sidecars, desc="ingest", disable=not progress):
+        sidecars = [(Path(sink), s) for sink in sinks for s in find_uploads(sink)]
+        for sink, sidecar in tqdm(sidecars, desc="ingest", disable=not progress):
             try:
-                upload = read_upload(sidecar, vehicle)
+                upload = read_upload(sidecar, sink.name, sink)
             except DataError as error:
                 log.warning("upload rejected %s", error)
                 rejection = Rejection(source=str(sidecar), reason=str(error), when=now_iso())
