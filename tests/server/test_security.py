@@ -1,15 +1,16 @@
 """TLS, mutual TLS and the bearer token, with certificates these tests generate.
 
-Each server here is a real grpc.aio server on a loopback port with the health service
-and the Scorer, credentials and interceptor from ``alscout.server.security``; clients
-without the right certificate or token are refused.
+Each server here is the product's (``create_server``) on a loopback port, configured
+with ``tls_*_file`` and ``auth_token_file``; clients without the right certificate or
+token are refused.
 """
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
-from concurrent.futures import ThreadPoolExecutor
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from server_harness import PIPELINE, SELECTOR, jpeg_frame, video_frames
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from server_harness import jpeg_frame, make_config, video_frames
 
 from alscout.errors import ConfigError, InvalidInputError
 from alscout.server._proto import alscout_pb2 as pb
@@ -34,7 +35,6 @@ from alscout.server.security import (
     server_credentials,
     token_metadata,
 )
-from alscout.server.service import ModelHolder, ScorerService
 
 TOKEN = "s3cret-token-0123456789abcdef"
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -136,36 +136,30 @@ def pki(tmp_path_factory) -> Pki:
 
 
 class SecureServer:
-    """Health + Scorer on 127.0.0.1:0 in the harness's loop, with the given security."""
+    """A server from ``create_server`` on 127.0.0.1:0 with the given TLS and token."""
 
     def __init__(self, harness, model: Path, tls: TLSConfig | None, token: str | None):
         self.harness = harness
-        self.executor = ThreadPoolExecutor(max_workers=1)
-        self.models = ModelHolder(model, "onnxruntime-cpu", 1, PIPELINE)
+        self.folder = Path(tempfile.mkdtemp(prefix="alscout-secure-"))
+        settings: dict[str, object] = {}
+        if tls is not None:
+            settings.update(
+                tls_cert_file=tls.cert_file,
+                tls_key_file=tls.key_file,
+                tls_client_ca_file=tls.client_ca_file,
+            )
+        if token is not None:
+            token_file = self.folder / "token"
+            token_file.write_text(token + "\n")
+            token_file.chmod(0o600)
+            settings["auth_token_file"] = token_file
         self.outbox = MemoryOutbox()
-
-        async def make():
-            interceptors = [] if token is None else [BearerTokenInterceptor(token)]
-            server = grpc.aio.server(interceptors=interceptors)
-            service = ScorerService(self.models, SELECTOR, self.outbox, self.executor, 10**6)
-            alscout_pb2_grpc.add_ScorerServicer_to_server(service, server)
-            health_servicer = health.aio.HealthServicer()
-            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-            if tls is None:
-                port = server.add_insecure_port("127.0.0.1:0")
-            else:
-                port = server.add_secure_port("127.0.0.1:0", server_credentials(tls))
-            await server.start()
-            await health_servicer.set("", SERVING)
-            return server, port
-
-        self.server, self.port = harness.call(make())
+        self.scoring, self.port = harness.start(make_config(model, **settings), self.outbox)
         self.target = f"127.0.0.1:{self.port}"
 
     def close(self) -> None:
-        self.harness.call(self.server.stop(0))
-        self.executor.shutdown()
-        self.models.close()
+        self.harness.stop(self.scoring)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @pytest.fixture
@@ -224,6 +218,20 @@ def test_tls_config_checks_its_files(pki, tmp_path):
         TLSConfig(pki.server_cert, pki.server_key, tmp_path / "nope.pem")
     with pytest.raises(ConfigError, match="cert_file must be a path"):
         TLSConfig("", pki.server_key)
+
+
+def test_server_credentials_warn_about_a_key_others_can_read(pki, tmp_path, caplog):
+    loose = tmp_path / "loose.key"
+    loose.write_bytes(pki.server_key.read_bytes())
+    loose.chmod(0o644)
+    with caplog.at_level("WARNING", logger="alscout.server.security"):
+        assert isinstance(
+            server_credentials(TLSConfig(pki.server_cert, pki.server_key, pki.ca)),
+            grpc.ServerCredentials,
+        )
+        assert "readable by other users" not in caplog.text
+        server_credentials(TLSConfig(pki.server_cert, loose))
+    assert f"readable by other users path={loose}" in caplog.text
 
 
 def test_client_credentials_and_tokens_are_checked(pki, tmp_path):
