@@ -1,9 +1,12 @@
 """Assemble and run the service: ``create_server(config) -> (server, port)`` and ``serve()``.
 
 The server hosts ``alscout.v1.Scorer``, the standard ``grpc.health.v1`` health service
-and (optionally) reflection. Shutdown is graceful: health flips to NOT_SERVING, calls
-in flight get ``grace_s`` seconds to drain, then the server stops and the model is
-closed.
+and (optionally) reflection, over plain TCP or TLS / mutual TLS, optionally behind a
+bearer token; Prometheus metrics on their own HTTP port; and a watcher that hot-reloads
+the latest model of a registry. Shutdown is graceful: health flips to NOT_SERVING,
+calls in flight get ``grace_s`` seconds to drain (their frames are scored), the
+streams left are closed (flagged frames stored), then the batcher, the thread pool and
+the model are closed.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -20,8 +24,16 @@ from grpc_reflection.v1alpha import reflection
 from alscout.errors import ConfigError
 from alscout.server._proto import alscout_pb2, alscout_pb2_grpc
 from alscout.server.config import ServerConfig
-from alscout.server.outbox import DirectoryOutbox, MemoryOutbox, Outbox
-from alscout.server.service import ModelHolder, ScorerService
+from alscout.server.metrics import ServerMetrics
+from alscout.server.models import ModelHolder
+from alscout.server.outbox import DEFAULT_QUOTA_BYTES, DurableOutbox, MemoryOutbox, Outbox
+from alscout.server.security import (
+    BearerTokenInterceptor,
+    TLSConfig,
+    load_token,
+    server_credentials,
+)
+from alscout.server.service import ScorerService
 
 __all__ = ["ScoringServer", "create_server", "serve", "SERVICE_NAME"]
 
@@ -46,15 +58,43 @@ class ScoringServer:
         self.health = health_servicer
         self.executor = executor
         self.config = config
+        self.metrics = service.metrics
+        #: port of the Prometheus endpoint once started (None: off)
+        self.metrics_port: int | None = None
+        #: the outbox create_server opened (closed at stop), or None
+        self.owned_outbox: DurableOutbox | None = None
         self._stopped = False
+        self._watch_stop = asyncio.Event()
+        self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start serving and report SERVING for the whole server and the Scorer service."""
+        self.service.start()
         await self.server.start()
+        if self.config.metrics_port is not None:
+            self.metrics_port = self.metrics.serve_http(self.config.metrics_port, self.config.host)
+        if self.config.model_registry is not None:
+            self._watch = asyncio.get_running_loop().create_task(self._watch_registry())
         serving = health_pb2.HealthCheckResponse.SERVING
         await self.health.set("", serving)
         await self.health.set(SERVICE_NAME, serving)
         log.info("server started address=%s", self.config.address)
+
+    async def reload_path(self, path: Path) -> None:
+        """Swap in the model at ``path`` (the registry watcher's reload)."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.executor, self.service.models.reload_path, path)
+        self.metrics.reloads.inc()
+
+    async def _watch_registry(self) -> None:
+        from alscout.runtime.model_registry import ModelRegistry
+        from alscout.server.registry_watch import watch_registry
+
+        assert self.config.model_registry is not None
+        registry = ModelRegistry(self.config.model_registry)
+        await watch_registry(
+            registry, self.reload_path, poll_s=self.config.registry_poll_s, stop=self._watch_stop
+        )
 
     async def stop(self, grace_s: float | None = None) -> None:
         """NOT_SERVING, let calls drain for ``grace_s`` (default: config), stop, close."""
@@ -64,9 +104,16 @@ class ScoringServer:
         grace = self.config.grace_s if grace_s is None else grace_s
         await self.health.enter_graceful_shutdown()
         log.info("server draining grace_s=%s", grace)
+        self._watch_stop.set()
+        if self._watch is not None:
+            await self._watch
         await self.server.stop(grace)
+        await self.service.stop()
         self.executor.shutdown(wait=True)
         self.service.models.close()
+        self.metrics.close()
+        if self.owned_outbox is not None:
+            self.owned_outbox.close()
         log.info("server stopped")
 
     async def wait_for_termination(self) -> None:
@@ -82,16 +129,30 @@ def create_server(config: ServerConfig, outbox: Outbox | None = None) -> tuple[S
     Raises :class:`ConfigError` when the address cannot be bound, and the model
     loading errors of :func:`~alscout.runtime.backends.registry.open_backend`.
     """
+    metrics = ServerMetrics()
+    owned_outbox = None
     if outbox is None:
-        outbox = MemoryOutbox() if config.outbox_dir is None else DirectoryOutbox(config.outbox_dir)
+        if config.outbox_dir is None:
+            outbox = MemoryOutbox()
+        else:
+            quota = config.outbox_quota_bytes or DEFAULT_QUOTA_BYTES
+            outbox = owned_outbox = DurableOutbox(
+                config.outbox_dir, quota, registry=metrics.registry
+            )
+    interceptors = []
+    if config.auth_token_file is not None:
+        interceptors.append(BearerTokenInterceptor(load_token(config.auth_token_file)))
+    tls = None
+    if config.tls_cert_file is not None and config.tls_key_file is not None:
+        tls = TLSConfig(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file)
     models = ModelHolder(config.model_path, config.backend, config.threads, config.pipeline)
     executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="alscout-score")
-    service = ScorerService(models, config.selector, outbox, executor, config.max_pixels)
+    service = ScorerService(models, outbox, executor, config, metrics)
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
     ]
-    server = grpc.aio.server(options=options)
+    server = grpc.aio.server(options=options, interceptors=interceptors)
     alscout_pb2_grpc.add_ScorerServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -103,12 +164,19 @@ def create_server(config: ServerConfig, outbox: Outbox | None = None) -> tuple[S
         )
         reflection.enable_server_reflection(names, server)
     try:
-        port = server.add_insecure_port(config.address)
+        if tls is None:
+            port = server.add_insecure_port(config.address)
+        else:
+            port = server.add_secure_port(config.address, server_credentials(tls))
     except RuntimeError as error:
         models.close()
         executor.shutdown(wait=False)
+        if owned_outbox is not None:
+            owned_outbox.close()
         raise ConfigError(f"cannot listen on {config.address}: {error}") from error
-    return ScoringServer(server, service, health_servicer, executor, config), port
+    scoring = ScoringServer(server, service, health_servicer, executor, config)
+    scoring.owned_outbox = owned_outbox
+    return scoring, port
 
 
 async def serve(config: ServerConfig) -> None:

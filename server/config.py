@@ -25,6 +25,16 @@ from alscout.runtime.temporal import SelectorConfig
 
 __all__ = ["ServerConfig", "load_config", "ENV_PREFIXES"]
 
+#: fields that hold a path or None
+_PATHS = (
+    "outbox_dir",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_client_ca_file",
+    "auth_token_file",
+    "model_registry",
+)
+
 #: section -> environment variable prefix
 ENV_PREFIXES = {
     "server": "ALSCOUT_SERVER_",
@@ -43,8 +53,24 @@ class ServerConfig:
     threads (0: the backend's default). ``workers``: threads that decode and score
     frames off the event loop. ``max_message_bytes``: largest request accepted.
     ``max_pixels``: largest decoded frame (width x height). ``outbox_dir``: folder for
-    flagged frames (None keeps them in memory, for tests). ``grace_s``: seconds
+    flagged frames, a durable outbox of at most ``outbox_quota_bytes`` (None: its
+    default; ``outbox_dir`` None keeps them in memory, for tests). ``grace_s``: seconds
     in-flight calls get to finish at shutdown. ``reflection``: serve gRPC reflection.
+
+    Batching and flow control (docs/api.md, "Execution"): ``max_batch`` frames per
+    inference batch across streams (None: the pipeline's ``batch_size``), formed within
+    ``max_delay_ms`` of its first frame; ``max_queue`` frames may wait for a batch;
+    ``max_inflight`` frames of one call may be received and not yet answered, and a
+    call that stays at that limit for ``queue_wait_ms`` ends with RESOURCE_EXHAUSTED.
+    Streams: ``idle_timeout_s`` without a frame ends a call; a cut call's streams are
+    kept ``resume_window_s`` for resuming (0: closed at once) with their last
+    ``resume_log`` decisions; ``context_frames`` before and after a flagged frame are
+    stored with it. ``metrics_port``: Prometheus ``/metrics`` on ``host`` (None: off,
+    0: any free port). Security: ``tls_cert_file`` + ``tls_key_file`` serve TLS,
+    ``tls_client_ca_file`` requires client certificates (mutual TLS); ``auth_token_file``
+    holds a bearer token every call must carry. ``model_registry``: a
+    :class:`~alscout.runtime.model_registry.ModelRegistry` folder whose latest version is
+    loaded when it changes, polled every ``registry_poll_s`` seconds.
     """
 
     model_path: Path
@@ -56,8 +82,25 @@ class ServerConfig:
     max_message_bytes: int = 64 * 1024 * 1024
     max_pixels: int = MAX_PIXELS
     outbox_dir: Path | None = None
+    outbox_quota_bytes: int | None = None
     grace_s: float = 10.0
     reflection: bool = True
+    max_batch: int | None = None
+    max_delay_ms: float = 5.0
+    max_queue: int = 64
+    max_inflight: int = 32
+    queue_wait_ms: float = 2000.0
+    idle_timeout_s: float = 60.0
+    resume_window_s: float = 30.0
+    resume_log: int = 4096
+    context_frames: int = 0
+    metrics_port: int | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    auth_token_file: Path | None = None
+    model_registry: Path | None = None
+    registry_poll_s: float = 10.0
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     selector: SelectorConfig = field(default_factory=SelectorConfig)
 
@@ -65,8 +108,12 @@ class ServerConfig:
         if not isinstance(self.model_path, str | Path) or str(self.model_path) == "":
             raise ConfigError("model_path is required: the ONNX model to score with")
         object.__setattr__(self, "model_path", Path(self.model_path))
-        if self.outbox_dir is not None:
-            object.__setattr__(self, "outbox_dir", Path(self.outbox_dir))
+        for name in _PATHS:
+            value = getattr(self, name)
+            if value is not None:
+                if not isinstance(value, str | Path) or str(value) == "":
+                    raise ConfigError(f"{name} must be a path, got {value!r}")
+                object.__setattr__(self, name, Path(value))
         if not isinstance(self.host, str) or not self.host:
             raise ConfigError(f"host must be a non-empty string, got {self.host!r}")
         _check_int("port", self.port, 0, 65535)
@@ -80,12 +127,38 @@ class ServerConfig:
             raise ConfigError(f"grace_s must be a number of seconds, got {self.grace_s!r}")
         if not 0 <= self.grace_s <= 3600:
             raise ConfigError(f"grace_s must be in [0, 3600], got {self.grace_s}")
+        if self.max_batch is not None:
+            _check_int("max_batch", self.max_batch, 1, 4096)
+        _check_int("max_queue", self.max_queue, 1, 1_000_000)
+        _check_int("max_inflight", self.max_inflight, 1, 100_000)
+        _check_int("resume_log", self.resume_log, 1, 10_000_000)
+        _check_int("context_frames", self.context_frames, 0, 1000)
+        if self.outbox_quota_bytes is not None:
+            _check_int("outbox_quota_bytes", self.outbox_quota_bytes, 1, 2**62)
+        if self.metrics_port is not None:
+            _check_int("metrics_port", self.metrics_port, 0, 65535)
+        _check_seconds("max_delay_ms", self.max_delay_ms, 0, 60_000)
+        _check_seconds("queue_wait_ms", self.queue_wait_ms, 0, 3_600_000)
+        _check_seconds("idle_timeout_s", self.idle_timeout_s, 0.01, 86_400)
+        _check_seconds("resume_window_s", self.resume_window_s, 0, 86_400)
+        _check_seconds("registry_poll_s", self.registry_poll_s, 0.01, 86_400)
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ConfigError("tls_cert_file and tls_key_file go together: set both for TLS")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ConfigError(
+                "tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file"
+            )
         if not isinstance(self.reflection, bool):
             raise ConfigError(f"reflection must be true or false, got {self.reflection!r}")
         if not isinstance(self.pipeline, PipelineConfig):
             raise ConfigError("pipeline must be a PipelineConfig")
         if not isinstance(self.selector, SelectorConfig):
             raise ConfigError("selector must be a SelectorConfig")
+        if self.max_queue < (self.max_batch or self.pipeline.batch_size):
+            raise ConfigError(
+                f"max_queue ({self.max_queue}) must be >= max_batch "
+                f"({self.max_batch or self.pipeline.batch_size})"
+            )
 
     @property
     def address(self) -> str:
@@ -170,6 +243,12 @@ def _parse_env(value: str) -> Any:
 
 def _tuples(values: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def _check_seconds(name: str, value: object, low: float, high: float) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not low <= value <= high:  # type: ignore[operator]
+        raise ConfigError(f"{name} must be a number in [{low}, {high}], got {value!r}")
 
 
 def _check_int(name: str, value: object, low: int, high: int) -> None:

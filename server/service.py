@@ -1,38 +1,53 @@
 """The Scorer servicer: frames in, scores and final decisions out (docs/api.md).
 
-Decoding and scoring run in a thread pool so the event loop stays free for other
-calls; each ScoreStream call scores its frames in order and keeps one
-:class:`~alscout.server.streams.StreamState` per (recording, camera). A bad frame ends
-its own call with the status of :mod:`alscout.server.status`; other calls carry on.
+Each ScoreStream call runs a reader task that checks, decodes (thread pool) and queues
+its frames to the shared :class:`~alscout.server.batching.Batcher`, while the call's
+generator awaits their scores in order, pushes them into the stream's selector, stores
+flagged frames and answers. A call holds at most ``max_inflight`` frames received but
+not answered; a client that stays ahead of that for ``queue_wait_ms`` ends its call
+with RESOURCE_EXHAUSTED. Stream states live in a server-wide
+:class:`~alscout.server.streams.StreamRegistry`, so a cut call can be resumed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import Executor, Future
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import grpc
 import numpy as np
 
-from alscout.errors import InvalidInputError
-from alscout.runtime.backends.registry import open_backend
-from alscout.runtime.decode import decode_frame
-from alscout.runtime.model_info import ModelInfo
-from alscout.runtime.pipeline import FrameScore, PipelineConfig, ScoringPipeline
-from alscout.runtime.temporal import Decision, SelectorConfig
+from alscout.errors import CapacityError, InvalidInputError
+from alscout.runtime.pipeline import FrameScore
+from alscout.runtime.temporal import Decision
 from alscout.server._proto import alscout_pb2 as pb
 from alscout.server._proto import alscout_pb2_grpc
+from alscout.server.batching import BatchedScore, Batcher
+from alscout.server.config import ServerConfig
+from alscout.server.messages import (
+    closing_message,
+    decode,
+    final_message,
+    frame_result,
+    model_info_message,
+    payload,
+)
+from alscout.server.metrics import ServerMetrics
+from alscout.server.models import ModelHolder
 from alscout.server.outbox import FlaggedFrame, Outbox, check_id
-from alscout.server.status import abort_with
-from alscout.server.streams import FramePayload, StreamState, StreamTable
+from alscout.server.status import abort_with, status_for
+from alscout.server.streams import (
+    MAX_STREAMS_PER_CALL,
+    StreamBusyError,
+    StreamRegistry,
+    StreamState,
+    StreamTakenOverError,
+)
 
 __all__ = ["ModelHolder", "ScorerService", "model_info_message"]
 
@@ -40,170 +55,177 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_ENCODINGS = {pb.ENCODING_JPEG: "jpeg", pb.ENCODING_PNG: "png"}
-_PIXEL_FORMATS = {
-    pb.PIXEL_FORMAT_RGB8: "rgb8",
-    pb.PIXEL_FORMAT_BGR8: "bgr8",
-    pb.PIXEL_FORMAT_GRAY8: "gray8",
-}
+
+@dataclass
+class _Job:
+    """A frame of a call between its reading and its answer."""
+
+    frame: pb.Frame
+    state: StreamState
+    received: float  # perf_counter seconds
+    decoded: tuple[str, pb.RawImage, int, int, float]  # format, image msg, w, h, decode ms
+    future: asyncio.Future[BatchedScore]
 
 
 @dataclass
-class _Loaded:
-    pipeline: ScoringPipeline
-    users: int = 0
-    retired: bool = False
+class _Resumed:
+    """The answer to a resume request, ready to send."""
+
+    state: StreamState
+    found: bool
+    last_received: int
+    decisions: list[Decision]
+    end_of_stream: bool = False
 
 
-class ModelHolder:
-    """The current scoring pipeline; swapped by :meth:`reload` without stopping calls.
+@dataclass
+class _Call:
+    """What one ScoreStream call holds."""
 
-    A replaced pipeline is closed once the last frame scored with it is done.
-    """
+    peer: str
+    streams: dict[tuple[str, str], StreamState] = field(default_factory=dict)
+    last_read: dict[tuple[str, str], int] = field(default_factory=dict)
+    n_frames: int = 0
 
-    def __init__(self, model_path: Path, backend: str, threads: int, config: PipelineConfig):
-        self.model_path = model_path
-        self.backend_name = backend
-        self.threads = threads
-        self.config = config
-        self._lock = threading.Lock()
-        self._current = _Loaded(self._open(model_path))
 
-    def _open(self, path: Path) -> ScoringPipeline:
-        backend = open_backend(path, self.backend_name, threads=self.threads)
-        return ScoringPipeline(backend, self.config)
-
-    @property
-    def pipeline(self) -> ScoringPipeline:
-        """The pipeline new frames are scored with."""
-        return self._current.pipeline
-
-    @contextmanager
-    def use(self) -> Iterator[ScoringPipeline]:
-        """The current pipeline, kept open while the block runs."""
-        with self._lock:
-            loaded = self._current
-            loaded.users += 1
-        try:
-            yield loaded.pipeline
-        finally:
-            with self._lock:
-                loaded.users -= 1
-                close = loaded.retired and loaded.users == 0
-            if close:
-                loaded.pipeline.close()
-
-    def reload(self, model_file: str) -> tuple[ScoringPipeline, ScoringPipeline]:
-        """Load ``model_file`` (a name in the model's folder; "" = the start-up file).
-
-        Returns (previous, current) pipelines. On any error the current one stays.
-        """
-        if model_file and (Path(model_file).name != model_file or model_file in (".", "..")):
-            raise InvalidInputError(
-                f"model_file {model_file!r} must be a file name in the model's folder, "
-                "without path separators"
-            )
-        path = self.model_path.parent / model_file if model_file else self.model_path
-        if not path.is_file():
-            raise InvalidInputError(f"model_file {model_file!r}: no such file next to the model")
-        fresh = _Loaded(self._open(path))
-        with self._lock:
-            old, self._current = self._current, fresh
-            old.retired = True
-            close = old.users == 0
-        if close:
-            old.pipeline.close()
-        log.info(
-            "model reloaded path=%s version=%s hash=%s previous=%s",
-            path,
-            fresh.pipeline.model_info.version,
-            fresh.pipeline.model_info.sha256[:12],
-            old.pipeline.model_info.version,
-        )
-        return old.pipeline, fresh.pipeline
-
-    def close(self) -> None:
-        """Close the current pipeline (at shutdown, after calls have drained)."""
-        with self._lock:
-            self._current.retired = True
-            close = self._current.users == 0
-        if close:
-            self._current.pipeline.close()
+_END = object()
 
 
 class ScorerService(alscout_pb2_grpc.ScorerServicer):
-    """Implements ``alscout.v1.Scorer`` over a :class:`ModelHolder` and an :class:`Outbox`."""
+    """Implements ``alscout.v1.Scorer`` over a :class:`ModelHolder`, a batcher and an outbox."""
 
     def __init__(
         self,
         models: ModelHolder,
-        selector: SelectorConfig,
         outbox: Outbox,
         executor: Executor,
-        max_pixels: int,
+        config: ServerConfig,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.models = models
-        self.selector = selector
         self.outbox = outbox
         self.executor = executor
-        self.max_pixels = max_pixels
+        self.config = config
+        self.metrics = metrics or ServerMetrics()
+        self.streams = StreamRegistry(self.metrics)
+        self.batcher = Batcher(
+            self._score_batch,
+            executor,
+            max_batch=config.max_batch or config.pipeline.batch_size,
+            max_delay_ms=config.max_delay_ms,
+            max_queue=config.max_queue,
+            metrics=self.metrics,
+        )
+        self._sweeper: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[object]] = set()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the batcher and the sweeper of expired streams (in the event loop)."""
+        self.batcher.start()
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="sweeper")
+
+    async def stop(self) -> None:
+        """After the calls have drained: close every stream left, stop the batcher."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        for state in self.streams:
+            await self._close_stream(state, "shutdown")
+        await self.batcher.stop()
+
+    async def _sweep(self) -> None:
+        period = min(1.0, max(0.05, self.config.resume_window_s / 4))
+        while True:
+            await asyncio.sleep(period)
+            for state in self.streams.expired(self.config.resume_window_s):
+                try:
+                    await self._close_stream(state, "resume_expired")
+                except Exception:  # one bad stream must not stop the sweep
+                    log.exception("closing an expired stream failed stream=%s", state.name)
+
+    # -- RPCs ------------------------------------------------------------------------
 
     async def ScoreStream(  # noqa: N802  # names come from the proto
         self, request_iterator: AsyncIterator[pb.Frame], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.FrameResult]:
-        streams = StreamTable(self.selector)
-        n_frames = 0
-        peer = context.peer()  # read now: grpc may crash reading it after a cancellation
+        call = _Call(peer=context.peer())  # read now: grpc may crash reading it later
+        jobs: asyncio.Queue[object] = asyncio.Queue()
+        slots = asyncio.Semaphore(self.config.max_inflight)
+        deadline = _deadline(context)
+        reader = asyncio.get_running_loop().create_task(
+            self._read(call, request_iterator, jobs, slots, deadline)
+        )
+        outcome = "cancelled"  # until the call ends otherwise
         try:
-            async for frame in request_iterator:
-                started = time.perf_counter()
+            while True:
                 try:
-                    state = streams.get(frame.recording_id, frame.camera_id)
-                    state.check_next(frame.frame_index)
-                    score, payload, decode_ms = await self._run(self._score, frame)
-                    decisions, flagged = state.push(frame.frame_index, score.z, payload)
-                    await self._store(flagged)
+                    job = await asyncio.wait_for(jobs.get(), self.config.idle_timeout_s)
+                except TimeoutError:
+                    outcome = "idle"
+                    break
+                if job is _END:
+                    outcome = "finished"
+                    break
+                if isinstance(job, BaseException):
+                    outcome = "error"
+                    await self._abort(context, job)
+                if isinstance(job, _Resumed):
+                    yield _resume_message(job)
+                    continue
+                assert isinstance(job, _Job)
+                try:
+                    result = await self._answer(call, job)
                 except Exception as error:  # noqa: BLE001  # every failure ends this call only
-                    await abort_with(context, error)
-                n_frames += 1
-                yield _result(frame, score, decode_ms, started, decisions, self._stride)
-            for state in streams:
-                decisions, flagged = state.finish()
-                try:
-                    await self._store(flagged)
-                except Exception as error:  # noqa: BLE001
-                    await abort_with(context, error)
-                yield _closing(state, decisions)
+                    outcome = "error"
+                    await self._abort(context, error)
+                yield result
+                slots.release()
+            if outcome == "finished" and context.cancelled():
+                outcome = "cancelled"  # grpc may report a cut call as a half-close
+            if outcome in ("finished", "idle"):
+                for state in list(call.streams.values()):
+                    try:
+                        decisions = await self._close_stream(state, outcome, owner=call)
+                    except Exception as error:  # noqa: BLE001
+                        outcome = "error"
+                        await self._abort(context, error)
+                    yield closing_message(state, decisions)
+                call.streams.clear()
+            if outcome == "idle":
+                self.metrics.errors.labels(code=grpc.StatusCode.DEADLINE_EXCEEDED.name).inc()
+                await context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"no frame for {self.config.idle_timeout_s} s: the call's streams are "
+                    "closed (their decisions were sent above)",
+                )
         finally:
-            # However the call ends (error, cancellation: grpc may also report a cancelled
-            # call as a half-close), the frames it scored are decided and flagged ones kept.
-            pending = sum(s.pending_frames for s in streams)
-            leftover = [f for s in streams if not s.selector.finished for f in s.finish()[1]]
-            if leftover:
-                self._store_later(leftover)
-            log.info(
-                "stream call ended peer=%s streams=%d frames=%d decided_in_cleanup=%d "
-                "flagged_in_cleanup=%d",
-                peer,
-                len(streams),
-                n_frames,
-                pending,
-                len(leftover),
-            )
+            reader.cancel()
+            await self._release_call(call, jobs, outcome)
 
     async def Score(  # noqa: N802  # names come from the proto
         self, request: pb.Frame, context: grpc.aio.ServicerContext
     ) -> pb.FrameResult:
-        started = time.perf_counter()
+        received = time.perf_counter()
         try:
             check_id("recording_id", request.recording_id)
             check_id("camera_id", request.camera_id)
-            score, _, decode_ms = await self._run(self._score, request)
+            image, _, _, decode_ms = await self._run(decode, request, self.config.max_pixels)
+            future = await self._enqueue(image, _deadline(context))
+            batched = await future
         except Exception as error:  # noqa: BLE001  # mapped to a status in one place
-            await abort_with(context, error)
-        result = _result(request, score, decode_ms, started, [], self._stride)
+            await self._abort(context, error)
+        self.metrics.frames.labels(rpc="Score").inc()
+        result = frame_result(
+            request, batched, decode_ms, received, [], self.config.pipeline.heatmap_stride
+        )
         result.decision = pb.DECISION_UNSPECIFIED
         result.reason = ""
+        self.metrics.latency.labels(stage="total").observe(time.perf_counter() - received)
         return result
 
     async def GetModelInfo(  # noqa: N802  # names come from the proto
@@ -218,162 +240,251 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
         try:
             old, new = await self._run(self.models.reload, request.model_file)
         except Exception as error:  # noqa: BLE001
-            await abort_with(context, error)
+            await self._abort(context, error)
+        self.metrics.reloads.inc()
         return pb.ReloadModelResponse(
             previous=model_info_message(old.model_info, old.backend.name),
             current=model_info_message(new.model_info, new.backend.name),
         )
 
-    @property
-    def _stride(self) -> int:
-        return self.models.config.heatmap_stride
+    # -- a call's frames -------------------------------------------------------------
+
+    async def _read(
+        self,
+        call: _Call,
+        requests: AsyncIterator[pb.Frame],
+        jobs: asyncio.Queue[object],
+        slots: asyncio.Semaphore,
+        deadline: float | None,
+    ) -> None:
+        """Read, check, decode and queue the call's frames; ends with _END or an error."""
+        try:
+            async for frame in requests:
+                if frame.HasField("resume"):
+                    jobs.put_nowait(await self._resume(call, frame))
+                    continue
+                received = time.perf_counter()
+                state = await self._stream_for(call, frame)
+                state.check_next(frame.frame_index, call.last_read.get(state.key))
+                await self._take_slot(slots, state)
+                call.last_read[state.key] = frame.frame_index
+                image, fmt, raw, decode_ms = await self._run(decode, frame, self.config.max_pixels)
+                future = await self._enqueue(image, deadline)
+                w, h = (raw.width, raw.height) if fmt == "raw" else (image.shape[1], image.shape[0])
+                jobs.put_nowait(_Job(frame, state, received, (fmt, raw, w, h, decode_ms), future))
+            jobs.put_nowait(_END)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001  # handed to the call, which aborts
+            jobs.put_nowait(error)
+
+    async def _take_slot(self, slots: asyncio.Semaphore, state: StreamState) -> None:
+        wait_s = self.config.queue_wait_ms / 1000.0
+        try:
+            await asyncio.wait_for(slots.acquire(), wait_s)
+        except TimeoutError:
+            self.metrics.rejected.labels(reason="backpressure").inc()
+            raise CapacityError(
+                f"{state.name}: the client sends faster than the server scores: "
+                f"{self.config.max_inflight} frames of this call were already waiting for "
+                f"{self.config.queue_wait_ms:g} ms; wait for results before sending more, "
+                "or lower the frame rate"
+            ) from None
+
+    async def _enqueue(self, image: np.ndarray, deadline: float | None) -> asyncio.Future:
+        wait_s = self.config.queue_wait_ms / 1000.0
+        try:
+            return await asyncio.wait_for(self.batcher.enqueue(image, deadline), wait_s)
+        except TimeoutError:
+            self.metrics.rejected.labels(reason="backpressure").inc()
+            raise CapacityError(
+                f"the server is overloaded: {self.batcher.depth} frames wait for inference; "
+                "retry later"
+            ) from None
+
+    async def _stream_for(self, call: _Call, frame: pb.Frame) -> StreamState:
+        """The stream a frame belongs to: this call's, or a new one attached to it."""
+        key = (frame.recording_id, frame.camera_id)
+        state = call.streams.get(key)
+        if state is not None:
+            return state
+        if len(call.streams) >= MAX_STREAMS_PER_CALL:
+            raise CapacityError(
+                f"a call may carry at most {MAX_STREAMS_PER_CALL} streams; open another call"
+            )
+        check_id("recording_id", frame.recording_id)
+        check_id("camera_id", frame.camera_id)
+        old = self.streams.get(*key)
+        if old is not None:
+            if old.owner is not None:
+                raise StreamBusyError(
+                    f"{old.name} is open in another call; send a resume request to take it "
+                    "over, or use another recording_id"
+                )
+            # a detached stream the client does not resume: close it, start anew
+            await self._close_stream(old, "cancelled")
+        earlier = await self._earlier(*key)
+        state = StreamState(
+            *key,
+            self.config.selector,
+            earlier=earlier,
+            context_frames=self.config.context_frames,
+            log_size=self.config.resume_log,
+        )
+        self.streams.add(state, call)
+        call.streams[key] = state
+        return state
+
+    async def _resume(self, call: _Call, frame: pb.Frame) -> _Resumed:
+        """Attach a stream to this call and collect the decisions the client missed."""
+        key = (frame.recording_id, frame.camera_id)
+        check_id("recording_id", frame.recording_id)
+        check_id("camera_id", frame.camera_id)
+        if key in call.streams:
+            raise InvalidInputError(f"stream {key[0]}/{key[1]}: resume must come first")
+        state = self.streams.get(*key)
+        closed = self.streams.closed(*key) if state is None else None
+        found = state is not None or closed is not None
+        self.metrics.resumes.labels(found=str(found).lower()).inc()
+        if closed is not None:  # finished after a half-close whose answer was lost
+            decisions = closed.decisions_after(frame.resume.last_decided_frame)
+            return _Resumed(closed, True, closed.last_frame, decisions, end_of_stream=True)
+        if state is None:
+            state = await self._stream_for(call, frame)
+            return _Resumed(state, False, -1, [])
+        self.streams.attach(state, call)
+        call.streams[key] = state
+        async with state.lock:  # frames of the previous call are settled
+            decisions = state.decisions_after(frame.resume.last_decided_frame)
+            last = state.last_frame
+        call.last_read[key] = last
+        log.info(
+            "stream resumed stream=%s last_received=%d replayed=%d peer=%s",
+            state.name,
+            last,
+            len(decisions),
+            call.peer,
+        )
+        return _Resumed(state, True, last, decisions)
+
+    async def _answer(self, call: _Call, job: _Job) -> pb.FrameResult:
+        """Await a frame's score, push it into its stream, store flags, build the answer."""
+        batched = await job.future
+        fmt, raw, width, height, decode_ms = job.decoded
+        frame = job.frame
+        data = payload(frame, batched.score, fmt, raw, width, height)
+        task = asyncio.ensure_future(
+            self._settle(job.state, call, frame.frame_index, batched.score.z, data)
+        )
+        decisions = await asyncio.shield(task)
+        call.n_frames += 1
+        stride = self.config.pipeline.heatmap_stride
+        result = frame_result(frame, batched, decode_ms, job.received, decisions, stride)
+        self.metrics.latency.labels(stage="total").observe(time.perf_counter() - job.received)
+        return result
+
+    async def _settle(
+        self, state: StreamState, call: _Call, frame_index: int, z: float, data: object
+    ) -> list[Decision]:
+        """Push, store and log as one step that a cancelled call cannot cut in two."""
+        async with state.lock:
+            if state.owner is not call:
+                raise StreamTakenOverError(f"{state.name} was taken over by a resuming call")
+            decisions, flagged = state.push(frame_index, z, data)
+            await self._store(flagged)
+            state.record(decisions)
+        self.metrics.frames.labels(rpc="ScoreStream").inc()
+        self._count(decisions)
+        return decisions
+
+    async def _close_stream(
+        self, state: StreamState, reason: str, owner: object | None = None
+    ) -> list[Decision]:
+        """Finish a stream (decide its pending frames, store flags) and free it."""
+
+        async def close() -> list[Decision]:
+            async with state.lock:
+                if owner is not None and state.owner is not owner:
+                    return []
+                decisions, flagged = state.finish()
+                await self._store(flagged)
+                state.record(decisions)
+                keep = reason in ("finished", "idle")  # the closing answer may be lost
+                self.streams.remove(state, reason, self.config.resume_window_s if keep else 0.0)
+            self._count(decisions)
+            return decisions
+
+        return await asyncio.shield(asyncio.ensure_future(close()))
+
+    async def _release_call(self, call: _Call, jobs: asyncio.Queue[object], outcome: str) -> None:
+        """Withdraw unscored frames; detach (or close) the streams the call still holds."""
+        while not jobs.empty():
+            job = jobs.get_nowait()
+            if isinstance(job, _Job):
+                job.future.cancel()
+        keep = outcome == "cancelled" and self.config.resume_window_s > 0
+        for state in call.streams.values():
+            if keep:
+                self.streams.detach(state, call)
+            elif state.owner is call:
+                task = asyncio.ensure_future(self._close_stream(state, outcome, owner=call))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+        log.info(
+            "stream call ended peer=%s outcome=%s streams=%d frames=%d kept_for_resume=%s",
+            call.peer,
+            outcome,
+            len(call.streams),
+            call.n_frames,
+            keep,
+        )
+
+    # -- helpers ---------------------------------------------------------------------
+
+    async def _earlier(self, recording_id: str, camera_id: str) -> list[int]:
+        earlier_frames = getattr(self.outbox, "earlier_frames", None)
+        if earlier_frames is None:
+            return []
+        return list(await self._run(earlier_frames, recording_id, camera_id))
+
+    def _count(self, decisions: list[Decision]) -> None:
+        for d in decisions:
+            self.metrics.decisions.labels(decision="flagged" if d.flagged else "not_flagged").inc()
+            if d.flagged:
+                self.metrics.flags.inc()
+
+    async def _abort(self, context: grpc.aio.ServicerContext, error: BaseException) -> None:
+        self.metrics.errors.labels(code=status_for(error)[0].name).inc()
+        await abort_with(context, error)
+
+    def _score_batch(self, images: Sequence[np.ndarray]) -> list[FrameScore]:
+        """Score a batch with the current model (in a worker thread); heat maps always."""
+        with self.models.use() as pipeline:
+            return pipeline.score(images, heatmaps=True)
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def _store(self, flagged: list[FlaggedFrame]) -> None:
-        """Store flagged frames; shielded, so a call cancelled meanwhile does not lose them."""
         if flagged:
-            await asyncio.shield(self._run(self._put_all, flagged))
+            await self._run(self._put_all, flagged)
 
     def _put_all(self, flagged: list[FlaggedFrame]) -> None:
         for item in flagged:
             self.outbox.put(item)
 
-    def _store_later(self, flagged: list[FlaggedFrame]) -> None:
-        """Store frames without waiting (the call is over); failures are logged."""
 
-        def done(future: Future[None]) -> None:
-            if future.exception() is not None:
-                log.error(
-                    "outbox write failed frames=%d", len(flagged), exc_info=future.exception()
-                )
-
-        try:
-            self.executor.submit(self._put_all, flagged).add_done_callback(done)
-        except RuntimeError:  # the pool is shut down: store here rather than lose frames
-            self._put_all(flagged)
-
-    def _score(self, frame: pb.Frame) -> tuple[FrameScore, FramePayload, float]:
-        """Decode and score one frame (in a worker thread)."""
-        started = time.perf_counter()
-        image, fmt, raw = _decode(frame, self.max_pixels)
-        decode_ms = 1000.0 * (time.perf_counter() - started)
-        with self.models.use() as pipeline:
-            (score,) = pipeline.score([image], heatmaps=frame.want_heatmap)
-        stamp = frame.capture_timestamp
-        payload = FramePayload(
-            image=raw.data,
-            image_format=fmt,
-            model_version=score.model_version,
-            model_hash=score.model_hash,
-            capture_time_ns=stamp.seconds * 1_000_000_000 + stamp.nanos,
-            width=raw.width if fmt == "raw" else image.shape[1],
-            height=raw.height if fmt == "raw" else image.shape[0],
-            pixel_format=_PIXEL_FORMATS.get(raw.pixel_format, "") if fmt == "raw" else "",
-            metadata=dict(frame.metadata),
-        )
-        return score, payload, decode_ms
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    """The call's deadline in ``time.monotonic()`` seconds, or None."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
 
 
-def _decode(frame: pb.Frame, max_pixels: int) -> tuple[np.ndarray, str, pb.RawImage]:
-    """RGB ``[H, W, 3]`` uint8, the format name, and the image message (data, sizes)."""
-    kind = frame.WhichOneof("image")
-    if kind is None:
-        raise InvalidInputError(f"frame {frame.frame_index} has no image: set encoded or raw")
-    if kind == "encoded":
-        encoding = _ENCODINGS.get(frame.encoded.encoding)
-        if encoding is None:
-            raise InvalidInputError(
-                f"frame {frame.frame_index}: unknown encoding {frame.encoded.encoding}; "
-                "use ENCODING_JPEG or ENCODING_PNG"
-            )
-        image = decode_frame(frame.encoded.data, encoding=encoding, max_pixels=max_pixels)
-        return image, encoding, pb.RawImage(data=frame.encoded.data)
-    raw = frame.raw
-    pixel_format = _PIXEL_FORMATS.get(raw.pixel_format)
-    if pixel_format is None:
-        raise InvalidInputError(
-            f"frame {frame.frame_index}: unknown pixel format {raw.pixel_format}; "
-            "use PIXEL_FORMAT_RGB8, PIXEL_FORMAT_BGR8 or PIXEL_FORMAT_GRAY8"
-        )
-    image = decode_frame(
-        raw.data,
-        encoding="raw",
-        width=raw.width,
-        height=raw.height,
-        pixel_format=pixel_format,
-        max_pixels=max_pixels,
-    )
-    return image, "raw", raw
-
-
-def _final(decision: Decision) -> pb.FinalDecision:
-    return pb.FinalDecision(
-        frame_index=decision.frame,
-        decision=pb.DECISION_FLAGGED if decision.flagged else pb.DECISION_NOT_FLAGGED,
-        reason=str(decision.reason),
-        z=decision.z,
-        smoothed=decision.smoothed,
-        threshold=decision.threshold,
-    )
-
-
-def _result(
-    frame: pb.Frame,
-    score: FrameScore,
-    decode_ms: float,
-    started: float,
-    decisions: list[Decision],
-    stride: int,
-) -> pb.FrameResult:
-    finals = [_final(d) for d in decisions]
-    own = next((f for f in finals if f.frame_index == frame.frame_index), None)
-    result = pb.FrameResult(
-        recording_id=frame.recording_id,
-        camera_id=frame.camera_id,
-        frame_index=frame.frame_index,
-        z=score.z,
-        decision=pb.DECISION_PENDING if own is None else own.decision,
-        reason="pending" if own is None else own.reason,
-        model_version=score.model_version,
-        model_hash=score.model_hash,
-        final_decisions=finals,
-    )
-    if own is not None:
-        result.smoothed = own.smoothed
-    if score.heatmap is not None:
-        cells = np.asarray(score.heatmap, dtype=np.float32)
-        result.heatmap.height, result.heatmap.width = cells.shape
-        result.heatmap.data.extend(cells.ravel().tolist())
-        result.heatmap.stride = stride
-    result.timings.decode_ms = decode_ms
-    result.timings.infer_ms = score.infer_ms
-    result.timings.score_ms = score.score_ms
-    result.timings.total_ms = 1000.0 * (time.perf_counter() - started)
-    return result
-
-
-def _closing(state: StreamState, decisions: list[Decision]) -> pb.FrameResult:
+def _resume_message(job: _Resumed) -> pb.FrameResult:
     return pb.FrameResult(
-        recording_id=state.recording_id,
-        camera_id=state.camera_id,
-        final_decisions=[_final(d) for d in decisions],
-        end_of_stream=True,
-    )
-
-
-def model_info_message(info: ModelInfo, backend: str) -> pb.ModelInfo:
-    """The protobuf form of a model's metadata."""
-    return pb.ModelInfo(
-        name=info.name,
-        version=info.version,
-        model_hash=info.sha256,
-        num_heads=info.num_heads,
-        default_boxes=[pb.BoxSize(height=h, width=w) for h, w in info.default_boxes],
-        input_height=info.input_size[0],
-        input_width=info.input_size[1],
-        training_data_digest=info.training_data_digest,
-        backend=backend,
-        file_format=info.file_format,
+        recording_id=job.state.recording_id,
+        camera_id=job.state.camera_id,
+        final_decisions=[final_message(d) for d in job.decisions],
+        resume=pb.ResumeResult(found=job.found, last_received_frame=job.last_received),
+        end_of_stream=job.end_of_stream,
     )

@@ -16,6 +16,8 @@ from alscout.errors import (
     InvalidInputError,
     ModelError,
 )
+from alscout.server.batching import DeadlineExceededError, ShuttingDownError
+from alscout.server.streams import StreamBusyError, StreamTakenOverError
 
 __all__ = ["STATUS_CODES", "status_for", "abort_with"]
 
@@ -23,6 +25,10 @@ log = logging.getLogger(__name__)
 
 #: error class -> status code; the most specific class that matches wins (MRO order).
 STATUS_CODES: dict[type[BaseException], grpc.StatusCode] = {
+    DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ShuttingDownError: grpc.StatusCode.UNAVAILABLE,
+    StreamBusyError: grpc.StatusCode.ALREADY_EXISTS,
+    StreamTakenOverError: grpc.StatusCode.ABORTED,
     InvalidInputError: grpc.StatusCode.INVALID_ARGUMENT,
     DataError: grpc.StatusCode.INVALID_ARGUMENT,
     ConfigError: grpc.StatusCode.INVALID_ARGUMENT,

@@ -1,74 +1,118 @@
-"""Per-stream state of a ScoreStream call: one :class:`OnlineSelector` per recording and camera.
+"""Per-stream state, server-wide: one :class:`OnlineSelector` per recording and camera.
 
-A stream keeps the bytes of each frame until the frame's decision is final (at most
-``dt + dt1 + 1`` frames), so a flagged frame can go to the outbox as it arrived.
-Nothing here knows about gRPC or protobuf.
+A :class:`StreamState` keeps the payload of each frame until the frame's decision is
+final (at most ``dt + dt1 + 1`` frames), a ring of the last ``context_frames`` decided
+frames (context stored with a flagged frame), and a log of its recent final decisions
+so a client whose call was cut can resume (docs/api.md, "Resuming"). The
+:class:`StreamRegistry` holds the states of every call, keyed by (recording, camera);
+a state is attached to one call at a time, or detached (its call was cut) and kept for
+the resume window. Nothing here knows about gRPC or protobuf.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import fields
 
 from alscout.errors import CapacityError, InvalidInputError
 from alscout.runtime.temporal import Decision, OnlineSelector, SelectorConfig
-from alscout.server.outbox import FlaggedFrame, check_id
+from alscout.server.metrics import ServerMetrics
+from alscout.server.outbox import ContextFrame, FlaggedFrame, FramePayload, check_id
 
-__all__ = ["FramePayload", "StreamState", "StreamTable", "MAX_STREAMS_PER_CALL"]
+__all__ = [
+    "StreamState",
+    "StreamRegistry",
+    "StreamBusyError",
+    "StreamTakenOverError",
+    "MAX_STREAMS_PER_CALL",
+]
 
 log = logging.getLogger(__name__)
 
 #: cameras x recordings one call may multiplex
 MAX_STREAMS_PER_CALL = 64
+_FLAGGED_FIELDS = {f.name for f in fields(FlaggedFrame)}
 
 
-@dataclass(frozen=True)
-class FramePayload:
-    """What the outbox needs of a frame besides its decision (see :class:`FlaggedFrame`)."""
+class StreamBusyError(InvalidInputError):
+    """The stream is attached to another live call (gRPC ALREADY_EXISTS)."""
 
-    image: bytes
-    image_format: str
-    model_version: str
-    model_hash: str
-    capture_time_ns: int = 0
-    width: int = 0
-    height: int = 0
-    pixel_format: str = ""
-    metadata: dict[str, str] = field(default_factory=dict)
 
-    def as_fields(self) -> dict[str, object]:
-        """The payload's fields by name (metadata copied), to build a FlaggedFrame from."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values["metadata"] = dict(self.metadata)
-        return values
+class StreamTakenOverError(CapacityError):
+    """A resuming call took the stream over from this one (gRPC ABORTED)."""
 
 
 class StreamState:
-    """Selector and pending frame bytes of one stream (one camera of one recording)."""
+    """Selector, pending payloads, context ring and decision log of one stream.
 
-    def __init__(self, recording_id: str, camera_id: str, config: SelectorConfig) -> None:
+    ``earlier``: frames of this recording/camera already uploaded or stored (SPEC §2b
+    dt2 rule). ``context_frames``: frames before and after a flagged frame stored with
+    it (after: at most dt + dt1, the frames pending then). ``log_size``: final
+    decisions kept for resuming.
+    """
+
+    def __init__(
+        self,
+        recording_id: str,
+        camera_id: str,
+        config: SelectorConfig,
+        *,
+        earlier: Iterable[int] = (),
+        context_frames: int = 0,
+        log_size: int = 4096,
+    ) -> None:
         self.recording_id = check_id("recording_id", recording_id)
         self.camera_id = check_id("camera_id", camera_id)
-        self.selector = OnlineSelector.from_config(config)
+        self.selector = OnlineSelector.from_config(config, earlier)
+        self.context_frames = context_frames
         self._pending: dict[int, FramePayload] = {}
+        self._before: deque[tuple[int, FramePayload]] = deque(maxlen=max(context_frames, 1))
+        self._log: deque[Decision] = deque(maxlen=log_size)
+        self._evicted_through = -1  # highest frame whose decision left the log
         self.n_frames = 0
+        #: held while frames are pushed, stored and logged, and while a resume reads
+        self.lock = asyncio.Lock()
+        #: the call this stream is attached to (None: detached)
+        self.owner: object | None = None
+        self.detached_at: float | None = None
 
-    def check_next(self, frame_index: int) -> None:
-        """Raise :class:`InvalidInputError` unless ``frame_index`` may come next."""
-        if frame_index < 0:
-            raise InvalidInputError(f"{self._name()}: frame_index must be >= 0, got {frame_index}")
+    @property
+    def key(self) -> tuple[str, str]:
+        """(recording_id, camera_id)."""
+        return (self.recording_id, self.camera_id)
+
+    @property
+    def last_frame(self) -> int:
+        """The last frame index taken into the stream, -1 before the first."""
         last = self.selector.last_frame
-        if last is not None and frame_index <= last:
+        return -1 if last is None else last
+
+    def check_next(self, frame_index: int, after: int | None = None) -> None:
+        """Raise :class:`InvalidInputError` unless ``frame_index`` may follow ``after``.
+
+        ``after`` defaults to :attr:`last_frame` (a call that has frames in flight
+        passes the last index it read).
+        """
+        if frame_index < 0:
+            raise InvalidInputError(f"{self.name}: frame_index must be >= 0, got {frame_index}")
+        last = self.last_frame if after is None else after
+        if frame_index <= last:
             raise InvalidInputError(
-                f"{self._name()}: frame indices must strictly increase: frame {frame_index} "
+                f"{self.name}: frame indices must strictly increase: frame {frame_index} "
                 f"after frame {last}"
             )
 
     def push(
         self, frame_index: int, z: float, payload: FramePayload
     ) -> tuple[list[Decision], list[FlaggedFrame]]:
-        """Add a scored frame; returns the decisions final now and the frames they flag."""
+        """Add a scored frame; returns the decisions final now and the frames they flag.
+
+        Call :meth:`record` with the decisions once the flagged frames are stored.
+        """
         self.check_next(frame_index)
         decisions = self.selector.push(frame_index, z)
         self._pending[frame_index] = payload
@@ -88,56 +132,159 @@ class StreamState:
         )
         return decisions, flagged
 
+    def record(self, decisions: Iterable[Decision]) -> None:
+        """Log decisions that were released (their flagged frames are stored)."""
+        for decision in decisions:
+            if len(self._log) == self._log.maxlen:
+                self._evicted_through = self._log[0].frame
+            self._log.append(decision)
+
+    def decisions_after(self, frame_index: int) -> list[Decision]:
+        """Logged decisions of frames after ``frame_index``, in frame order.
+
+        Raises :class:`CapacityError` when some of them have left the log already.
+        """
+        if self._evicted_through > frame_index:
+            raise CapacityError(
+                f"{self.name}: decisions after frame {frame_index} are no longer held (the "
+                f"server keeps the last {self._log.maxlen}); start the stream anew"
+            )
+        return [d for d in self._log if d.frame > frame_index]
+
     @property
     def pending_frames(self) -> int:
         """Frames whose decision is not final yet."""
         return len(self._pending)
+
+    @property
+    def name(self) -> str:
+        """``stream <recording>/<camera>``, for messages."""
+        return f"stream {self.recording_id}/{self.camera_id}"
 
     def _settle(self, decisions: list[Decision]) -> list[FlaggedFrame]:
         flagged = []
         for decision in decisions:
             payload = self._pending.pop(decision.frame)
             if decision.flagged:
-                flagged.append(
-                    FlaggedFrame(
-                        recording_id=self.recording_id,
-                        camera_id=self.camera_id,
-                        frame_index=decision.frame,
-                        z=decision.z,
-                        smoothed=decision.smoothed,
-                        threshold=decision.threshold,
-                        **payload.as_fields(),
-                    )
-                )
+                flagged.append(self._flagged(decision, payload))
+            if self.context_frames:
+                self._before.append((decision.frame, payload))
         return flagged
 
-    def _name(self) -> str:
-        return f"stream {self.recording_id}/{self.camera_id}"
+    def _flagged(self, decision: Decision, payload: FramePayload) -> FlaggedFrame:
+        values = payload.as_fields()
+        if "context" in _FLAGGED_FIELDS and self.context_frames:
+            n = self.context_frames
+            after = [(i, p) for i, p in self._pending.items() if i > decision.frame][:n]
+            values["context"] = tuple(_context(i, p) for i, p in [*self._before, *after])
+        return FlaggedFrame(
+            recording_id=self.recording_id,
+            camera_id=self.camera_id,
+            frame_index=decision.frame,
+            z=decision.z,
+            smoothed=decision.smoothed,
+            threshold=decision.threshold,
+            **values,
+        )
 
 
-class StreamTable:
-    """The streams of one call, keyed by (recording_id, camera_id), in first-seen order."""
+def _context(frame_index: int, payload: FramePayload) -> ContextFrame:
+    return ContextFrame(
+        frame_index=frame_index,
+        image=payload.image,
+        image_format=payload.image_format,
+        width=payload.width,
+        height=payload.height,
+        pixel_format=payload.pixel_format,
+    )
 
-    def __init__(self, config: SelectorConfig, max_streams: int = MAX_STREAMS_PER_CALL) -> None:
-        self.config = config
-        self.max_streams = max_streams
+
+class StreamRegistry:
+    """Every stream's state on the server, keyed by (recording_id, camera_id).
+
+    A state is *attached* to the call that feeds it, or *detached* (its call was cut)
+    and kept for resuming until :meth:`expired` hands it back for closing.
+    """
+
+    def __init__(self, metrics: ServerMetrics | None = None) -> None:
         self._streams: dict[tuple[str, str], StreamState] = {}
+        # finished streams kept for a resume whose closing answer was lost: state, until
+        self._closed: dict[tuple[str, str], tuple[StreamState, float]] = {}
+        self._metrics = metrics or ServerMetrics()
 
-    def get(self, recording_id: str, camera_id: str) -> StreamState:
-        """The stream for these ids, created on first use (ids checked then)."""
-        key = (recording_id, camera_id)
-        state = self._streams.get(key)
-        if state is None:
-            state = StreamState(recording_id, camera_id, self.config)  # checks the ids
-            if len(self._streams) >= self.max_streams:
-                raise CapacityError(
-                    f"a call may carry at most {self.max_streams} streams; open another call"
-                )
-            self._streams[key] = state
-        return state
+    def get(self, recording_id: str, camera_id: str) -> StreamState | None:
+        """The state of this stream, attached or detached, or None."""
+        return self._streams.get((recording_id, camera_id))
+
+    def add(self, state: StreamState, owner: object) -> None:
+        """Register a new state attached to ``owner``."""
+        if state.key in self._streams:
+            raise StreamBusyError(f"{state.name} exists already")
+        self._streams[state.key] = state
+        state.owner = owner
+        self._update()
+
+    def attach(self, state: StreamState, owner: object) -> None:
+        """Attach ``state`` to ``owner`` (a resume), taking it from any other call."""
+        if state.owner is not None and state.owner is not owner:
+            log.info("stream taken over by a resuming call stream=%s", state.name)
+        state.owner = owner
+        state.detached_at = None
+        self._update()
+
+    def detach(self, state: StreamState, owner: object) -> bool:
+        """Detach ``state`` from ``owner`` (its call was cut); False if not its owner."""
+        if state.owner is not owner or self._streams.get(state.key) is not state:
+            return False
+        state.owner = None
+        state.detached_at = time.monotonic()
+        self._update()
+        return True
+
+    def remove(self, state: StreamState, reason: str, keep_s: float = 0.0) -> None:
+        """Forget ``state`` (it was finished); counted as freed for ``reason``.
+
+        ``keep_s`` > 0 keeps its decision log that long for :meth:`closed`.
+        """
+        if self._streams.get(state.key) is state:
+            del self._streams[state.key]
+            state.owner = None
+            self._metrics.freed_streams.labels(reason=reason).inc()
+            self._update()
+            if keep_s > 0:
+                self._closed[state.key] = (state, time.monotonic() + keep_s)
+
+    def closed(self, recording_id: str, camera_id: str) -> StreamState | None:
+        """A stream finished within its keep time (for a resume), or None."""
+        entry = self._closed.get((recording_id, camera_id))
+        if entry is None or entry[1] <= time.monotonic():
+            self._closed.pop((recording_id, camera_id), None)
+            return None
+        return entry[0]
+
+    def expired(self, window_s: float, now: float | None = None) -> list[StreamState]:
+        """Detached states older than ``window_s`` seconds."""
+        now = time.monotonic() if now is None else now
+        for key in [k for k, (_, until) in self._closed.items() if until <= now]:
+            del self._closed[key]
+        return [
+            s
+            for s in self._streams.values()
+            if s.owner is None and s.detached_at is not None and now - s.detached_at >= window_s
+        ]
+
+    @property
+    def n_attached(self) -> int:
+        """States attached to a call."""
+        return sum(1 for s in self._streams.values() if s.owner is not None)
 
     def __iter__(self) -> Iterator[StreamState]:
         return iter(list(self._streams.values()))
 
     def __len__(self) -> int:
         return len(self._streams)
+
+    def _update(self) -> None:
+        attached = self.n_attached
+        self._metrics.active_streams.set(attached)
+        self._metrics.detached_streams.set(len(self._streams) - attached)

@@ -62,7 +62,7 @@ class RawImage(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., pixel_format: _Optional[_Union[PixelFormat, str]] = ...) -> None: ...
 
 class Frame(_message.Message):
-    __slots__ = ("recording_id", "camera_id", "frame_index", "capture_timestamp", "encoded", "raw", "metadata", "want_heatmap")
+    __slots__ = ("recording_id", "camera_id", "frame_index", "capture_timestamp", "encoded", "raw", "metadata", "want_heatmap", "resume")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +78,7 @@ class Frame(_message.Message):
     RAW_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     WANT_HEATMAP_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
     recording_id: str
     camera_id: str
     frame_index: int
@@ -86,7 +87,22 @@ class Frame(_message.Message):
     raw: RawImage
     metadata: _containers.ScalarMap[str, str]
     want_heatmap: bool
-    def __init__(self, recording_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., frame_index: _Optional[int] = ..., capture_timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., encoded: _Optional[_Union[EncodedImage, _Mapping]] = ..., raw: _Optional[_Union[RawImage, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., want_heatmap: _Optional[bool] = ...) -> None: ...
+    resume: ResumeRequest
+    def __init__(self, recording_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., frame_index: _Optional[int] = ..., capture_timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., encoded: _Optional[_Union[EncodedImage, _Mapping]] = ..., raw: _Optional[_Union[RawImage, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., want_heatmap: _Optional[bool] = ..., resume: _Optional[_Union[ResumeRequest, _Mapping]] = ...) -> None: ...
+
+class ResumeRequest(_message.Message):
+    __slots__ = ("last_decided_frame",)
+    LAST_DECIDED_FRAME_FIELD_NUMBER: _ClassVar[int]
+    last_decided_frame: int
+    def __init__(self, last_decided_frame: _Optional[int] = ...) -> None: ...
+
+class ResumeResult(_message.Message):
+    __slots__ = ("found", "last_received_frame")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    LAST_RECEIVED_FRAME_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    last_received_frame: int
+    def __init__(self, found: _Optional[bool] = ..., last_received_frame: _Optional[int] = ...) -> None: ...
 
 class FinalDecision(_message.Message):
     __slots__ = ("frame_index", "decision", "reason", "z", "smoothed", "threshold")
@@ -105,16 +121,20 @@ class FinalDecision(_message.Message):
     def __init__(self, frame_index: _Optional[int] = ..., decision: _Optional[_Union[Decision, str]] = ..., reason: _Optional[str] = ..., z: _Optional[float] = ..., smoothed: _Optional[float] = ..., threshold: _Optional[float] = ...) -> None: ...
 
 class Timings(_message.Message):
-    __slots__ = ("decode_ms", "infer_ms", "score_ms", "total_ms")
+    __slots__ = ("decode_ms", "infer_ms", "score_ms", "total_ms", "queue_ms", "batch_size")
     DECODE_MS_FIELD_NUMBER: _ClassVar[int]
     INFER_MS_FIELD_NUMBER: _ClassVar[int]
     SCORE_MS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     decode_ms: float
     infer_ms: float
     score_ms: float
     total_ms: float
-    def __init__(self, decode_ms: _Optional[float] = ..., infer_ms: _Optional[float] = ..., score_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
+    queue_ms: float
+    batch_size: int
+    def __init__(self, decode_ms: _Optional[float] = ..., infer_ms: _Optional[float] = ..., score_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., batch_size: _Optional[int] = ...) -> None: ...
 
 class HeatMap(_message.Message):
     __slots__ = ("width", "height", "data", "stride")
@@ -129,7 +149,7 @@ class HeatMap(_message.Message):
     def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., data: _Optional[_Iterable[float]] = ..., stride: _Optional[int] = ...) -> None: ...
 
 class FrameResult(_message.Message):
-    __slots__ = ("recording_id", "camera_id", "frame_index", "z", "smoothed", "decision", "reason", "model_version", "model_hash", "timings", "heatmap", "final_decisions", "end_of_stream")
+    __slots__ = ("recording_id", "camera_id", "frame_index", "z", "smoothed", "decision", "reason", "model_version", "model_hash", "timings", "heatmap", "final_decisions", "end_of_stream", "resume")
     RECORDING_ID_FIELD_NUMBER: _ClassVar[int]
     CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
     FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +163,7 @@ class FrameResult(_message.Message):
     HEATMAP_FIELD_NUMBER: _ClassVar[int]
     FINAL_DECISIONS_FIELD_NUMBER: _ClassVar[int]
     END_OF_STREAM_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
     recording_id: str
     camera_id: str
     frame_index: int
@@ -156,7 +177,8 @@ class FrameResult(_message.Message):
     heatmap: HeatMap
     final_decisions: _containers.RepeatedCompositeFieldContainer[FinalDecision]
     end_of_stream: bool
-    def __init__(self, recording_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., frame_index: _Optional[int] = ..., z: _Optional[float] = ..., smoothed: _Optional[float] = ..., decision: _Optional[_Union[Decision, str]] = ..., reason: _Optional[str] = ..., model_version: _Optional[str] = ..., model_hash: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., heatmap: _Optional[_Union[HeatMap, _Mapping]] = ..., final_decisions: _Optional[_Iterable[_Union[FinalDecision, _Mapping]]] = ..., end_of_stream: _Optional[bool] = ...) -> None: ...
+    resume: ResumeResult
+    def __init__(self, recording_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., frame_index: _Optional[int] = ..., z: _Optional[float] = ..., smoothed: _Optional[float] = ..., decision: _Optional[_Union[Decision, str]] = ..., reason: _Optional[str] = ..., model_version: _Optional[str] = ..., model_hash: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., heatmap: _Optional[_Union[HeatMap, _Mapping]] = ..., final_decisions: _Optional[_Iterable[_Union[FinalDecision, _Mapping]]] = ..., end_of_stream: _Optional[bool] = ..., resume: _Optional[_Union[ResumeResult, _Mapping]] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
     __slots__ = ()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import queue
+import socket
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -93,7 +95,8 @@ def make_config(model: Path, **kw) -> ServerConfig:
 def served(harness, tiny_model):
     """(port, outbox, scoring) of a server shared by a test module."""
     outbox = MemoryOutbox()
-    scoring, port = harness.start(make_config(tiny_model, max_pixels=500_000), outbox)
+    config = make_config(tiny_model, max_pixels=500_000, resume_window_s=0.3)
+    scoring, port = harness.start(config, outbox)
     yield port, outbox, scoring
     harness.stop(scoring)
 
@@ -172,3 +175,58 @@ class Feeder:
         self.queue.put(None)
         self.thread.join(60)
         assert not self.thread.is_alive()
+
+
+class Proxy:
+    """A TCP forwarder to ``127.0.0.1:target``; :meth:`cut` drops every live connection."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.sockets: list[socket.socket] = []
+        self.cuts = 0
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for s in (source, sink):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        with self.lock:
+            live, self.sockets = self.sockets, []
+            self.cuts += 1
+        for s in live:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self.listener.close()
+        self.cut()

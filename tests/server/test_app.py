@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import queue
 import re
@@ -24,6 +23,8 @@ from alscout.runtime.temporal import flag_recording
 from alscout.server._proto import alscout_pb2 as pb
 from alscout.server._proto import alscout_pb2_grpc
 from alscout.server.app import SERVICE_NAME
+from alscout.server.metrics import FREE_REASONS
+from alscout.server.outbox import DurableOutbox
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -115,7 +116,11 @@ def test_serve_runs_without_torch_and_stops_on_sigterm(tiny_model, tmp_path):
         assert proc.wait(30) == 0
         rest = proc.stderr.read()
         assert "server stopped" in rest
-        stored = sorted(int(p.name[:12]) for p in (outbox / "rec1" / "front").glob("*.jpg"))
+        durable = DurableOutbox(outbox)
+        try:
+            stored = sorted(f.frame_index for f in durable.frames() if f.recording_id == "rec1")
+        finally:
+            durable.close()
         assert stored == flagged
     finally:
         if proc.poll() is None:
@@ -123,9 +128,10 @@ def test_serve_runs_without_torch_and_stops_on_sigterm(tiny_model, tmp_path):
             proc.wait()
 
 
-def test_a_cancelled_call_is_cleaned_up_and_the_server_carries_on(served, stub, caplog):
-    outbox = served[1]
-    caplog.set_level(logging.INFO, logger="alscout.server.service")
+def test_a_cancelled_call_is_cleaned_up_and_the_server_carries_on(served, stub):
+    _, outbox, scoring = served
+    metrics = scoring.metrics
+    freed_before = sum(metrics.value("alscout_streams_freed_total", reason=r) for r in FREE_REASONS)
     data = video_frames(8, seed=12)
     gate = queue.Queue()
 
@@ -138,22 +144,25 @@ def test_a_cancelled_call_is_cleaned_up_and_the_server_carries_on(served, stub, 
     call = stub.ScoreStream(requests())
     first = [next(call) for _ in range(4)]
     assert [r.frame_index for r in first] == [0, 1, 2, 3]
+    assert scoring.service.streams.get("cancelled", "front") is not None
     call.cancel()
     gate.put(None)
     with pytest.raises(grpc.RpcError) as caught:
         next(call)
     assert caught.value.code() == grpc.StatusCode.CANCELLED
+    # the state is freed (at once, or after the short resume window of this server)
     deadline = time.monotonic() + 10
-    while not any("frames=4 decided_in_cleanup" in r.getMessage() for r in caplog.records):
-        assert time.monotonic() < deadline, "the server did not end the cancelled call"
+    while scoring.service.streams.get("cancelled", "front") is not None:
+        assert time.monotonic() < deadline, "the server kept the cancelled stream"
         time.sleep(0.01)
+    freed = sum(metrics.value("alscout_streams_freed_total", reason=r) for r in FREE_REASONS)
+    assert freed == freed_before + 1
+    assert metrics.value("alscout_active_streams") == 0
     # the frames it scored are decided as at the end of a stream; flagged ones are kept
     z = [r.z for r in first]
     c = SELECTOR
     expected = flag_recording(z, c.dt, c.sigma, c.dt1, c.dt2, c.threshold)
     want = [e.frame for e in expected if e.flagged]
     assert want, "the first frames of the stream should flag one"
-    while [f.frame_index for f in outbox.frames if f.recording_id == "cancelled"] != want:
-        assert time.monotonic() < deadline, outbox.frames
-        time.sleep(0.01)
+    assert [f.frame_index for f in outbox.frames if f.recording_id == "cancelled"] == want
     assert stub.Score(jpeg_frame(data[0], 0)).z > 0

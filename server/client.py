@@ -1,0 +1,511 @@
+"""Python client of the Scorer service, blocking and asyncio, with reconnect and resume.
+
+``client.stream(recording_id, camera_id, frames)`` sends one stream's frames and
+yields the server's results. When the connection drops (UNAVAILABLE, or ABORTED when
+another call took the stream), it reconnects with backoff and resumes (docs/api.md,
+"Resuming"): the first message of the new call names the last final decision the
+client has seen; the server answers with the decisions released since and the last
+frame it has taken, and the client re-sends only frames after that one. Each frame's
+final decision therefore reaches the caller exactly once, and no frame the server has
+already taken (so none already decided) is sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import grpc
+
+from alscout.errors import InvalidInputError
+from alscout.server._proto import alscout_pb2 as pb
+from alscout.server._proto import alscout_pb2_grpc
+
+__all__ = ["StreamFrame", "ScorerClient", "AsyncScorerClient", "RETRYABLE"]
+
+log = logging.getLogger(__name__)
+
+#: status codes after which a stream reconnects and resumes
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED})
+_ENCODINGS = {"jpeg": pb.ENCODING_JPEG, "png": pb.ENCODING_PNG}
+_PIXEL_FORMATS = {
+    "rgb8": pb.PIXEL_FORMAT_RGB8,
+    "bgr8": pb.PIXEL_FORMAT_BGR8,
+    "gray8": pb.PIXEL_FORMAT_GRAY8,
+}
+
+
+@dataclass(frozen=True)
+class StreamFrame:
+    """One frame to send: its index in the stream and its bytes.
+
+    ``encoding``: "jpeg" | "png" (compressed bytes) or "raw" (``height * width *
+    channels`` bytes, row-major, with ``width``, ``height`` in pixels and
+    ``pixel_format`` "rgb8" | "bgr8" | "gray8"). ``capture_time_ns``: ns since the epoch.
+    """
+
+    frame_index: int
+    image: bytes
+    encoding: str = "jpeg"
+    width: int = 0
+    height: int = 0
+    pixel_format: str = ""
+    capture_time_ns: int = 0
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.frame_index, bool) or not isinstance(self.frame_index, int):
+            raise InvalidInputError(f"frame_index must be an int, got {self.frame_index!r}")
+        if self.encoding == "raw":
+            if self.pixel_format not in _PIXEL_FORMATS or self.width < 1 or self.height < 1:
+                raise InvalidInputError(
+                    f"frame {self.frame_index}: raw frames need width, height >= 1 and "
+                    f"pixel_format in {sorted(_PIXEL_FORMATS)}"
+                )
+        elif self.encoding not in _ENCODINGS:
+            raise InvalidInputError(
+                f"frame {self.frame_index}: encoding must be jpeg, png or raw, got "
+                f"{self.encoding!r}"
+            )
+
+    def message(self, recording_id: str, camera_id: str, want_heatmap: bool) -> pb.Frame:
+        """The ``Frame`` message of this frame."""
+        frame = pb.Frame(
+            recording_id=recording_id,
+            camera_id=camera_id,
+            frame_index=self.frame_index,
+            metadata=dict(self.metadata),
+            want_heatmap=want_heatmap,
+        )
+        if self.capture_time_ns:
+            seconds, nanos = divmod(self.capture_time_ns, 1_000_000_000)
+            frame.capture_timestamp.seconds, frame.capture_timestamp.nanos = seconds, nanos
+        if self.encoding == "raw":
+            frame.raw.data = self.image
+            frame.raw.width, frame.raw.height = self.width, self.height
+            frame.raw.pixel_format = _PIXEL_FORMATS[self.pixel_format]
+        else:
+            frame.encoded.data = self.image
+            frame.encoded.encoding = _ENCODINGS[self.encoding]
+        return frame
+
+
+class _Progress:
+    """What one stream has sent and seen, across reconnects (shared by both clients).
+
+    ``unacked``: frames sent (or due again) whose own result has not arrived, oldest
+    first. ``last_decided``: the highest frame whose final decision was handed on.
+    """
+
+    def __init__(self, recording_id: str, camera_id: str, want_heatmap: bool) -> None:
+        self.recording_id = recording_id
+        self.camera_id = camera_id
+        self.want_heatmap = want_heatmap
+        self.unacked: deque[StreamFrame] = deque()
+        self.last_decided = -1
+        self.last_sent = -1
+        self.finished = False
+
+    def resume_message(self) -> pb.Frame:
+        return pb.Frame(
+            recording_id=self.recording_id,
+            camera_id=self.camera_id,
+            resume=pb.ResumeRequest(last_decided_frame=self.last_decided),
+        )
+
+    def message(self, frame: StreamFrame) -> pb.Frame:
+        return frame.message(self.recording_id, self.camera_id, self.want_heatmap)
+
+    def accept(self, result: pb.FrameResult) -> pb.FrameResult | None:
+        """Book a result; returns it (decisions already seen removed) or None to skip."""
+        if result.HasField("resume"):
+            last = result.resume.last_received_frame
+            while self.unacked and self.unacked[0].frame_index <= last:
+                self.unacked.popleft()  # the server has it: never sent again
+        elif not result.end_of_stream:
+            while self.unacked and self.unacked[0].frame_index <= result.frame_index:
+                self.unacked.popleft()
+        if result.end_of_stream:
+            self.finished = True
+        fresh = [d for d in result.final_decisions if d.frame_index > self.last_decided]
+        if len(fresh) != len(result.final_decisions):
+            del result.final_decisions[:]
+            result.final_decisions.extend(fresh)
+        if fresh:
+            self.last_decided = fresh[-1].frame_index
+        if result.HasField("resume") and not fresh and not result.end_of_stream:
+            return None
+        return result
+
+
+class _Backoff:
+    def __init__(self, retries: int, base_s: float) -> None:
+        self.retries = retries
+        self.base_s = base_s
+        self.failures = 0
+
+    def next_delay(self, error: grpc.RpcError) -> float:
+        """Seconds to wait before the next attempt; raises ``error`` when out of retries."""
+        code = error.code() if hasattr(error, "code") else None
+        self.failures += 1
+        if code not in RETRYABLE or self.failures > self.retries:
+            raise error
+        delay = min(5.0, self.base_s * 2 ** (self.failures - 1))
+        log.warning(
+            "stream call failed code=%s attempt=%d retry_in_s=%.2f details=%s",
+            getattr(code, "name", code),
+            self.failures,
+            delay,
+            error.details() if hasattr(error, "details") else "",
+        )
+        return delay
+
+
+def _channel_options() -> list[tuple[str, object]]:
+    return [
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ]
+
+
+class ScorerClient:
+    """Blocking client of ``alscout.v1.Scorer``; a context manager that closes its channel.
+
+    Args:
+        target: ``host:port``.
+        credentials: TLS channel credentials
+            (:func:`alscout.server.security.channel_credentials`); None: plain TCP.
+        token: bearer token sent with every call, or None.
+        retries: consecutive failed attempts tolerated per call before the error is raised.
+        backoff_s: first wait between attempts, doubled after each failure (at most 5 s).
+        window: most frames sent whose own result has not come back.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
+        retries: int = 5,
+        backoff_s: float = 0.1,
+        window: int = 32,
+    ) -> None:
+        if credentials is None:
+            self._channel = grpc.insecure_channel(target, options=_channel_options())
+        else:
+            self._channel = grpc.secure_channel(target, credentials, options=_channel_options())
+        self._stub = alscout_pb2_grpc.ScorerStub(self._channel)
+        self._metadata = _metadata(token)
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.window = window
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> ScorerClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def score(
+        self,
+        frame: StreamFrame,
+        recording_id: str,
+        camera_id: str,
+        *,
+        want_heatmap: bool = False,
+        timeout: float | None = None,
+    ) -> pb.FrameResult:
+        """Score one frame on its own (z, heat map, timings; no temporal decision)."""
+        message = frame.message(recording_id, camera_id, want_heatmap)
+        return self._unary(self._stub.Score, message, timeout)
+
+    def model_info(self, timeout: float | None = None) -> pb.ModelInfo:
+        """The served model's metadata."""
+        return self._unary(self._stub.GetModelInfo, pb.GetModelInfoRequest(), timeout)
+
+    def reload(self, model_file: str = "", timeout: float | None = None) -> pb.ReloadModelResponse:
+        """Ask the server to load ``model_file`` (a name next to its model; "": its own)."""
+        request = pb.ReloadModelRequest(model_file=model_file)
+        return self._stub.ReloadModel(request, timeout=timeout, metadata=self._metadata)
+
+    def _unary(self, method: object, request: object, timeout: float | None) -> object:
+        backoff = _Backoff(self.retries, self.backoff_s)
+        while True:
+            try:
+                return method(request, timeout=timeout, metadata=self._metadata)  # type: ignore[operator]
+            except grpc.RpcError as error:
+                time.sleep(backoff.next_delay(error))
+
+    def stream(
+        self,
+        recording_id: str,
+        camera_id: str,
+        frames: Iterable[StreamFrame],
+        *,
+        want_heatmap: bool = False,
+    ) -> Iterator[pb.FrameResult]:
+        """Send ``frames`` (strictly increasing indices) as one stream; yield the results.
+
+        Yields each frame's own result (PENDING until its decision is final) and the
+        closing result (``end_of_stream``) last; after a resume, also the resume answer
+        when it carries decisions the client had not seen. Reconnects and resumes on
+        UNAVAILABLE / ABORTED up to ``retries`` consecutive failures.
+        """
+        progress = _Progress(recording_id, camera_id, want_heatmap)
+        source = iter(frames)
+        backoff = _Backoff(self.retries, self.backoff_s)
+        resume = False
+        while not progress.finished:
+            feeder = _Feeder(progress, source, self.window, resume)
+            call = self._stub.ScoreStream(feeder.requests(), metadata=self._metadata)
+            try:
+                for result in call:
+                    backoff.failures = 0
+                    out = feeder.on_result(result)
+                    if out is not None:
+                        yield out
+                    if progress.finished:
+                        break
+            except grpc.RpcError as error:
+                feeder.stop()
+                time.sleep(backoff.next_delay(error))
+                resume = True
+            finally:
+                feeder.stop()
+                call.cancel()
+
+
+class _Feeder:
+    """The request side of one attempt of a blocking stream call (runs in a grpc thread)."""
+
+    def __init__(
+        self, progress: _Progress, source: Iterator[StreamFrame], window: int, resume: bool
+    ) -> None:
+        self.progress = progress
+        self.source = source
+        self.window = window
+        self.resume = resume
+        self._cond = threading.Condition()
+        self._resumed = not resume
+        self._stopped = False
+
+    def on_result(self, result: pb.FrameResult) -> pb.FrameResult | None:
+        """Book a result (under the lock the request thread shares); see _Progress.accept."""
+        with self._cond:
+            if result.HasField("resume"):
+                self._resumed = True
+            out = self.progress.accept(result)
+            self._cond.notify_all()
+        return out
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def _wait(self, ready: object) -> bool:
+        """Wait until ``ready()`` or stop; True when ready."""
+        with self._cond:
+            while not self._stopped and not ready():  # type: ignore[operator]
+                self._cond.wait(0.1)
+            return not self._stopped
+
+    def requests(self) -> Iterator[pb.Frame]:
+        progress = self.progress
+        if self.resume:
+            yield progress.resume_message()
+            if not self._wait(lambda: self._resumed):
+                return
+            with self._cond:
+                again = list(progress.unacked)
+            for frame in again:  # sent before the cut, not taken by the server
+                yield progress.message(frame)
+        while True:
+            if not self._wait(lambda: len(progress.unacked) < self.window):
+                return
+            frame = next(self.source, None)
+            if frame is None:
+                return  # half-close: the server closes the stream
+            if frame.frame_index <= progress.last_sent:
+                raise InvalidInputError(
+                    f"frame indices must strictly increase: {frame.frame_index} after "
+                    f"{progress.last_sent}"
+                )
+            with self._cond:
+                progress.unacked.append(frame)
+                progress.last_sent = frame.frame_index
+            yield progress.message(frame)
+
+
+class AsyncScorerClient:
+    """The asyncio twin of :class:`ScorerClient` (same arguments, ``async`` methods)."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
+        retries: int = 5,
+        backoff_s: float = 0.1,
+        window: int = 32,
+    ) -> None:
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(target, options=_channel_options())
+        else:
+            self._channel = grpc.aio.secure_channel(target, credentials, options=_channel_options())
+        self._stub = alscout_pb2_grpc.ScorerStub(self._channel)
+        self._metadata = _metadata(token)
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.window = window
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncScorerClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def score(
+        self,
+        frame: StreamFrame,
+        recording_id: str,
+        camera_id: str,
+        *,
+        want_heatmap: bool = False,
+        timeout: float | None = None,
+    ) -> pb.FrameResult:
+        """Score one frame on its own (z, heat map, timings; no temporal decision)."""
+        message = frame.message(recording_id, camera_id, want_heatmap)
+        return await self._unary(self._stub.Score, message, timeout)
+
+    async def model_info(self, timeout: float | None = None) -> pb.ModelInfo:
+        """The served model's metadata."""
+        return await self._unary(self._stub.GetModelInfo, pb.GetModelInfoRequest(), timeout)
+
+    async def reload(
+        self, model_file: str = "", timeout: float | None = None
+    ) -> pb.ReloadModelResponse:
+        """Ask the server to load ``model_file`` (a name next to its model; "": its own)."""
+        request = pb.ReloadModelRequest(model_file=model_file)
+        return await self._stub.ReloadModel(request, timeout=timeout, metadata=self._metadata)
+
+    async def _unary(self, method: object, request: object, timeout: float | None) -> object:
+        backoff = _Backoff(self.retries, self.backoff_s)
+        while True:
+            try:
+                return await method(request, timeout=timeout, metadata=self._metadata)  # type: ignore[operator]
+            except grpc.RpcError as error:
+                await asyncio.sleep(backoff.next_delay(error))
+
+    async def stream(
+        self,
+        recording_id: str,
+        camera_id: str,
+        frames: Iterable[StreamFrame] | AsyncIterable[StreamFrame],
+        *,
+        want_heatmap: bool = False,
+    ) -> AsyncIterator[pb.FrameResult]:
+        """As :meth:`ScorerClient.stream`; ``frames`` may be an async iterable."""
+        progress = _Progress(recording_id, camera_id, want_heatmap)
+        source = _aiter(frames)
+        backoff = _Backoff(self.retries, self.backoff_s)
+        resume = False
+        changed = asyncio.Event()
+        while not progress.finished:
+            resumed = asyncio.Event()
+            if not resume:
+                resumed.set()
+            call = self._stub.ScoreStream(
+                self._requests(progress, source, resume, resumed, changed),
+                metadata=self._metadata,
+            )
+            try:
+                async for result in call:
+                    if result.HasField("resume"):
+                        resumed.set()
+                    backoff.failures = 0
+                    out = progress.accept(result)
+                    changed.set()
+                    if out is not None:
+                        yield out
+                    if progress.finished:
+                        break
+            except grpc.RpcError as error:
+                await asyncio.sleep(backoff.next_delay(error))
+                resume = True
+            finally:
+                call.cancel()
+
+    async def _requests(
+        self,
+        progress: _Progress,
+        source: AsyncIterator[StreamFrame],
+        resume: bool,
+        resumed: asyncio.Event,
+        changed: asyncio.Event,
+    ) -> AsyncIterator[pb.Frame]:
+        if resume:
+            yield progress.resume_message()
+            await resumed.wait()
+            for frame in list(progress.unacked):
+                yield progress.message(frame)
+        while True:
+            while len(progress.unacked) >= self.window:
+                changed.clear()
+                await changed.wait()
+            frame = await anext(source, None)
+            if frame is None:
+                return
+            if frame.frame_index <= progress.last_sent:
+                raise InvalidInputError(
+                    f"frame indices must strictly increase: {frame.frame_index} after "
+                    f"{progress.last_sent}"
+                )
+            progress.unacked.append(frame)
+            progress.last_sent = frame.frame_index
+            yield progress.message(frame)
+
+
+async def _aiter(
+    frames: Iterable[StreamFrame] | AsyncIterable[StreamFrame],
+) -> AsyncIterator[StreamFrame]:
+    if isinstance(frames, AsyncIterable):
+        async for frame in frames:
+            yield frame
+    else:
+        for frame in frames:
+            yield frame
+
+
+def _metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
+    if token is None:
+        return None
+    from alscout.server.security import token_metadata
+
+    return token_metadata(token)
