@@ -264,11 +264,12 @@ def test_ingest_what_the_real_uploader_wrote(tmp_path):
     from alscout.server.uploader import Uploader
 
     outbox = DurableOutbox(tmp_path / "outbox")
-    for frame, seed in ((10, 0), (40, 1), (70, 0)):  # frame 70 repeats frame 10's scene
+    # rec-2's frame 70 repeats rec-1's frame 10
+    for recording, frame, seed in (("rec-1", 10, 0), ("rec-1", 40, 1), ("rec-2", 70, 0)):
         data = cv2.imencode(".png", cv2.cvtColor(scene(seed), cv2.COLOR_RGB2BGR))[1].tobytes()
         outbox.put(
             FlaggedFrame(
-                recording_id="rec-1",
+                recording_id=recording,
                 camera_id="front",
                 frame_index=frame,
                 image=data,
@@ -289,3 +290,15 @@ def test_ingest_what_the_real_uploader_wrote(tmp_path):
     assert sorted(i.frame_index for i in report.added) == [10, 40]
     assert [(d.frame_index, d.distance) for d in report.duplicates] == [(70, 0)]
     assert {i.vehicle for i in report.added} == {"car-7"}
+
+
+def test_frames_of_one_recording_are_never_duplicates(tmp_path):
+    upload(tmp_path / "car", "rec", 0, scene(3))
+    upload(tmp_path / "car", "rec", 40, scene(3), quality=70)  # the car stood still
+    upload(tmp_path / "car", "rec-again", 0, scene(3))  # the same place, another drive
+    report = ingest(LabelPool(tmp_path / "pool"), [tmp_path / "car"])
+    assert sorted((i.recording_id, i.frame_index) for i in report.added) == [
+        ("rec", 0),
+        ("rec", 40),
+    ]
+    assert [(d.recording_id, d.duplicate_of) for d in report.duplicates] == [("rec-again", 1)]

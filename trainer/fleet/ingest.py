@@ -16,9 +16,12 @@ checked against the SHA-256 in its blob name, and the image decoded (a bad one i
 *rejected*: logged, recorded in the pool with a message naming the file, and
 skipped; the rest go on); a frame already in the pool (same recording, camera and
 frame index) is skipped; a frame whose perceptual hash lies within ``max_distance``
-bits of a pool item's (from any vehicle) is recorded as a duplicate of that item;
-the rest become new items. One manifest write commits the whole ingest, after every
-new image is on disk.
+bits of a pool item's *from another recording* (another vehicle, or the same place
+driven again) is recorded as a duplicate of that item; the rest become new items.
+Frames of one recording are never duplicates of each other: the selector already
+keeps its flags more than dt1 frames apart, and a fixed camera's frames share their
+background, which dominates a whole-image hash. One manifest write commits the whole
+ingest, after every new image is on disk.
 """
 
 from __future__ import annotations
@@ -234,6 +237,7 @@ def ingest(
         index = NearDuplicateIndex(config.max_distance, seed=config.seed)
         for item in state.items:
             index.add(item.item_id, int(item.phash, 16))
+        recording_of = {item.item_id: item.recording_id for item in state.items}
         keys = {item.key for item in state.items}
         keys.update((d.recording_id, d.camera_id, d.frame_index) for d in state.duplicates)
         next_id = max((item.item_id for item in state.items), default=0) + 1
@@ -257,7 +261,11 @@ def ingest(
                 continue
             keys.add(key)
             value = perceptual_hash(upload.image)
-            twin = index.nearest(value) if config.dedup else None
+            twin = None
+            if config.dedup:
+                twin = next(
+                    (hit for hit in index.query(value) if recording_of[hit[0]] != key[0]), None
+                )
             if twin is not None:
                 duplicate = Duplicate(
                     source=str(sidecar),
@@ -275,6 +283,7 @@ def ingest(
             item = _store(pool, upload, next_id, value)
             next_id += 1
             index.add(item.item_id, value)
+            recording_of[item.item_id] = item.recording_id
             state.items.append(item)
             report.added.append(item)
     log.info("ingest pool=%s %s", pool.root, report.describe())

@@ -1,0 +1,236 @@
+"""Finetune from w_l on the accumulated labeled set, evaluate, export ONNX, publish.
+
+The paper's Step 5: each cycle starts again from the initial weights ``w_l`` and
+trains on everything labeled so far: the base labeled set (the data ``w_l`` was
+trained on, optional) plus every labeled frame of the pool. :func:`finetune` runs
+the training loop of :mod:`alscout.trainer.training` (one process, or one of a
+torchrun job: pass its :class:`DistContext`); rank 0 then evaluates
+(:func:`evaluate_checkpoint`), exports a verified ONNX file whose metadata version
+is the registry's next version (:func:`export_onnx`) and publishes it
+(:func:`publish_model`). The server picks the new version up by watching the
+registry or by an admin ``ReloadModel`` call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from alscout.errors import DataError
+from alscout.runtime.model_registry import ModelRegistry, ModelVersion
+from alscout.trainer.config import TrainConfig
+from alscout.trainer.data.annotations import Dataset
+from alscout.trainer.distributed import DistContext
+from alscout.trainer.fleet.pool import LabelPool
+
+__all__ = [
+    "FinetuneResult",
+    "labeled_set",
+    "finetune",
+    "evaluate_checkpoint",
+    "export_onnx",
+    "publish_model",
+    "finetune_and_publish",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneResult:
+    """A finished finetune: its checkpoint, what it trained on, its metrics."""
+
+    checkpoint: Path | None
+    train_images: int
+    pool_images: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def labeled_set(pool: LabelPool, base: Dataset | None = None) -> Dataset:
+    """The accumulated labeled set: ``base`` (if any) then the pool's labeled frames.
+
+    Image ids are renumbered so that the two never collide.
+    """
+    pooled = pool.to_dataset(labeled_only=True, name="pool")
+    images = list(base.images if base is not None else []) + list(pooled.images)
+    if not images:
+        raise DataError(
+            f"{pool.manifest_path}: no labeled frames in the pool and no base set; import "
+            "labels first (alscout fleet import-labels)"
+        )
+    renumbered = [replace(record, image_id=i) for i, record in enumerate(images)]
+    name = f"{base.name}+pool" if base is not None else "pool"
+    return Dataset(renumbered, name=name, labels=("person",))
+
+
+def finetune(
+    pool: LabelPool,
+    init: str | Path,
+    out_dir: str | Path,
+    train: TrainConfig | None = None,
+    *,
+    base: Dataset | None = None,
+    context: DistContext | None = None,
+    progress: bool = False,
+) -> FinetuneResult:
+    """Train from ``init`` (w_l, a trainer checkpoint) on :func:`labeled_set`.
+
+    ``train``: default, the training config stored in ``init`` (w_l's input size,
+    schedule and seed). Writes ``out_dir/last.pt`` (rank 0). Every process of a
+    torchrun job calls this with its ``context``.
+    """
+    from alscout.trainer.checkpoint import load_checkpoint
+    from alscout.trainer.training import fit
+
+    data = labeled_set(pool, base)
+    start = load_checkpoint(init)
+    detector = start.detector
+    train = train or start.train or TrainConfig()
+    result = fit(
+        data,
+        detector,
+        train,
+        out_dir=out_dir,
+        init=init,
+        context=context,
+        progress=progress,
+    )
+    last = result.history[-1]["train"] if result.history else {}
+    metrics = {
+        "train_images": len(data),
+        "pool_images": len(pool.labeled()),
+        "epochs": train.epochs,
+        "train_loss": float(last.get("loss", float("nan"))),
+        "init": Path(init).name,
+    }
+    log.info("finetuned images=%d pool=%d out=%s", len(data), len(pool.labeled()), out_dir)
+    return FinetuneResult(
+        checkpoint=result.checkpoint,
+        train_images=len(data),
+        pool_images=len(pool.labeled()),
+        history=result.history,
+        metrics=metrics,
+    )
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path, data: Dataset, threshold: float = 0.05
+) -> dict[str, float]:
+    """Caltech figures of a checkpoint on ``data``: MR at FPPI 1 and log-average MR."""
+    from alscout.trainer.checkpoint import load_checkpoint
+    from alscout.trainer.training import evaluate
+
+    state = load_checkpoint(checkpoint)
+    size = state.train.input_size if state.train is not None else state.detector.reference_size
+    result, _ = evaluate(state.build_model(), data, size, threshold=threshold)
+    return {
+        "mr_fppi1": float(result.mr_at_fppi1),
+        "lamr": float(result.lamr),
+        "eval_images": int(result.num_images),
+        "eval_gt": int(result.num_gt),
+    }
+
+
+def export_onnx(
+    checkpoint: str | Path, out: str | Path, *, version: str, frames: list[Any] | None = None
+) -> Path:
+    """Export ``checkpoint`` to a verified ONNX file at ``out`` with metadata ``version``.
+
+    ``frames``: real RGB uint8 ``[H, W, 3]`` images to verify on besides random inputs.
+    Nothing is written when verification fails (:class:`ModelError`).
+    """
+    from alscout.export.onnx import OnnxFromTorch, SaveOnnx, info_from_detector
+    from alscout.export.verify import ONNX_TOLERANCE, verify_export
+    from alscout.runtime.backends import open_backend
+    from alscout.runtime.backends.torch_reference import TorchBackend
+    from alscout.trainer.checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    detector = state.build_model()
+    size = state.train.input_size if state.train is not None else None
+    info = info_from_detector(
+        detector,
+        training_data_digest=state.data_digest or "unknown",
+        input_size=size,
+        version=version,
+    )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
+        staged = Path(scratch) / "model.onnx"
+        SaveOnnx(OnnxFromTorch(detector, info), staged)()
+        reference = TorchBackend(detector, info, source=str(checkpoint))
+        with reference, open_backend(staged, "onnxruntime-cpu") as candidate:
+            report = verify_export(reference, candidate, ONNX_TOLERANCE, frames=frames or [])
+        report.raise_for_failure()
+        os.replace(staged, out)
+    log.info("exported onnx out=%s version=%s %s", out, version, report.describe())
+    return out
+
+
+def publish_model(
+    registry: ModelRegistry,
+    model_file: str | Path,
+    *,
+    metrics: dict[str, Any],
+    notes: str = "",
+    version: str | None = None,
+) -> ModelVersion:
+    """Publish an ONNX file into the registry (checked against the model contract first)."""
+    from alscout.export.onnx import OnnxFromPath
+
+    OnnxFromPath(model_file)()  # raises ModelError naming the file
+    return registry.publish(model_file, metrics=metrics, notes=notes, version=version)
+
+
+def finetune_and_publish(
+    pool: LabelPool,
+    init: str | Path,
+    out_dir: str | Path,
+    registry: ModelRegistry,
+    train: TrainConfig | None = None,
+    *,
+    base: Dataset | None = None,
+    val: Dataset | None = None,
+    context: DistContext | None = None,
+    notes: str = "",
+    progress: bool = False,
+) -> ModelVersion | None:
+    """:func:`finetune`, then on rank 0: evaluate on ``val``, export, publish.
+
+    Returns the published version (None on ranks other than 0).
+    """
+    result = finetune(pool, init, out_dir, train, base=base, context=context, progress=progress)
+    if context is not None and not context.is_main:
+        return None
+    if result.checkpoint is None:
+        raise DataError(f"{out_dir}: training wrote no checkpoint")
+    metrics = dict(result.metrics)
+    if val is not None and len(val):
+        metrics.update(evaluate_checkpoint(result.checkpoint, val))
+    version = registry.next_version()
+    frames = _verify_frames(pool)
+    onnx_path = export_onnx(
+        result.checkpoint, Path(out_dir) / "model.onnx", version=version, frames=frames
+    )
+    published = publish_model(
+        registry,
+        onnx_path,
+        metrics=metrics,
+        notes=notes or f"finetuned from {init}",
+        version=version,
+    )
+    log.info("published version=%s metrics=%s", published.version, metrics)
+    return published
+
+
+def _verify_frames(pool: LabelPool, limit: int = 8) -> list[Any]:
+    """A few real pool images to verify the export on."""
+    from alscout.trainer.data.images import read_still
+
+    return [read_still(pool.image_path(item)) for item in pool.labeled()[:limit]]
