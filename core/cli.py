@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("alscout.export.cli", "export a checkpoint to ONNX, .pt2 or a TensorRT engine"),
     "train": ("alscout.trainer.cli_train", "train or finetune the pedestrian detector"),
     "evaluate": ("alscout.trainer.cli_evaluate", "Caltech miss rate of a trained detector"),
+    "fleet": ("alscout.trainer.fleet.cli", "uploads -> labeling pool -> finetune -> publish"),
     "report": ("alscout.report", "HTML report of a streamed recording: scores, flags, heat maps"),
 }
 
