@@ -175,7 +175,8 @@ class Batcher:
         started = time.monotonic()
         live = []
         for item in batch:
-            if item.future.done():  # the caller withdrew it
+            if item.future.done():  # the caller withdrew it (cancelled, or its deadline)
+                self._metrics.rejected.labels(reason="withdrawn").inc()
                 continue
             if item.deadline is not None and item.deadline <= started:
                 self._metrics.rejected.labels(reason="deadline").inc()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 
 import grpc
 import numpy as np
@@ -20,6 +22,7 @@ from server_harness import (
 from alscout.runtime.temporal import flag_recording
 from alscout.server._proto import alscout_pb2 as pb
 from alscout.server._proto import alscout_pb2_grpc
+from alscout.server.outbox import MemoryOutbox
 
 
 def offline(z: list[float], frames: list[int] | None = None):
@@ -212,3 +215,189 @@ def test_model_info_and_reload(harness, tiny_model, tmp_path):
             assert stub.ReloadModel(pb.ReloadModelRequest()).current.version == "test-1"
     finally:
         harness.stop(scoring)
+
+
+# -- batching, backpressure, deadlines, reload, idle, context ------------------------
+
+
+def lockstep(stub, frames):
+    """Send a frame, wait for its result, send the next: a well-behaved client."""
+    feeder = Feeder(stub, frames)
+    for i in range(len(frames)):
+        feeder.send(1, i)
+        deadline = time.monotonic() + 30
+        while len([r for r in feeder.results if not r.end_of_stream]) <= i:
+            assert feeder.error is None, feeder.error
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+    feeder.finish()
+    return feeder
+
+
+@pytest.fixture(scope="module")
+def slow(harness, tiny_model):
+    """A server whose batches wait 300 ms for company and whose calls hold 2 frames."""
+    outbox = MemoryOutbox()
+    config = make_config(
+        tiny_model, max_batch=16, max_delay_ms=300, max_inflight=2, queue_wait_ms=20,
+        resume_window_s=0.0,
+    )  # fmt: skip
+    scoring, port = harness.start(config, outbox)
+    yield port, outbox, scoring
+    harness.stop(scoring)
+
+
+def test_a_client_that_outruns_its_limit_is_refused_while_others_carry_on(slow):
+    port, _, scoring = slow
+    metrics = scoring.metrics
+    data = video_frames(30, seed=21)
+    target = f"127.0.0.1:{port}"
+    with grpc.insecure_channel(target) as c1, grpc.insecure_channel(target) as c2:
+        polite = threading.Thread(
+            target=lambda: results.append(lockstep(
+                alscout_pb2_grpc.ScorerStub(c2),
+                [jpeg_frame(d, i, "polite") for i, d in enumerate(data[:5])])),
+        )  # fmt: skip
+        results: list = []
+        polite.start()
+        with pytest.raises(grpc.RpcError) as caught:
+            list(alscout_pb2_grpc.ScorerStub(c1).ScoreStream(
+                iter(jpeg_frame(d, i, "greedy") for i, d in enumerate(data))))  # fmt: skip
+        polite.join(60)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "faster than the server scores" in caught.value.details()
+    assert metrics.value("alscout_frames_rejected_total", reason="backpressure") >= 1
+    assert metrics.value("alscout_errors_total", code="RESOURCE_EXHAUSTED") >= 1
+    (feeder,) = results
+    assert feeder.error is None
+    _, closing, finals, _ = split(feeder.results)
+    assert len(closing) == 1 and len(finals) == 5 and set(finals.values()) == {1}
+
+
+def test_frames_past_their_deadline_are_not_scored(slow):
+    port, _, scoring = slow
+    batches = len(scoring.service.batcher.batch_sizes)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = alscout_pb2_grpc.ScorerStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Score(jpeg_frame(video_frames(1)[0], 0), timeout=0.1)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        time.sleep(0.5)  # past the batch's 300 ms wait: the frame was dropped, not scored
+        assert len(scoring.service.batcher.batch_sizes) == batches
+        dropped = scoring.metrics.value("alscout_frames_rejected_total", reason="withdrawn")
+        dropped += scoring.metrics.value("alscout_frames_rejected_total", reason="deadline")
+        assert dropped >= 1
+        assert stub.Score(jpeg_frame(video_frames(1)[0], 0), timeout=10).z > 0
+
+
+@pytest.fixture(scope="module")
+def batching(harness, tiny_model):
+    """Batches of up to 8 frames formed within 100 ms; 2 context frames; short idle."""
+    outbox = MemoryOutbox()
+    config = make_config(
+        tiny_model, max_batch=8, max_delay_ms=100, context_frames=2, idle_timeout_s=1.0,
+        resume_window_s=0.0,
+    )  # fmt: skip
+    scoring, port = harness.start(config, outbox)
+    yield port, outbox, scoring
+    harness.stop(scoring)
+
+
+def test_concurrent_streams_share_inference_batches_without_changing_scores(batching):
+    port, outbox, scoring = batching
+    data = {rec: video_frames(16, seed=30 + n) for n, rec in enumerate(("b1", "b2", "b3"))}
+    target = f"127.0.0.1:{port}"
+    channels = [grpc.insecure_channel(target) for _ in data]
+    try:
+        feeders = {
+            rec: Feeder(alscout_pb2_grpc.ScorerStub(ch),
+                        [jpeg_frame(d, i, rec) for i, d in enumerate(frames)])
+            for ch, (rec, frames) in zip(channels, data.items(), strict=True)
+        }  # fmt: skip
+        for feeder in feeders.values():
+            feeder.send(16)
+        for feeder in feeders.values():
+            feeder.finish()
+        stub = alscout_pb2_grpc.ScorerStub(channels[0])
+        alone = [stub.Score(jpeg_frame(d, i, "b1")).z for i, d in enumerate(data["b1"][:4])]
+    finally:
+        for ch in channels:
+            ch.close()
+    sizes = [
+        r.timings.batch_size for f in feeders.values() for r in f.results if r.timings.batch_size
+    ]
+    assert max(sizes) > 1  # frames were scored together
+    assert max(scoring.service.batcher.batch_sizes) <= 8
+    for rec, feeder in feeders.items():
+        assert feeder.error is None
+        own, closing, finals, by_key = split(feeder.results)
+        assert len(closing) == 1 and len(finals) == 16 and set(finals.values()) == {1}
+        expected = offline([r.z for r in own])
+        got = [by_key[(rec, "front", i)] for i in range(16)]
+        assert [d.reason for d in got] == [str(e.reason) for e in expected]
+    b1 = [r.z for r in feeders["b1"].results if not r.end_of_stream][:4]
+    np.testing.assert_allclose(b1, alone, rtol=1e-6)  # a batch does not change a score
+    # flagged frames carry their heat map and two frames of context on each side
+    stored = [f for f in outbox.frames if f.recording_id in data]
+    assert stored
+    for f in stored:
+        assert f.heatmap is not None and f.heatmap.shape == (6, 8)
+        t = f.frame_index
+        want = [i for i in (t - 2, t - 1, t + 1, t + 2) if 0 <= i < 16]
+        assert [c.frame_index for c in f.context] == want
+        assert all(c.image == data[f.recording_id][c.frame_index] for c in f.context)
+
+
+def test_an_idle_call_is_closed_with_its_decisions(batching):
+    port, _, scoring = batching
+    before = scoring.metrics.value("alscout_streams_freed_total", reason="idle")
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        frames = [jpeg_frame(d, i, "idle") for i, d in enumerate(video_frames(5))]
+        feeder = Feeder(alscout_pb2_grpc.ScorerStub(channel), frames)
+        feeder.send(5)  # then nothing more: the call goes idle
+        feeder.thread.join(30)
+        assert not feeder.thread.is_alive()
+        feeder.finish()
+    assert feeder.error is not None
+    assert feeder.error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "no frame for" in feeder.error.details()
+    _, closing, finals, _ = split(feeder.results)
+    assert len(closing) == 1 and len(finals) == 5 and set(finals.values()) == {1}
+    assert scoring.metrics.value("alscout_streams_freed_total", reason="idle") == before + 1
+    assert scoring.service.streams.get("idle", "front") is None
+
+
+def test_reload_under_load_drops_no_frame_and_names_the_model(harness, tiny_model, tmp_path):
+    model = tmp_path / "tiny.onnx"
+    shutil.copy(tiny_model, model)
+    asset = load_asset("tiny_detector")
+    asset.write(tmp_path / "tiny2.onnx", asset.INFO.__class__(
+        **{**asset.INFO.__dict__, "version": "test-2"}))  # fmt: skip
+    scoring, port = harness.start(make_config(model, max_delay_ms=20))
+    data = video_frames(60, seed=40)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = alscout_pb2_grpc.ScorerStub(channel)
+            hashes = {}
+            feeder = Feeder(stub, [jpeg_frame(d, i, "reload") for i, d in enumerate(data)])
+            for k in range(6):
+                feeder.send(10, 10 * k)
+                deadline = time.monotonic() + 30
+                while len(feeder.results) < 10 * k + 3:  # the rest are in flight
+                    assert time.monotonic() < deadline and feeder.error is None
+                    time.sleep(0.002)
+                reply = stub.ReloadModel(pb.ReloadModelRequest(
+                    model_file="tiny2.onnx" if k % 2 == 0 else ""))  # fmt: skip
+                hashes[reply.current.version] = reply.current.model_hash
+                hashes[reply.previous.version] = reply.previous.model_hash
+            feeder.finish()
+    finally:
+        harness.stop(scoring)
+    assert feeder.error is None
+    own, closing, finals, _ = split(feeder.results)
+    assert [r.frame_index for r in own] == list(range(60))  # no frame dropped
+    assert len(closing) == 1 and len(finals) == 60 and set(finals.values()) == {1}
+    versions = {r.model_version for r in own}
+    assert versions == {"test-1", "test-2"}
+    assert all(r.model_hash == hashes[r.model_version] for r in own)
+    assert scoring.metrics.value("alscout_model_reloads_total") == 6
