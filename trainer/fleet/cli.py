@@ -1,0 +1,236 @@
+"""``alscout fleet``: the fleet side of the loop, from uploads to a new model version.
+
+Examples::
+
+    alscout fleet ingest --pool pool/ uploads/car-1 uploads/car-2
+    alscout fleet export-tasks --pool pool/ --out tasks/cycle1
+    alscout fleet import-labels --pool pool/ tasks/cycle1/labels.json
+    alscout fleet oracle --pool pool/ --ground-truth rec-1=data/rec1/annotations.json \\
+        --out tasks/cycle1/labels.json          # synthetic data: ground truth labels
+    alscout fleet finetune --pool pool/ --init runs/wl/last.pt --out runs/cycle1 \\
+        --registry models/ --base-data data/src/annotations.json --val-data val.json
+    torchrun --nproc-per-node 4 -m alscout.cli fleet finetune ...   # 4 GPUs
+    alscout fleet publish --registry models/ --model model.onnx --metrics '{"mr_fppi1": 0.3}'
+
+``ingest`` exits with 1 when it rejected an upload (each is named on stderr; the
+rest are ingested). The server picks up a published version by watching the
+registry (``alscout serve --model-registry``) or by an admin ``ReloadModel`` call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from alscout.errors import ConfigError
+
+__all__ = ["configure", "run"]
+
+
+def _recording_file(text: str) -> tuple[str, Path]:
+    recording, sep, path = text.partition("=")
+    if not sep or not recording or not path:
+        raise argparse.ArgumentTypeError(f"expected RECORDING=FILE, got {text!r}")
+    return recording, Path(path)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``ingest``, ``export-tasks``, ``import-labels``, ``oracle``, ``finetune``
+    and ``publish`` subcommands."""
+    from alscout.trainer.cli_train import add_data_arguments
+
+    sub = parser.add_subparsers(dest="fleet_command", metavar="ACTION", required=True)
+
+    ingest = sub.add_parser("ingest", help="gather upload sink folders into the labeling pool")
+    ingest.add_argument("sinks", type=Path, nargs="+", help="upload sink folders (one per car)")
+    ingest.add_argument("--pool", type=Path, required=True, help="labeling pool folder")
+    ingest.add_argument(
+        "--max-distance", type=int, default=8, help="near-duplicate Hamming distance (of 64)"
+    )
+    ingest.add_argument("--no-dedup", action="store_true", help="keep near-duplicates")
+
+    export = sub.add_parser("export-tasks", help="COCO + image list + Label Studio tasks")
+    export.add_argument("--pool", type=Path, required=True)
+    export.add_argument("--out", type=Path, required=True, help="folder for the task files")
+    export.add_argument("--all", action="store_true", help="also frames already labeled")
+    export.add_argument("--url-prefix", help="Label Studio image URL prefix (local files)")
+
+    labels = sub.add_parser("import-labels", help="apply finished COCO labels to the pool")
+    labels.add_argument("labels", type=Path, help="COCO JSON from the labeling tool")
+    labels.add_argument("--pool", type=Path, required=True)
+
+    oracle = sub.add_parser("oracle", help="label pool frames from ground truth (synthetic data)")
+    oracle.add_argument("--pool", type=Path, required=True)
+    oracle.add_argument(
+        "--ground-truth",
+        type=_recording_file,
+        action="append",
+        required=True,
+        metavar="RECORDING=FILE",
+        help="a recording's annotations (COCO or MOT); repeat per recording",
+    )
+    oracle.add_argument("--out", type=Path, required=True, help="COCO labels file to write")
+
+    tune = sub.add_parser("finetune", help="finetune from w_l on the labeled set, then publish")
+    tune.add_argument("--pool", type=Path, required=True)
+    tune.add_argument("--init", type=Path, required=True, help="w_l: the initial checkpoint")
+    tune.add_argument("--out", type=Path, required=True, help="run folder")
+    tune.add_argument("--registry", type=Path, help="model registry to publish into")
+    tune.add_argument("--notes", default="", help="notes for the registry manifest")
+    tune.add_argument("--epochs", type=int, help="epochs (default: w_l's)")
+    tune.add_argument("--batch-size", type=int, help="global batch (default: w_l's)")
+    tune.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: w_l's)")
+    tune.add_argument("--seed", type=int, help="seed (default: w_l's)")
+    tune.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    tune.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_data_arguments(tune, prefix="base-", required=False)
+    add_data_arguments(tune, prefix="val-", required=False)
+
+    publish = sub.add_parser("publish", help="publish an ONNX model into the registry")
+    publish.add_argument("--registry", type=Path, required=True)
+    publish.add_argument("--model", type=Path, required=True, help="ONNX file (alscout export)")
+    publish.add_argument("--metrics", default="{}", help="JSON object of the model's figures")
+    publish.add_argument("--notes", default="")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one fleet action; prints one summary line."""
+    action = {
+        "ingest": _ingest,
+        "export-tasks": _export,
+        "import-labels": _import,
+        "oracle": _oracle,
+        "finetune": _finetune,
+        "publish": _publish,
+    }[args.fleet_command]
+    return action(args)
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from alscout.trainer.fleet.ingest import IngestConfig, ingest
+    from alscout.trainer.fleet.pool import LabelPool
+
+    config = IngestConfig(max_distance=args.max_distance, dedup=not args.no_dedup)
+    report = ingest(LabelPool(args.pool), args.sinks, config, progress=True)
+    for rejection in report.rejected:
+        sys.stderr.write(f"rejected: {rejection.reason}\n")
+    sys.stdout.write(f"ingested pool={args.pool} {report.describe()}\n")
+    return 1 if report.rejected else 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from alscout.trainer.fleet.pool import LabelPool
+    from alscout.trainer.fleet.tasks import LABEL_STUDIO_URL_PREFIX, export_tasks
+
+    pool = LabelPool(args.pool)
+    result = export_tasks(
+        pool,
+        args.out,
+        items=pool.items if args.all else None,
+        url_prefix=args.url_prefix or LABEL_STUDIO_URL_PREFIX,
+    )
+    sys.stdout.write(
+        f"exported images={result.count} coco={result.coco} list={result.image_list} "
+        f"label_studio={result.label_studio}\n"
+    )
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from alscout.trainer.fleet.pool import LabelPool
+    from alscout.trainer.fleet.tasks import import_labels
+
+    result = import_labels(LabelPool(args.pool), args.labels)
+    sys.stdout.write(
+        f"imported images={result.images} boxes={result.boxes} relabeled={result.relabeled}\n"
+    )
+    return 0
+
+
+def _oracle(args: argparse.Namespace) -> int:
+    from alscout.trainer.data.formats import read_dataset
+    from alscout.trainer.fleet.oracle import oracle_labels
+    from alscout.trainer.fleet.pool import LabelPool
+
+    truth = {}
+    for recording, path in args.ground_truth:
+        if recording in truth:
+            raise ConfigError(f"--ground-truth names recording {recording!r} twice")
+        truth[recording] = read_dataset(path, None, None)
+    out = oracle_labels(LabelPool(args.pool), truth, args.out)
+    sys.stdout.write(f"wrote {out}\n")
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    import torch
+
+    from alscout.runtime.model_registry import ModelRegistry
+    from alscout.trainer.checkpoint import load_checkpoint
+    from alscout.trainer.cli_train import load_data
+    from alscout.trainer.config import TrainConfig
+    from alscout.trainer.distributed import init_distributed, shutdown
+    from alscout.trainer.fleet.finetune import finetune, finetune_and_publish
+    from alscout.trainer.fleet.pool import LabelPool
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = load_checkpoint(args.init)
+    train = (start.train or TrainConfig()).with_overrides(
+        epochs=args.epochs, batch_size=args.batch_size, device=args.device, seed=args.seed
+    )
+    base = val = None
+    if args.base_data is not None:
+        base = load_data(args.base_data, args.base_format, args.base_images, args.base_frames)
+    if args.val_data is not None:
+        val = load_data(args.val_data, args.val_format, args.val_images, args.val_frames)
+    pool = LabelPool(args.pool)
+    context = init_distributed(train.device)
+    try:
+        if args.registry is None:
+            result = finetune(
+                pool, args.init, args.out, train, base=base, context=context,
+                progress=not args.no_progress,
+            )  # fmt: skip
+            if context.is_main:
+                sys.stdout.write(f"finetuned checkpoint={result.checkpoint} {result.metrics}\n")
+            return 0
+        version = finetune_and_publish(
+            pool,
+            args.init,
+            args.out,
+            ModelRegistry(args.registry),
+            train,
+            base=base,
+            val=val,
+            context=context,
+            notes=args.notes,
+            progress=not args.no_progress,
+        )
+    finally:
+        shutdown(context)
+    if version is not None:
+        sys.stdout.write(
+            f"published version={version.version} path={version.path} "
+            f"metrics={json.dumps(version.metrics, sort_keys=True)}\n"
+        )
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from alscout.runtime.model_registry import ModelRegistry
+    from alscout.trainer.fleet.finetune import publish_model
+
+    try:
+        metrics = json.loads(args.metrics)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"--metrics is not JSON: {error}") from None
+    if not isinstance(metrics, dict):
+        raise ConfigError("--metrics must be a JSON object")
+    version = publish_model(
+        ModelRegistry(args.registry), args.model, metrics=metrics, notes=args.notes
+    )
+    sys.stdout.write(f"published version={version.version} path={version.path}\n")
+    return 0
