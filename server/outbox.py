@@ -460,8 +460,8 @@ class DurableOutbox:
                 log.debug("frame already in the outbox id=%d state=%s", row[0], row[1])
                 return
             victims = self._choose_victims(nbytes, frame.smoothed)
-            written = [self._write_blob(ref, data) for ref, data in blobs]
-            for folder in {path.parent for path in written} | {self.objects}:
+            new_folders = [self._write_blob(ref, data) for ref, data in blobs]
+            for folder in {folder for written in new_folders for folder in written}:
                 fsync_dir(folder)
             now = time.time_ns()
             try:
@@ -710,13 +710,17 @@ class DurableOutbox:
             f"least {smoothed:.6g}; the frame is not stored"
         )
 
-    def _write_blob(self, ref: BlobRef, data: bytes) -> Path:
+    def _write_blob(self, ref: BlobRef, data: bytes) -> tuple[Path, ...]:
+        """Write one file unless present; returns the folders to fsync before the commit."""
         path = self.blob_path(ref)
         # Files enter objects/ only by rename after fsync, so one with the right name and
         # size is complete (content-addressed: same name, same bytes).
         if path.exists() and path.stat().st_size == ref.nbytes:
-            return path
-        path.parent.mkdir(exist_ok=True)
+            return (path.parent,)  # it may be an orphan of a crash whose rename never synced
+        folders: tuple[Path, ...] = (path.parent,)
+        if not path.parent.exists():
+            path.parent.mkdir()
+            folders += (self.objects,)  # the new shard folder's own name
         fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix=ref.sha256[:16], suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -727,7 +731,7 @@ class DurableOutbox:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return path
+        return folders
 
     def _set_state(self, frame_id: int, state: str, allowed: tuple[str, ...]) -> None:
         with self._exclusive():

@@ -1,0 +1,100 @@
+"""Processes the crash harness kills: a frame writer, an uploader, a scoring server.
+
+Started by tests/server/test_crash_harness.py through a multiprocessing forkserver that
+has these modules preloaded (a start costs milliseconds), or, for the server and one
+uploader round, as real ``python`` processes. Every function runs until killed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+from alscout.server.outbox import DurableOutbox, FlaggedFrame
+from alscout.server.sinks import DirectorySink
+from alscout.server.uploader import Uploader, UploaderConfig
+
+RECORDING = "rec-crash"
+CAMERA = "cam0"
+QUOTA = 1 << 30
+
+
+def image_of(index: int) -> bytes:
+    """The bytes of frame ``index``: small, unique, the same every time."""
+    return b"\xff\xd8 frame %08d " % index + hashlib.sha256(b"%d" % index).digest() * 4
+
+
+def smoothed_of(index: int) -> float:
+    return (index * 7919 % 1000) / 1000.0
+
+
+def write_frames(outbox_dir: str, ack_file: str, start: int) -> None:
+    """Put frames ``start, start + 1, ...``; after each ``put`` returns, append an ack line.
+
+    The ack (``<frame> <sha256>``) is written the way a client records a FLAGGED answer:
+    only after the outbox said the frame is durable.
+    """
+    outbox = DurableOutbox(outbox_dir, QUOTA)
+    acks = os.open(ack_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    index = start
+    while True:
+        image = image_of(index)
+        outbox.put(
+            FlaggedFrame(
+                recording_id=RECORDING,
+                camera_id=CAMERA,
+                frame_index=index,
+                image=image,
+                image_format="jpeg",
+                z=1.0,
+                smoothed=smoothed_of(index),
+                threshold=0.0,
+                model_version="v1",
+                model_hash="ab" * 32,
+            )
+        )
+        os.write(acks, f"{index} {hashlib.sha256(image).hexdigest()}\n".encode())
+        index += 1
+
+
+def upload_forever(outbox_dir: str, sink_dir: str) -> None:
+    """Drain the outbox to a folder sink, polling quickly, until killed."""
+    with DurableOutbox(outbox_dir, QUOTA) as outbox:
+        config = UploaderConfig(poll_s=0.005, backoff_base_s=0.005, backoff_cap_s=0.05)
+        Uploader(outbox, DirectorySink(sink_dir), config).run()
+
+
+def serve(model: str, outbox_dir: str, port_file: str) -> None:
+    """A scoring server with a DurableOutbox; writes its port to ``port_file``."""
+    import asyncio
+
+    from alscout.runtime.pipeline import PipelineConfig
+    from alscout.runtime.temporal import SelectorConfig
+    from alscout.server.app import create_server
+    from alscout.server.config import ServerConfig
+
+    async def main() -> None:
+        config = ServerConfig(
+            model_path=Path(model),
+            port=0,
+            backend="onnxruntime-cpu",
+            threads=1,
+            workers=1,
+            grace_s=0.0,
+            pipeline=PipelineConfig(batch_size=1, radius=3, region=16, heatmap_stride=16),
+            selector=SelectorConfig(dt=1, sigma=1.0, dt1=2, dt2=1, threshold=0.0),
+        )
+        scoring, port = create_server(config, DurableOutbox(outbox_dir, QUOTA))
+        await scoring.start()
+        tmp = port_file + ".tmp"
+        Path(tmp).write_text(str(port))
+        os.replace(tmp, port_file)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+if __name__ == "__main__":
+    serve(*sys.argv[1:4])
