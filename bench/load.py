@@ -61,7 +61,7 @@ def build_model(name: str, folder: Path) -> Path:
         spec = importlib.util.spec_from_file_location("bench_runtime", ROOT / "bench/runtime.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        _, _, path = module.build_models(argparse.Namespace(checkpoint=None, width=None), folder)
+        _, _, path = module.build_models(argparse.Namespace(checkpoint=None, width=16), folder)
         return path
     path = Path(name)
     if not path.is_file():
