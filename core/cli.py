@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("alscout.trainer.cli_data", "synthetic data, format conversion, evaluation"),
     "serve": ("alscout.server.cli", "run the gRPC scoring service on the vehicle"),
+    "outbox": ("alscout.server.cli_outbox", "status, check and upload of the flagged-frame outbox"),
     "stream": ("alscout.server.cli_stream", "send a video, folder, MCAP or camera to a server"),
     "export": ("alscout.export.cli", "export a checkpoint to ONNX, .pt2 or a TensorRT engine"),
     "train": ("alscout.trainer.cli_train", "train or finetune the pedestrian detector"),

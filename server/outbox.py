@@ -321,6 +321,7 @@ CREATE TABLE IF NOT EXISTS blobs (
     PRIMARY KEY (frame_id, role)
 );
 CREATE INDEX IF NOT EXISTS blobs_by_hash ON blobs (sha256, suffix);
+CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -391,7 +392,8 @@ class DurableOutbox:
     Layout: ``index.sqlite3`` (the index, WAL mode), ``objects/<sha[:2]>/<sha><suffix>``
     (image, heat map ``.npy`` and context images, content-addressed), ``tmp/`` (files
     being written) and ``lock`` (an ``flock`` that serialises writers of all processes).
-    ``quota_bytes``: most bytes of frames waiting for upload; ``registry``: a Prometheus
+    ``quota_bytes``: most bytes of frames waiting for upload (None: the quota the store
+    was last opened with, else :data:`DEFAULT_QUOTA_BYTES`); ``registry``: a Prometheus
     registry for ``alscout_outbox_evictions_total``. Opening recovers a store left by a
     crash: temporary and unreferenced files are removed.
     """
@@ -399,14 +401,16 @@ class DurableOutbox:
     def __init__(
         self,
         root: str | Path,
-        quota_bytes: int = DEFAULT_QUOTA_BYTES,
+        quota_bytes: int | None = None,
         *,
         registry: CollectorRegistry | None = None,
     ) -> None:
-        if isinstance(quota_bytes, bool) or not isinstance(quota_bytes, int) or quota_bytes < 1:
+        if quota_bytes is not None and (
+            isinstance(quota_bytes, bool) or not isinstance(quota_bytes, int) or quota_bytes < 1
+        ):
             raise ConfigError(f"quota_bytes must be a positive integer, got {quota_bytes!r}")
         self.root = Path(root)
-        self.quota_bytes = quota_bytes
+        self.quota_bytes = DEFAULT_QUOTA_BYTES
         self.objects = self.root / "objects"
         self.tmp = self.root / "tmp"
         for folder in (self.root, self.objects, self.tmp):
@@ -430,6 +434,7 @@ class DurableOutbox:
             self._db.execute("PRAGMA foreign_keys=ON")
             with self._exclusive():
                 self._db.executescript(_SCHEMA)
+                self.quota_bytes = self._quota(quota_bytes)
                 self._recover()
         except sqlite3.DatabaseError as error:
             os.close(self._lock_fd)
@@ -678,6 +683,17 @@ class DurableOutbox:
 
     def _refs_of(self, ids: list[int]) -> list[BlobRef]:
         return [ref for refs in self._refs_by_frame(ids).values() for ref in refs]
+
+    def _quota(self, quota_bytes: int | None) -> int:
+        """Store a quota given; else use the one stored (a reader such as the uploader)."""
+        if quota_bytes is not None:
+            self._db.execute(
+                "INSERT OR REPLACE INTO settings (name, value) VALUES ('quota_bytes', ?)",
+                (str(quota_bytes),),
+            )
+            return quota_bytes
+        row = self._db.execute("SELECT value FROM settings WHERE name='quota_bytes'").fetchone()
+        return DEFAULT_QUOTA_BYTES if row is None else int(row[0])
 
     def _pending_bytes(self) -> int:
         (total,) = self._db.execute(

@@ -287,3 +287,29 @@ def test_bad_configuration_and_bad_index(tmp_path):
     (tmp_path / "b" / "index.sqlite3").write_bytes(b"this is not a database" * 100)
     with pytest.raises(DataError, match=r"index\.sqlite3"):
         DurableOutbox(tmp_path / "b")
+
+
+def test_quota_is_remembered_for_readers(tmp_path):
+    DurableOutbox(tmp_path, 12345).close()
+    with DurableOutbox(tmp_path) as reader:  # e.g. the uploader process
+        assert reader.quota_bytes == 12345 and reader.status().quota_bytes == 12345
+
+
+def test_alscout_outbox_status_and_check(tmp_path, capsys):
+    from alscout.cli import main
+
+    with DurableOutbox(tmp_path, 10_000) as outbox:
+        outbox.put(flagged(1))
+        outbox.put(flagged(2))
+    assert main(["outbox", "status", "--outbox", str(tmp_path)]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["counts"]["pending"] == 2 and status["quota_bytes"] == 10_000
+    assert main(["outbox", "check", "--outbox", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+    next((tmp_path / "objects").glob("*/*")).write_bytes(b"bit rot")
+    assert main(["outbox", "check", "--outbox", str(tmp_path)]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert not report["ok"] and "does not match" in report["problems"][0]
+    assert main(["outbox", "check", "--outbox", str(tmp_path), "--repair"]) == 1
+    capsys.readouterr()
+    assert main(["outbox", "check", "--outbox", str(tmp_path)]) == 0

@@ -274,3 +274,13 @@ def test_uploader_process_entry_point(tmp_path):
     )
     assert len(list((tmp_path / "s" / "frames").rglob("*.json"))) == 3
     assert main(["--outbox", str(tmp_path / "outbox"), "--sink", "ftp://x", "--once"]) == 2
+
+
+def test_alscout_outbox_upload(tmp_path):
+    from alscout.cli import main as alscout
+
+    with DurableOutbox(tmp_path / "outbox", 10**6) as outbox:
+        outbox.put(flagged(4))
+    args = ["outbox", "upload", "--outbox", str(tmp_path / "outbox"), "--sink"]
+    assert alscout([*args, f"file://{tmp_path}/s", "--once"]) == 0
+    assert (tmp_path / "s" / "frames" / "rec-1" / "front" / "000000000004.json").exists()
