@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size,
         "in_process": baseline,
         "grpc": loaded,
-        "ratio": ratio,
+        "ratio": ratio if args.fps <= 0 else None,
     }
     print(
         f"model {args.model}, {args.frame_size} JPEG, threads {args.threads}, "
@@ -284,7 +284,12 @@ def main(argv: list[str] | None = None) -> int:
         f"latency p50 {loaded['p50_ms']:.1f} ms, p99 {loaded['p99_ms']:.1f} ms, "
         f"p99.9 {loaded['p999_ms']:.1f} ms, errors {loaded['errors']}"
     )
-    print(f"ratio gRPC / in-process: {ratio:.3f}")
+    if args.fps > 0:  # paced: throughput is capped by the offered rate, not the server
+        print(
+            f"achieved / offered: {loaded['fps'] / loaded['offered_fps']:.3f} (ratio needs --fps 0)"
+        )
+    else:
+        print(f"ratio gRPC / in-process: {ratio:.3f}")
     for message in loaded["error_messages"]:
         print(f"  error: {message}")
     if args.json:
