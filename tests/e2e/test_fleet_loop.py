@@ -24,7 +24,7 @@ import torch
 
 from alscout.cli import main
 from alscout.runtime.model_registry import ModelRegistry
-from alscout.runtime.temporal import SelectorConfig
+from alscout.runtime.temporal import SelectorConfig, flag_recording
 from alscout.server._proto import alscout_pb2 as pb
 from alscout.server.app import create_server
 from alscout.server.client import ScorerClient, StreamFrame
@@ -171,11 +171,15 @@ def test_fleet_loop_end_to_end(tmp_path, capsys):
             # 5. finetune from w_l, evaluate, export, publish v000002
             tune = ["fleet", "finetune", "--pool", str(pool_dir), "--init", str(w_l)]
             tune += ["--out", str(tmp_path / "cycle1"), "--registry", str(registry.root)]
-            tune += ["--epochs", "1", "--device", "cpu", "--no-progress"]
+            # a small step: the new model ranks frames much as w_l did, the case where
+            # re-scoring the recording would re-send its frames without the dt2 rule
+            tune += ["--epochs", "1", "--lr", "1e-5", "--lr-final", "1e-5"]
+            tune += ["--device", "cpu", "--no-progress"]
             tune += ["--val-data", str(truth), "--val-frames", "1-10"]
             assert main(tune) == 0
             assert "published version=v000002" in capsys.readouterr().out
             assert "mr_fppi1" in registry.latest().metrics
+            assert registry.latest().sha256 != first.sha256
 
             # 6. the server hot-reloads the new version from the registry
             deadline = time.monotonic() + 60
@@ -194,5 +198,12 @@ def test_fleet_loop_end_to_end(tmp_path, capsys):
             for frame, decision in after.items():
                 if decision.reason == "near_earlier_upload":
                     assert min(abs(frame - u) for u in uploaded) <= SELECTOR.dt2
+            # the same rule offline over the streamed z agrees; without the record of
+            # uploads, the new model would have sent some of those frames again
+            z = [after[i].z for i in range(len(frames))]
+            offline = flag_recording(z, earlier=uploaded)
+            assert [d.frame for d in offline if d.flagged] == flagged(after)
+            again = [d.frame for d in flag_recording(z) if d.flagged]
+            assert [f for f in again if min(abs(f - u) for u in uploaded) <= SELECTOR.dt2]
     finally:
         server.stop()

@@ -81,6 +81,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     tune.add_argument("--notes", default="", help="notes for the registry manifest")
     tune.add_argument("--epochs", type=int, help="epochs (default: w_l's)")
     tune.add_argument("--batch-size", type=int, help="global batch (default: w_l's)")
+    tune.add_argument("--lr", type=float, help="initial learning rate (default: w_l's)")
+    tune.add_argument("--lr-final", type=float, help="final learning rate (default: w_l's)")
     tune.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: w_l's)")
     tune.add_argument("--seed", type=int, help="seed (default: w_l's)")
     tune.add_argument("--threads", type=int, help="CPU threads for PyTorch")
@@ -179,7 +181,12 @@ def _finetune(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     start = load_checkpoint(args.init)
     train = (start.train or TrainConfig()).with_overrides(
-        epochs=args.epochs, batch_size=args.batch_size, device=args.device, seed=args.seed
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_final=args.lr_final,
+        device=args.device,
+        seed=args.seed,
     )
     base = val = None
     if args.base_data is not None:
