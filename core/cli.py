@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("alscout.trainer.cli_evaluate", "Caltech miss rate of a trained detector"),
     "fleet": ("alscout.trainer.fleet.cli", "uploads -> labeling pool -> finetune -> publish"),
     "report": ("alscout.report", "HTML report of a streamed recording: scores, flags, heat maps"),
+    "demo": ("alscout.demo", "train, serve, stream, upload and report on this machine"),
 }
 
 
