@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint pytest demo proto bench clean
+.PHONY: test lint pytest demo proto bench clean interop
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,19 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-pytest: $(STAMP)
+pytest: $(STAMP) interop
 	$(BIN)/python -m pytest
+
+# The Node client of the interoperability test (tests/interop); skipped, with its
+# reason, on a machine without npm.
+INTEROP := tests/interop/node_modules/.package-lock.json
+interop: $(INTEROP)
+$(INTEROP): tests/interop/package.json tests/interop/package-lock.json
+	@if command -v npm >/dev/null; then \
+		cd tests/interop && npm ci --no-audit --no-fund --loglevel=error; \
+	else \
+		echo "npm not found: the Node interoperability test will skip" >&2; \
+	fi
 
 bench: $(STAMP)
 	$(BIN)/python bench/score_kernels.py

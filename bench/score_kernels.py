@@ -89,14 +89,23 @@ def make_torch_score() -> Callable[[np.ndarray], float]:
     return torch_score
 
 
-def median_ms(fn: Callable[[np.ndarray], float], probs: np.ndarray, repeats: int) -> float:
-    fn(probs)  # warm-up: compilation, allocator
-    times = []
+def interleaved_ms(
+    implementations: dict[str, Callable[[np.ndarray], float]], probs: np.ndarray, repeats: int
+) -> dict[str, tuple[float, float]]:
+    """(median, min) ms per implementation, timed round-robin.
+
+    Round-robin rather than one implementation after another, so that a change in the
+    machine's load during the run falls on every implementation alike.
+    """
+    times: dict[str, list[float]] = {name: [] for name in implementations}
+    for fn in implementations.values():
+        fn(probs)  # warm-up: compilation, allocator
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn(probs)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+        for name, fn in implementations.items():
+            start = time.perf_counter()
+            fn(probs)
+            times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(t) * 1e3, min(t) * 1e3) for name, t in times.items()}
 
 
 def set_threads(count: int) -> None:
@@ -136,15 +145,21 @@ def main() -> None:
     print(
         f"\n{args.width}x{args.height}, K={args.heads}, r={RADIUS}, R={REGION}, "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"median of {args.repeats}"
+        f"{args.repeats} rounds, implementations interleaved"
     )
-    print(f"{'threads':>7} {'implementation':18s} {'ms/frame':>9} {'x slower than alscout':>22}")
+    print(
+        f"{'threads':>7} {'implementation':18s} {'median ms':>9} {'min ms':>7} "
+        f"{'x slower than alscout (median, min)':>36}"
+    )
     for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
         set_threads(threads)
-        times = {name: median_ms(fn, probs, args.repeats) for name, fn in implementations.items()}
-        ours = times["alscout (numba)"]
-        for name, ms in times.items():
-            print(f"{threads:>7} {name:18s} {ms:9.2f} {ms / ours:22.2f}")
+        times = interleaved_ms(implementations, probs, args.repeats)
+        ours_median, ours_min = times["alscout (numba)"]
+        for name, (median, fastest) in times.items():
+            print(
+                f"{threads:>7} {name:18s} {median:9.2f} {fastest:7.2f} "
+                f"{median / ours_median:27.2f} {fastest / ours_min:8.2f}"
+            )
 
 
 if __name__ == "__main__":
