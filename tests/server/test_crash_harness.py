@@ -32,7 +32,7 @@ from alscout.server.uploader import Uploader, UploaderConfig  # noqa: E402
 
 ROUNDS = 50
 #: every n-th round the uploader is a real ``python -m alscout.server.uploader`` process
-PROCESS_ROUND = 12
+PROCESS_ROUND = 25
 QUICK = UploaderConfig(poll_s=0.01, backoff_base_s=0.005, backoff_cap_s=0.05)
 
 
@@ -153,3 +153,75 @@ def test_kill_writer_and_uploader_at_random_points(tmp_path):
     verify(outbox_dir, sink, {(*key, frame): digest for frame, digest in acks.items()})
     with DurableOutbox(outbox_dir) as outbox:  # frames uploaded stay out of the next cycle
         assert set(acks) <= set(outbox.earlier_frames(*key))
+
+
+def start_server(model: Path, outbox_dir: Path, port_file: Path, env: dict) -> tuple:
+    """A scoring server process (crash_writer.serve) and its port."""
+    command = [sys.executable, str(HERE / "crash_writer.py"), str(model), str(outbox_dir),
+               str(port_file)]  # fmt: skip
+    server = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not port_file.exists():
+        assert server.poll() is None, "the server process died at start"
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    return server, int(port_file.read_text())
+
+
+def stream_until_killed(port: int, server, recording: str, frames: list[bytes], kill_after):
+    """Stream ``frames``; kill -9 the server after ``kill_after`` results (None: never).
+
+    Returns the frames the server reported FLAGGED (what a client acknowledges).
+    """
+    import grpc
+    from server_harness import jpeg_frame
+
+    from alscout.server._proto import alscout_pb2 as pb
+    from alscout.server._proto import alscout_pb2_grpc
+
+    flagged = set()
+    requests = (jpeg_frame(data, i, recording=recording) for i, data in enumerate(frames))
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = alscout_pb2_grpc.ScorerStub(channel)
+        try:
+            for n, result in enumerate(stub.ScoreStream(requests), start=1):
+                flagged.update(
+                    d.frame_index
+                    for d in result.final_decisions
+                    if d.decision == pb.DECISION_FLAGGED
+                )
+                if n == kill_after:
+                    kill(server)
+        except grpc.RpcError:
+            assert kill_after is not None, "the stream failed without a kill"
+    if server.poll() is None:
+        kill(server)
+    return flagged
+
+
+@pytest.mark.slow
+def test_kill_the_scoring_server_mid_stream(tmp_path, tiny_model):
+    """The real service with a DurableOutbox, killed -9 mid-stream: FLAGGED means stored."""
+    from server_harness import video_frames
+
+    outbox_dir, sink = tmp_path / "outbox", tmp_path / "sink"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    rng = np.random.default_rng(7)
+    frames = {name: video_frames(80, seed=i) for i, name in enumerate(("srv0", "srv1"))}
+    acks: dict[tuple[str, str, int], str] = {}
+    for round_index, recording in enumerate(frames):
+        kill_after = None if recording == "srv1" else int(rng.integers(15, 70))
+        port_file = tmp_path / f"port{round_index}"
+        server, port = start_server(tiny_model, outbox_dir, port_file, env)
+        flagged = stream_until_killed(port, server, recording, frames[recording], kill_after)
+        for frame in flagged:
+            acks[(recording, "front", frame)] = hashlib.sha256(frames[recording][frame]).hexdigest()
+    assert len(acks) > 10, "the server flagged too little to test anything"
+    assert any(rec == "srv0" for rec, _, _ in acks), "no flag arrived before the kill"
+    # The same recording again, after its flags were stored: nothing within dt2 (= 1) of
+    # them is flagged again (the server reads earlier_frames when the stream opens).
+    server, port = start_server(tiny_model, outbox_dir, tmp_path / "port-again", env)
+    again = stream_until_killed(port, server, "srv1", frames["srv1"], None)
+    before = {frame for (rec, _, frame) in acks if rec == "srv1"}
+    assert not {f for f in again if {f - 1, f, f + 1} & before}
+    verify(outbox_dir, sink, acks)
