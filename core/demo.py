@@ -24,6 +24,7 @@ import errno
 import json
 import logging
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -67,8 +68,8 @@ class DemoProfile:
 
 
 PROFILES = {
-    # ~2 min of training on 2 idle cores; 30 s of target-domain video at 15 fps
-    "full": DemoProfile("full", 160, (320, 240), 5, 8, 450, 1024, 512),
+    # training ~64 steps of 8 images at 320x240 (~2 CPU-minutes); 30 s of video at 15 fps
+    "full": DemoProfile("full", 128, (320, 240), 4, 8, 450, 1024, 512),
     "quick": DemoProfile("quick", 16, (160, 120), 1, 4, 48, 200, 64),
 }
 
@@ -153,20 +154,33 @@ class StepLog:
 
     steps: list[dict[str, object]] = field(default_factory=list)
 
-    def run(self, name: str, args: list[str], *, quiet: bool = False) -> None:
-        """Run ``alscout <args>`` in a subprocess; output shown unless ``quiet``."""
-        shown = "alscout " + " ".join(args)
+    def run(self, name: str, command: str, **paths: object) -> None:
+        """Run ``alscout <command>`` in a subprocess, its output shown as it comes.
+
+        ``command`` is the line a user would type; ``{field}``s in it are filled with
+        the shell-quoted ``paths``, so the logged line can be pasted into a shell.
+        """
+        shown = "alscout " + command.format(**{k: shlex.quote(str(v)) for k, v in paths.items()})
         sys.stderr.write(f"\n==> {name}: {shown}\n")
         sys.stderr.flush()
-        started = time.perf_counter()
-        output = subprocess.DEVNULL if quiet else None
-        code = subprocess.call(_alscout(args), stdout=output)
-        self.record(name, shown, time.perf_counter() - started)
+        started, cpu = time.perf_counter(), _children_cpu_s()
+        code = subprocess.call(_alscout(shlex.split(shown)[1:]))
+        self.record(name, shown, time.perf_counter() - started, _children_cpu_s() - cpu)
         if code != 0:
             raise StepFailedError(f"step '{name}' failed (exit {code}); its message is above")
 
-    def record(self, name: str, command: str, seconds: float) -> None:
-        self.steps.append({"name": name, "command": command, "seconds": round(seconds, 2)})
+    def record(self, name: str, command: str, seconds: float, cpu_s: float | None = None) -> None:
+        """Add a step: wall-clock ``seconds`` and (for a finished subprocess) its CPU seconds."""
+        step = {"name": name, "command": command, "seconds": round(seconds, 2)}
+        if cpu_s is not None:
+            step["cpu_s"] = round(cpu_s, 2)
+        self.steps.append(step)
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds (user + system) of the finished subprocesses so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _alscout(args: list[str]) -> list[str]:
@@ -186,27 +200,20 @@ def _prepare_model(config: DemoConfig, steps: StepLog) -> tuple[Path, Path]:
     data = folder / "source"
     steps.run(
         "synthetic source data",
-        [
-            "data",
-            "synth",
-            "--out",
-            str(data),
-            *f"--kind stills --count {p.stills} --domain source --seed 0 --size {size}".split(),
-        ],
+        f"data synth --out {{data}} --kind stills --count {p.stills} --domain source --seed 0 "
+        f"--size {size}",
+        data=data,
     )
     steps.run(
         "train",
-        [
-            "train",
-            "--data",
-            str(data / "annotations.json"),
-            "--out",
-            str(checkpoint.parent),
-            *f"--epochs {p.epochs} --width {p.width} --input-size {size} --cache-images".split(),
-            *f"--threads {config.threads} --seed 0".split(),
-        ],
+        f"train --data {{data}} --out {{out}} --epochs {p.epochs} --width {p.width} "
+        f"--input-size {size} --cache-images --threads {config.threads} --seed 0",
+        data=data / "annotations.json",
+        out=checkpoint.parent,
     )
-    steps.run("export", ["export", "onnx", "--checkpoint", str(checkpoint), "--out", str(model)])
+    steps.run(
+        "export", "export onnx --checkpoint {ckpt} --out {model}", ckpt=checkpoint, model=model
+    )
     return model, checkpoint
 
 
@@ -221,14 +228,9 @@ def _target_video(config: DemoConfig, steps: StepLog) -> tuple[Path, Path | None
         size = f"{p.size[0]}x{p.size[1]}"
         steps.run(
             "synthetic target-domain video",
-            [
-                "data",
-                "synth",
-                "--out",
-                str(folder),
-                *f"--kind video --count {p.video_frames} "
-                f"--domain target --seed 1 --size {size}".split(),
-            ],
+            f"data synth --out {{out}} --kind video --count {p.video_frames} --domain target "
+            f"--seed 1 --size {size}",
+            out=folder,
         )
     return video, truth
 
@@ -355,42 +357,31 @@ def run_demo(config: DemoConfig) -> Path:
     serve_toml = run_dir / "serve.toml"
     quota_mb = min(p.outbox_mb, max(1, free_mb // 4))
     serve_toml.write_text(serve_config(model, outbox, port, metrics_port, quota_mb))
-    stream_args = [
-        "stream",
-        str(video),
-        "--server",
-        f"127.0.0.1:{port}",
-        "--recording-id",
-        recording,
-        "--camera-id",
-        CAMERA_ID,
-        "--out",
-        str(decisions),
-        "--frame-encoding",
-        "jpeg",
-    ]
-    if config.fps_limit is not None:
-        stream_args += ["--fps-limit", str(config.fps_limit)]
-
-    sys.stderr.write(f"\n==> start the server: alscout serve --config {serve_toml}\n")
-    started = time.perf_counter()
-    with ServerProcess(serve_toml, run_dir / "serve.log", port):
-        steps.record(
-            "start alscout serve",
-            f"alscout serve --config {serve_toml}",
-            time.perf_counter() - started,
-        )
-        steps.run("stream", stream_args)
-        stream_s = float(steps.steps[-1]["seconds"])  # type: ignore[arg-type]
-        (run_dir / "metrics.prom").write_text(_scrape(metrics_port), encoding="utf-8")
-    steps.run(
-        "upload", ["outbox", "upload", "--outbox", str(outbox), "--sink", str(uploads), "--once"]
+    stream = (
+        f"stream {{video}} --server 127.0.0.1:{port} --recording-id {recording} "
+        f"--camera-id {CAMERA_ID} --out {{out}} --frame-encoding jpeg"
     )
+    if config.fps_limit is not None:
+        stream += f" --fps-limit {config.fps_limit}"
+
+    serve = f"alscout serve --config {shlex.quote(str(serve_toml))}"
+    sys.stderr.write(f"\n==> start the server: {serve}\n")
+    started, cpu = time.perf_counter(), _children_cpu_s()
+    with ServerProcess(serve_toml, run_dir / "serve.log", port):
+        log.info("server ready port=%d seconds=%.1f", port, time.perf_counter() - started)
+        steps.run("stream", stream, video=video, out=decisions)
+        stream_step = steps.steps[-1]
+        (run_dir / "metrics.prom").write_text(_scrape(metrics_port), encoding="utf-8")
+    # the server's own CPU time: all children's since its start, less the stream client's
+    server_cpu = _children_cpu_s() - cpu - float(stream_step["cpu_s"])
+    steps.record("serve (start to stop)", serve, time.perf_counter() - started, server_cpu)
+    upload = "outbox upload --outbox {outbox} --sink {sink} --once"
+    steps.run("upload", upload, outbox=outbox, sink=uploads)
     n_frames = sum(1 for line in decisions.open(encoding="utf-8") if line.strip())
     info = {
         "model": str(model),
         "source": str(video),
-        "stream": {"frames": n_frames, "wall_s": stream_s},
+        "stream": {"frames": n_frames, "wall_s": stream_step["seconds"]},
         "metrics_file": "metrics.prom",
         "steps": steps.steps,
         "next_commands": next_commands(config.workdir, recording, uploads, checkpoint, truth),
@@ -398,19 +389,13 @@ def run_demo(config: DemoConfig) -> Path:
     (run_dir / "run.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     steps.run(
         "report",
-        [
-            "report",
-            "--decisions",
-            str(decisions),
-            "--outbox",
-            str(outbox),
-            "--sink",
-            str(uploads),
-            "--run-info",
-            str(run_dir / "run.json"),
-            "--out",
-            str(report),
-        ],
+        "report --decisions {decisions} --outbox {outbox} --sink {sink} --run-info {info} "
+        "--out {out}",
+        decisions=decisions,
+        outbox=outbox,
+        sink=uploads,
+        info=run_dir / "run.json",
+        out=report,
     )
     return report
 
@@ -418,62 +403,36 @@ def run_demo(config: DemoConfig) -> Path:
 def next_commands(
     workdir: Path, recording: str, uploads: Path, checkpoint: Path, truth: Path | None
 ) -> list[tuple[str, str]]:
-    """(what, command) pairs that continue the loop on the fleet side after this run."""
+    """(what, shell command) pairs that continue the loop on the fleet side after a run."""
     fleet = workdir / "fleet"
-    pool, tasks, registry = fleet / "pool", fleet / "tasks", fleet / "models"
-    labels = tasks / "labels.json"
-    source = checkpoint.parent.parent / "source" / "annotations.json"
+    q = {
+        "pool": fleet / "pool",
+        "tasks": fleet / "tasks",
+        "labels": fleet / "tasks" / "labels.json",
+        "uploads": uploads,
+        "truth": f"{recording}={truth}",
+        "init": checkpoint,
+        "out": fleet / "cycle1",
+        "registry": fleet / "models",
+        "base": checkpoint.parent.parent / "source" / "annotations.json",
+        "serve": workdir / "run" / "serve.toml",
+    }
+    q = {k: shlex.quote(str(v)) for k, v in q.items()}
     commands = [
-        (
-            "gather the uploads into a labeling pool (near-duplicates removed)",
-            ["fleet", "ingest", "--pool", pool, uploads],
-        ),
-        (
-            "export labeling tasks (COCO + image list, Label Studio JSON)",
-            ["fleet", "export-tasks", "--pool", pool, "--out", tasks],
-        ),
-    ]
-    if truth is not None:
-        commands.append(
-            (
-                "synthetic video: let the ground truth label them",
-                [
-                    "fleet",
-                    "oracle",
-                    "--pool",
-                    pool,
-                    "--ground-truth",
-                    f"{recording}={truth}",
-                    "--out",
-                    labels,
-                ],
-            )
-        )
-    commands += [
-        ("import the finished labels", ["fleet", "import-labels", "--pool", pool, labels]),
-        (
-            "finetune from w_l, evaluate, export and publish a new version",
-            [
-                "fleet",
-                "finetune",
-                "--pool",
-                pool,
-                "--init",
-                checkpoint,
-                "--out",
-                fleet / "cycle1",
-                "--registry",
-                registry,
-                "--base-data",
-                source,
-            ],
-        ),
-        (
-            "reload: point the server at the registry (it loads each new version)",
-            ["serve", "--config", workdir / "run" / "serve.toml", "--model-registry", registry],
-        ),
-    ]
-    return [(what, shlex.join(["alscout", *map(str, args)])) for what, args in commands]
+        ("gather the uploads into a labeling pool (near-duplicates removed)",
+         "alscout fleet ingest --pool {pool} {uploads}"),
+        ("export labeling tasks (COCO + image list, Label Studio JSON)",
+         "alscout fleet export-tasks --pool {pool} --out {tasks}"),
+        ("synthetic video: let its ground truth label them",
+         "alscout fleet oracle --pool {pool} --ground-truth {truth} --out {labels}"),
+        ("import the finished labels", "alscout fleet import-labels --pool {pool} {labels}"),
+        ("finetune from w_l, evaluate, export and publish a new model version",
+         "alscout fleet finetune --pool {pool} --init {init} --out {out} --registry {registry} "
+         "--base-data {base}"),
+        ("reload: the server loads each new version of the registry",
+         "ALSCOUT_SERVER_MODEL_REGISTRY={registry} alscout serve --config {serve}"),
+    ]  # fmt: skip
+    return [(what, line.format(**q)) for what, line in commands if truth or "oracle" not in line]
 
 
 def _recording_id(video: Path) -> str:

@@ -473,11 +473,18 @@ def _speed_section(info: dict[str, Any]) -> str:
         parts.append("<p>Steps of this run:</p>")
         parts.append(
             _table(
-                [(s["name"], f"{s['seconds']:.1f} s", s["command"]) for s in steps],
-                header=("step", "time", "command"),
+                [
+                    (s["name"], f"{s['seconds']:.1f} s", _cpu(s.get("cpu_s")), s["command"])
+                    for s in steps
+                ],
+                header=("step", "wall clock", "CPU", "command"),
             )
         )
     return "\n".join(parts)
+
+
+def _cpu(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.1f} s"
 
 
 def _uploads_section(outbox: Path | None, sink: Path | None, frames: list[FrameView]) -> str:

@@ -44,10 +44,11 @@ def test_quick_demo_runs_every_step(quick_run):
         "train",
         "export",
         "synthetic target-domain video",
-        "start alscout serve",
         "stream",
+        "serve (start to stop)",
         "upload",
     ]
+    assert all(step["cpu_s"] > 0 for step in info["steps"])
     # progress of the stream was visible (tqdm on stderr) and each step was announced
     assert "==> stream: alscout stream" in result.stderr and "frame/s" in result.stderr
     decisions = [json.loads(line) for line in (run_dir / "decisions.jsonl").open()]
