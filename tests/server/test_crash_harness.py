@@ -159,10 +159,13 @@ def start_server(model: Path, outbox_dir: Path, port_file: Path, env: dict) -> t
     """A scoring server process (crash_writer.serve) and its port."""
     command = [sys.executable, str(HERE / "crash_writer.py"), str(model), str(outbox_dir),
                str(port_file)]  # fmt: skip
-    server = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    log_file = port_file.with_suffix(".log")
+    with log_file.open("wb") as log:
+        server = subprocess.Popen(command, env=env, stderr=log)
     deadline = time.monotonic() + 120
     while not port_file.exists():
-        assert server.poll() is None, "the server process died at start"
+        if server.poll() is not None:
+            pytest.fail(f"the server process died at start:\n{log_file.read_text()[-3000:]}")
         assert time.monotonic() < deadline, "the server did not start"
         time.sleep(0.02)
     return server, int(port_file.read_text())
