@@ -184,3 +184,46 @@ def test_next_commands_name_the_run_paths(tmp_path):
     assert f"alscout fleet ingest --pool {tmp_path / 'fleet' / 'pool'} {tmp_path / 'up'}" in text
     assert "fleet oracle" not in text  # only with synthetic ground truth
     assert f"--base-data {tmp_path / 'm' / 'source' / 'annotations.json'}" in text
+
+
+# ------------------------------------------------------------------------- the docs
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def test_configuration_reference_names_every_setting():
+    import dataclasses
+
+    from alscout.runtime.pipeline import PipelineConfig
+    from alscout.runtime.temporal import SelectorConfig
+    from alscout.server.config import ServerConfig
+    from alscout.server.uploader import UploaderConfig
+
+    text = (DOCS / "configuration.md").read_text(encoding="utf-8")
+    for cls in (ServerConfig, PipelineConfig, SelectorConfig, UploaderConfig):
+        for f in dataclasses.fields(cls):
+            if f.name not in ("pipeline", "selector"):
+                assert f"`{f.name}`" in text, f"{cls.__name__}.{f.name} missing"
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces -> '-'."""
+    kept = "".join(c for c in heading.strip().lower() if c.isalnum() or c in " -_")
+    return kept.replace(" ", "-")
+
+
+@pytest.mark.parametrize("page", ["design.md", "dataflow.md", "deployment.md", "configuration.md"])
+def test_links_of_the_docs_pages_resolve(page):
+    import re
+
+    text = (DOCS / page).read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]+))?\)", text)
+    assert links
+    for target, anchor in links:
+        if target.startswith("http"):
+            continue
+        path = DOCS / (target or page)
+        assert path.is_file(), f"{page}: link to missing {target}"
+        if anchor:
+            headings = re.findall(r"^#+ (.+)$", path.read_text(encoding="utf-8"), re.M)
+            assert anchor in {_slug(h) for h in headings}, f"{page}: no #{anchor} in {path.name}"
