@@ -170,7 +170,7 @@ def _from_outbox(decision: DecisionRow, store: Any, row: Any) -> FrameView:
     try:
         image = _decode(store.read_blob(refs["image"]), row.record)
         heat = _heatmap(store.read_blob(refs["heatmap"])) if "heatmap" in refs else None
-    except DataError as error:
+    except ValueError as error:  # DataError, or the decoder's InvalidInputError
         return FrameView(decision, None, None, "outbox", str(error))
     return FrameView(decision, image, heat, "outbox (waiting for upload)")
 
@@ -179,21 +179,26 @@ def _from_sink(decision: DecisionRow, sink: Path | None, row: Any) -> FrameView:
     if sink is None:
         where = "uploaded" if row is not None else "not in the outbox"
         return FrameView(decision, None, None, "-", f"{where}; pass --sink to show it")
+    from alscout.server.sinks import SinkError
     from alscout.server.uploader import record_key
 
     key = record_key(decision)  # reads recording_id, camera_id, frame_index only
+    if not (sink / key).is_file():
+        return FrameView(decision, None, None, "-", "in neither the outbox nor the sink")
     try:
         record = json.loads((sink / key).read_text(encoding="utf-8"))
         keys = record["keys"]
         image = _decode(_sink_blob(sink, keys["image"]), record)
         heat = _heatmap(_sink_blob(sink, keys["heatmap"])) if "heatmap" in keys else None
-    except (OSError, KeyError, ValueError, DataError) as error:
+    except (OSError, KeyError, TypeError, ValueError, SinkError) as error:
         return FrameView(decision, None, None, f"sink {key}", f"unreadable upload: {error}")
     return FrameView(decision, image, heat, f"sink {key}")
 
 
 def _sink_blob(sink: Path, key: str) -> bytes:
-    data = (sink / key).read_bytes()
+    from alscout.server.sinks import check_key
+
+    data = (sink / check_key(key)).read_bytes()  # a key may not leave the sink
     expected = Path(key).name.split(".")[0]
     if hashlib.sha256(data).hexdigest() != expected:
         raise DataError(f"{sink / key}: content does not match its sha256 name")

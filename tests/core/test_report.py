@@ -248,3 +248,18 @@ def test_report_renders_in_headless_chromium(run_dir):
     assert _near(shot, (31, 119, 180), 25) > 300  # matplotlib tab:blue
     # and the text rendered: the page is not blank beyond the pictures
     assert (shot.min(axis=2) < 60).sum() > 2000
+
+
+def test_a_tampered_or_missing_upload_is_shown_as_a_problem(run_dir):
+    blobs = sorted((run_dir / "uploads" / "blobs").glob("*.png"))
+    blobs[0].write_bytes(b"tampered")
+    (run_dir / "uploads" / "frames" / "rec1" / "cam0" / "000000000055.json").unlink()
+    out = run_dir / "r.html"
+    counts = build_report(
+        run_dir / "decisions.jsonl", out, outbox=run_dir / "outbox", sink=run_dir / "uploads"
+    )
+    page = out.read_text(encoding="utf-8")
+    assert counts["shown"] == 3
+    assert "does not match its sha256 name" in page  # frame 20 (the two share their png)
+    assert "in neither the outbox nor the sink" in page  # frame 55
+    assert page.count("data:image/jpeg") == 1  # only frame 90, from the outbox
