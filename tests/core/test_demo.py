@@ -103,6 +103,14 @@ def test_unreadable_video(tmp_path, capsys):
     assert "OpenCV cannot read a frame" in _one_line_error(capsys)
 
 
+PETS = Path(__file__).resolve().parents[3] / "shared" / "data" / "pets09_s2l1" / "vtest.avi"
+
+
+@pytest.mark.skipif(not PETS.is_file(), reason=f"PETS09 video not present at {PETS}")
+def test_a_real_video_is_accepted():
+    assert demo.check_video(PETS) == (795, 480, 360)
+
+
 def test_a_folder_is_not_a_video(tmp_path):
     with pytest.raises(DataError, match="not a file"):
         demo.check_video(tmp_path)
