@@ -1,7 +1,7 @@
 """Numba kernels behind :mod:`alscout.runtime.scoring`.
 
 Private: the public functions validate input and carry the docstrings. Every kernel
-has a plain NumPy reference in ``tests/runtime/naive_scoring.py`` that the tests
+has a plain NumPy reference in ``tests/naive/scoring.py`` that the tests
 compare against.
 
 All arithmetic is float64 whatever the input dtype, so that the small difference
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from alscout.runtime._numba import checking_kernel, kernel, parallel_kernel
+from alscout.runtime._numba import bits_float, checking_kernel, float_bits, kernel, parallel_kernel
 
 _LN2 = 0.6931471805599453
 _SQRT2 = 1.4142135623730951
@@ -37,26 +37,21 @@ def _atanh_series(s):
 
 
 @kernel
-def _entropy_at(a, j, scratch_p, scratch_q, bits_p, bits_q):
-    """H(a) in nats for ``0 <= a <= 1``; ``j`` picks the scratch slot for the bit casts.
+def _entropy(a):
+    """H(a) in nats for ``0 <= a <= 1``.
 
     Both logarithms are computed here rather than by libm, because LLVM vectorises
     this form and not a libm call: ``x = m 2^e`` with ``m`` in [sqrt(1/2), sqrt(2)),
     ``ln m = 2 atanh((m-1)/(m+1))``, and the two divisions share one reciprocal.
-    The bits pass through scratch rows (``bits_*`` are their int64 views) because
-    Numba has no scalar bit cast. ``ln 0`` comes out near -709, so ``0 ln 0 = 0``.
+    ``ln 0`` comes out near -709, so ``0 ln 0 = 0``.
     """
     q = 1.0 - a
-    scratch_p[j] = a
-    scratch_q[j] = q
-    b1 = bits_p[j]
-    b2 = bits_q[j]
+    b1 = float_bits(a)
+    b2 = float_bits(q)
     e1 = np.float64((b1 >> 52) - 1023)
     e2 = np.float64((b2 >> 52) - 1023)
-    bits_p[j] = (b1 & _MANTISSA) | _EXPONENT_ONE
-    bits_q[j] = (b2 & _MANTISSA) | _EXPONENT_ONE
-    m1 = scratch_p[j]
-    m2 = scratch_q[j]
+    m1 = bits_float((b1 & _MANTISSA) | _EXPONENT_ONE)
+    m2 = bits_float((b2 & _MANTISSA) | _EXPONENT_ONE)
     big1 = np.float64(m1 > _SQRT2)
     big2 = np.float64(m2 > _SQRT2)
     m1 = m1 - 0.5 * m1 * big1
@@ -68,87 +63,80 @@ def _entropy_at(a, j, scratch_p, scratch_q, bits_p, bits_q):
 
 
 @kernel
-def binary_entropy_into(p, out, scratch_p, scratch_q):
-    """``out = H(p)`` for a float64 row ``p`` in [0, 1]; scratch rows of the same length."""
-    bits_p = scratch_p.view(np.int64)
-    bits_q = scratch_q.view(np.int64)
+def add_entropy_into(p, out):
+    """``out += H(p)`` elementwise for float64 rows ``p`` in [0, 1]."""
     for j in range(p.shape[0]):
-        out[j] = _entropy_at(p[j], j, scratch_p, scratch_q, bits_p, bits_q)
+        out[j] += _entropy(p[j])
 
 
 @kernel
-def divergence_row_into(sum_p, sum_e, inv_width, inv_height, acc, scratch_p, scratch_q):
-    """``acc += H(mean p) - mean H(p)`` for one output row, from the window sums."""
-    bits_p = scratch_p.view(np.int64)
-    bits_q = scratch_q.view(np.int64)
-    for j in range(acc.shape[0]):
-        scale = inv_width[j] * inv_height
-        mean_p = min(max(sum_p[j] * scale, 0.0), 1.0)
-        h = _entropy_at(mean_p, j, scratch_p, scratch_q, bits_p, bits_q)
-        acc[j] += h - sum_e[j] * scale
+def window_sum_into(a, radius, pad, out):
+    """``out[j] = sum(a[j-radius : j+radius+1])``, the window clipped to the row.
 
-
-@kernel
-def window_sums_into(a, b, radius, pad_a, pad_b, out_a, out_b):
-    """Sums of two rows over the window ``[j-radius, j+radius]`` clipped to the row.
-
-    The rows are copied into zero-padded scratch (``n + 2 radius + 2`` long) so the
+    The row is copied into zero-padded scratch (``n + 2 radius + 2`` long) so the
     running sum needs no edge cases; each step adds one precomputed difference, and
-    the two halves of each row run as separate chains so their adds overlap.
+    the two halves of the row run as separate chains so their adds overlap.
     """
     n = a.shape[0]
     width = 2 * radius + 1
     for t in range(radius + 1):
-        pad_a[t] = 0.0
-        pad_b[t] = 0.0
-        pad_a[radius + n + 1 + t] = 0.0
-        pad_b[radius + n + 1 + t] = 0.0
+        pad[t] = 0.0
+        pad[radius + n + 1 + t] = 0.0
     for j in range(n):
-        pad_a[radius + 1 + j] = a[j]
-        pad_b[radius + 1 + j] = b[j]
+        pad[radius + 1 + j] = a[j]
     # out[j] = sum(pad[j + 1 : j + width + 1]); out[j] - out[j - 1] = pad[j + width] - pad[j]
     half = n // 2
-    sa0 = 0.0
-    sb0 = 0.0
-    sa1 = 0.0
-    sb1 = 0.0
+    s0 = 0.0
+    s1 = 0.0
     for t in range(width):
-        sa0 += pad_a[t]
-        sb0 += pad_b[t]
-        sa1 += pad_a[half + t]
-        sb1 += pad_b[half + t]
+        s0 += pad[t]
+        s1 += pad[half + t]
     for j in range(half):
-        sa0 += pad_a[j + width] - pad_a[j]
-        sb0 += pad_b[j + width] - pad_b[j]
-        sa1 += pad_a[half + j + width] - pad_a[half + j]
-        sb1 += pad_b[half + j + width] - pad_b[half + j]
-        out_a[j] = sa0
-        out_b[j] = sb0
-        out_a[half + j] = sa1
-        out_b[half + j] = sb1
+        s0 += pad[j + width] - pad[j]
+        s1 += pad[half + j + width] - pad[half + j]
+        out[j] = s0
+        out[half + j] = s1
     for j in range(2 * half, n):
-        sa1 += pad_a[j + width] - pad_a[j]
-        sb1 += pad_b[j + width] - pad_b[j]
-        out_a[j] = sa1
-        out_b[j] = sb1
+        s1 += pad[j + width] - pad[j]
+        out[j] = s1
 
 
 @kernel
-def _load_row_and_entropy(probs, n, k, i, p_row, e_row, t1, t2):
-    for j in range(p_row.shape[0]):
-        p_row[j] = probs[n, k, i, j]
-    binary_entropy_into(p_row, e_row, t1, t2)
+def _enter_row(probs, n, k, i, leaving, col_p, row):
+    """Move head k's column sums down: add input row ``i``, drop row ``leaving`` (if >= 0).
+
+    Row ``i`` is left in ``row`` as float64.
+    """
+    if leaving >= 0:
+        for j in range(row.shape[0]):
+            p = np.float64(probs[n, k, i, j])
+            col_p[j] += p - np.float64(probs[n, k, leaving, j])
+            row[j] = p
+    else:
+        for j in range(row.shape[0]):
+            p = np.float64(probs[n, k, i, j])
+            col_p[j] += p
+            row[j] = p
+
+
+@kernel
+def _add_entropy_of_mean(sum_p, inv_width, inv_height, acc):
+    """``acc += H(window mean of p)`` from the window sums of one head."""
+    for j in range(acc.shape[0]):
+        mean_p = min(max(sum_p[j] * (inv_width[j] * inv_height), 0.0), 1.0)
+        acc[j] += _entropy(mean_p)
 
 
 @parallel_kernel
 def divergence_kernel(probs, radius, band_rows, out):
-    """``out[n] = sum_k H(box_mean p_k) - box_mean H(p_k)``; probs [N,K,H,W], out [N,H,W].
+    """``out[n] = sum_k H(box_mean p_k) - box_mean sum_k H(p_k)``; probs [N,K,H,W], out [N,H,W].
 
-    Work is split into tasks of (frame, band of rows). Within a task the output
-    rows advance one at a time and every head moves its own window with them:
-    rows of p and H(p) live in a per-head ring buffer of 2r+2 rows, entering and
-    leaving running column sums, so each input row is converted once and only one
-    output row of accumulators is live.
+    The second term is linear, so the heads' entropies are summed before the box
+    filter: one running sum of ``E = sum_k H(p_k)`` instead of K. Work is split into
+    tasks of (frame, band of rows); within a task the output rows advance one at a
+    time, each head keeping running column sums of p (the leaving row is read back
+    from ``probs``) and a ring of 2r+2 rows of E keeping those of E, so every input
+    value is converted and its entropy taken once.
     """
     N, K, H, W = probs.shape
     n_bands = (H + band_rows - 1) // band_rows
@@ -157,62 +145,52 @@ def divergence_kernel(probs, radius, band_rows, out):
         n = task // n_bands
         r0 = (task % n_bands) * band_rows
         r1 = min(H, r0 + band_rows)
-        p_rows = np.empty((K, ring, W))
-        e_rows = np.empty((K, ring, W))
+        e_rows = np.empty((ring, W))
         col_p = np.zeros((K, W))
-        col_e = np.zeros((K, W))
-        sum_p = np.empty(W)
-        sum_e = np.empty(W)
+        col_e = np.zeros(W)
+        row = np.empty(W)
+        sums = np.empty(W)
         acc = np.empty(W)
-        t1 = np.empty(W)
-        t2 = np.empty(W)
-        pad_p = np.empty(W + 2 * radius + 2)
-        pad_e = np.empty(W + 2 * radius + 2)
+        pad = np.empty(W + 2 * radius + 2)
         inv_width = np.empty(W)
         for j in range(W):
             inv_width[j] = 1.0 / (min(W - 1, j + radius) - max(0, j - radius) + 1)
-        for k in range(K):
-            for i in range(max(0, r0 - radius), min(H, r0 + radius + 1)):
-                slot = i % ring
-                _load_row_and_entropy(probs, n, k, i, p_rows[k, slot], e_rows[k, slot], t1, t2)
-                for j in range(W):
-                    col_p[k, j] += p_rows[k, slot, j]
-                    col_e[k, j] += e_rows[k, slot, j]
+        for i in range(max(0, r0 - radius), min(H, r0 + radius + 1)):
+            e_new = e_rows[i % ring]
+            e_new[:] = 0.0
+            for k in range(K):
+                _enter_row(probs, n, k, i, -1, col_p[k], row)
+                add_entropy_into(row, e_new)
+            for j in range(W):
+                col_e[j] += e_new[j]
         for i in range(r0, r1):
             inv_height = 1.0 / (min(H - 1, i + radius) - max(0, i - radius) + 1)
-            entering = i + radius + 1
-            leaving = i - radius
             acc[:] = 0.0
             for k in range(K):
-                window_sums_into(col_p[k], col_e[k], radius, pad_p, pad_e, sum_p, sum_e)
-                divergence_row_into(sum_p, sum_e, inv_width, inv_height, acc, t1, t2)
-                cp = col_p[k]
-                ce = col_e[k]
-                if entering < H:
-                    slot = entering % ring
-                    _load_row_and_entropy(
-                        probs, n, k, entering, p_rows[k, slot], e_rows[k, slot], t1, t2
-                    )
-                    new_p = p_rows[k, slot]
-                    new_e = e_rows[k, slot]
-                    if leaving >= 0:
-                        old_p = p_rows[k, leaving % ring]
-                        old_e = e_rows[k, leaving % ring]
-                        for j in range(W):
-                            cp[j] += new_p[j] - old_p[j]
-                            ce[j] += new_e[j] - old_e[j]
-                    else:
-                        for j in range(W):
-                            cp[j] += new_p[j]
-                            ce[j] += new_e[j]
-                elif leaving >= 0:
-                    old_p = p_rows[k, leaving % ring]
-                    old_e = e_rows[k, leaving % ring]
-                    for j in range(W):
-                        cp[j] -= old_p[j]
-                        ce[j] -= old_e[j]
+                window_sum_into(col_p[k], radius, pad, sums)
+                _add_entropy_of_mean(sums, inv_width, inv_height, acc)
+            window_sum_into(col_e, radius, pad, sums)
             for j in range(W):
-                out[n, i, j] = acc[j]
+                out[n, i, j] = acc[j] - sums[j] * (inv_width[j] * inv_height)
+            entering = i + radius + 1
+            leaving = i - radius
+            if leaving >= 0:
+                e_old = e_rows[leaving % ring]
+                for j in range(W):
+                    col_e[j] -= e_old[j]
+            if entering < H:
+                e_new = e_rows[entering % ring]
+                e_new[:] = 0.0
+                for k in range(K):
+                    _enter_row(probs, n, k, entering, leaving, col_p[k], row)
+                    add_entropy_into(row, e_new)
+                for j in range(W):
+                    col_e[j] += e_new[j]
+            elif leaving >= 0:
+                for k in range(K):
+                    ck = col_p[k]
+                    for j in range(W):
+                        ck[j] -= np.float64(probs[n, k, leaving, j])
 
 
 @parallel_kernel
@@ -225,25 +203,23 @@ def entropy_kernel(probs, band_rows, out):
         r0 = (task % n_bands) * band_rows
         r1 = min(H, r0 + band_rows)
         row = np.empty(W)
-        h = np.empty(W)
         acc = np.empty(W)
-        t1 = np.empty(W)
-        t2 = np.empty(W)
         for i in range(r0, r1):
             acc[:] = 0.0
             for k in range(K):
                 for j in range(W):
                     row[j] = probs[n, k, i, j]
-                binary_entropy_into(row, h, t1, t2)
-                for j in range(W):
-                    acc[j] += h[j]
+                add_entropy_into(row, acc)
             for j in range(W):
                 out[n, i, j] = acc[j]
 
 
 @parallel_kernel
 def mc_dropout_kernel(samples, band_rows, out):
-    """``out[n] = sum_k H(mean_t p_kt) - mean_t H(p_kt)``; samples [N,T,K,H,W], out [N,H,W]."""
+    """``out[n] = sum_k H(mean_t p_kt) - mean_t H(p_kt)``; samples [N,T,K,H,W], out [N,H,W].
+
+    As in :func:`divergence_kernel`, the linear term is summed over heads first.
+    """
     N, T, K, H, W = samples.shape
     n_bands = (H + band_rows - 1) // band_rows
     inv_t = 1.0 / T
@@ -252,31 +228,24 @@ def mc_dropout_kernel(samples, band_rows, out):
         r0 = (task % n_bands) * band_rows
         r1 = min(H, r0 + band_rows)
         row = np.empty(W)
-        h = np.empty(W)
         mean_p = np.empty(W)
-        mean_h = np.empty(W)
+        sum_h = np.empty(W)
         acc = np.empty(W)
-        t1 = np.empty(W)
-        t2 = np.empty(W)
         for i in range(r0, r1):
             acc[:] = 0.0
+            sum_h[:] = 0.0
             for k in range(K):
                 mean_p[:] = 0.0
-                mean_h[:] = 0.0
                 for t in range(T):
                     for j in range(W):
                         row[j] = samples[n, t, k, i, j]
-                    binary_entropy_into(row, h, t1, t2)
-                    for j in range(W):
                         mean_p[j] += row[j]
-                        mean_h[j] += h[j]
+                    add_entropy_into(row, sum_h)
                 for j in range(W):
                     mean_p[j] = min(max(mean_p[j] * inv_t, 0.0), 1.0)
-                binary_entropy_into(mean_p, h, t1, t2)
-                for j in range(W):
-                    acc[j] += h[j] - mean_h[j] * inv_t
+                add_entropy_into(mean_p, acc)
             for j in range(W):
-                out[n, i, j] = acc[j]
+                out[n, i, j] = acc[j] - sum_h[j] * inv_t
 
 
 @parallel_kernel

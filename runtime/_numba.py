@@ -4,6 +4,8 @@
   for NaN, and those flags would let LLVM fold ``x != x`` to False.
 - ``error_model="numpy"`` drops Python's zero-division checks, which would otherwise
   keep LLVM from vectorising any loop with a division in it.
+- ``float_bits``/``bits_float`` reinterpret a float64 as int64 and back, which Numba
+  has no scalar operation for; the in-kernel logarithm needs them.
 - Kernels are cached on disk so a process pays the compile cost once per machine;
   ``ALSCOUT_NUMBA_CACHE=0`` turns that off.
 """
@@ -12,9 +14,12 @@ from __future__ import annotations
 
 import os
 
-from numba import njit
+import numpy as np
+from llvmlite import ir
+from numba import config, njit, types
+from numba.extending import intrinsic
 
-__all__ = ["FASTMATH", "kernel", "parallel_kernel", "checking_kernel"]
+__all__ = ["FASTMATH", "kernel", "parallel_kernel", "checking_kernel", "float_bits", "bits_float"]
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 _CACHE = os.environ.get("ALSCOUT_NUMBA_CACHE", "1") != "0"
@@ -27,3 +32,38 @@ parallel_kernel = njit(
 )
 #: Input checks: strict IEEE semantics so NaN tests are not optimised away.
 checking_kernel = njit(cache=_CACHE, nogil=True, parallel=True)
+
+
+@intrinsic
+def _float_bits(typingctx, value):
+    """The IEEE-754 bits of a float64 as an int64 (LLVM ``bitcast``: free, vectorises)."""
+    signature = types.int64(types.float64)
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return signature, codegen
+
+
+@intrinsic
+def _bits_float(typingctx, bits):
+    """The float64 whose IEEE-754 bits are the int64 ``bits``."""
+    signature = types.float64(types.int64)
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return signature, codegen
+
+
+def _float_bits_py(value: float) -> int:
+    return int(np.float64(value).view(np.int64))
+
+
+def _bits_float_py(bits: int) -> float:
+    return float(np.int64(bits).view(np.float64))
+
+
+# With NUMBA_DISABLE_JIT=1 the kernels run as Python, where intrinsics cannot.
+float_bits = _float_bits_py if config.DISABLE_JIT else _float_bits
+bits_float = _bits_float_py if config.DISABLE_JIT else _bits_float
