@@ -27,12 +27,17 @@ from alscout.errors import InvalidInputError
 from alscout.server._proto import alscout_pb2 as pb
 from alscout.server._proto import alscout_pb2_grpc
 
-__all__ = ["StreamFrame", "ScorerClient", "AsyncScorerClient", "RETRYABLE"]
+__all__ = ["StreamFrame", "ScorerClient", "AsyncScorerClient", "RETRYABLE", "RETRYABLE_UNARY"]
 
 log = logging.getLogger(__name__)
 
-#: status codes after which a stream reconnects and resumes
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED})
+#: status codes after which a stream reconnects and resumes (resuming is always safe;
+#: grpc's asyncio client reports a write on a cut connection as INTERNAL)
+RETRYABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED, grpc.StatusCode.INTERNAL}
+)
+#: status codes after which a unary call is sent again
+RETRYABLE_UNARY = frozenset({grpc.StatusCode.UNAVAILABLE})
 _ENCODINGS = {"jpeg": pb.ENCODING_JPEG, "png": pb.ENCODING_PNG}
 _PIXEL_FORMATS = {
     "rgb8": pb.PIXEL_FORMAT_RGB8,
@@ -111,6 +116,17 @@ class _Progress:
         self.last_decided = -1
         self.last_sent = -1
         self.finished = False
+        #: held while a frame is taken from the source and booked (blocking client)
+        self.pull_lock = threading.Lock()
+
+    def book(self, frame: StreamFrame) -> None:
+        """Record ``frame`` as sent (checks that indices increase)."""
+        if frame.frame_index <= self.last_sent:
+            raise InvalidInputError(
+                f"frame indices must strictly increase: {frame.frame_index} after {self.last_sent}"
+            )
+        self.unacked.append(frame)
+        self.last_sent = frame.frame_index
 
     def resume_message(self) -> pb.Frame:
         return pb.Frame(
@@ -120,7 +136,14 @@ class _Progress:
         )
 
     def message(self, frame: StreamFrame) -> pb.Frame:
-        return frame.message(self.recording_id, self.camera_id, self.want_heatmap)
+        message = frame.message(self.recording_id, self.camera_id, self.want_heatmap)
+        message.resumable = True
+        return message
+
+    def end_message(self) -> pb.Frame:
+        return pb.Frame(
+            recording_id=self.recording_id, camera_id=self.camera_id, end_of_stream=True
+        )
 
     def accept(self, result: pb.FrameResult) -> pb.FrameResult | None:
         """Book a result; returns it (decisions already seen removed) or None to skip."""
@@ -145,16 +168,17 @@ class _Progress:
 
 
 class _Backoff:
-    def __init__(self, retries: int, base_s: float) -> None:
+    def __init__(self, retries: int, base_s: float, codes: frozenset = RETRYABLE) -> None:
         self.retries = retries
         self.base_s = base_s
+        self.codes = codes
         self.failures = 0
 
     def next_delay(self, error: grpc.RpcError) -> float:
         """Seconds to wait before the next attempt; raises ``error`` when out of retries."""
         code = error.code() if hasattr(error, "code") else None
         self.failures += 1
-        if code not in RETRYABLE or self.failures > self.retries:
+        if code not in self.codes or self.failures > self.retries:
             raise error
         delay = min(5.0, self.base_s * 2 ** (self.failures - 1))
         log.warning(
@@ -245,7 +269,7 @@ class ScorerClient:
         return self._stub.ReloadModel(request, timeout=timeout, metadata=self._metadata)
 
     def _unary(self, method: object, request: object, timeout: float | None) -> object:
-        backoff = _Backoff(self.retries, self.backoff_s)
+        backoff = _Backoff(self.retries, self.backoff_s, RETRYABLE_UNARY)
         while True:
             try:
                 return method(request, timeout=timeout, metadata=self._metadata)  # type: ignore[operator]
@@ -332,24 +356,24 @@ class _Feeder:
             yield progress.resume_message()
             if not self._wait(lambda: self._resumed):
                 return
-            with self._cond:
+            # after any frame an earlier attempt's thread was still pulling is booked
+            with progress.pull_lock, self._cond:
                 again = list(progress.unacked)
             for frame in again:  # sent before the cut, not taken by the server
                 yield progress.message(frame)
         while True:
             if not self._wait(lambda: len(progress.unacked) < self.window):
                 return
-            frame = next(self.source, None)
+            with progress.pull_lock:
+                if self._stopped:
+                    return  # this attempt is over: the next one sends what comes next
+                frame = next(self.source, None)
+                if frame is not None:
+                    with self._cond:
+                        progress.book(frame)
             if frame is None:
-                return  # half-close: the server closes the stream
-            if frame.frame_index <= progress.last_sent:
-                raise InvalidInputError(
-                    f"frame indices must strictly increase: {frame.frame_index} after "
-                    f"{progress.last_sent}"
-                )
-            with self._cond:
-                progress.unacked.append(frame)
-                progress.last_sent = frame.frame_index
+                yield progress.end_message()
+                return
             yield progress.message(frame)
 
 
@@ -416,7 +440,7 @@ class AsyncScorerClient:
         return await self._stub.ReloadModel(request, timeout=timeout, metadata=self._metadata)
 
     async def _unary(self, method: object, request: object, timeout: float | None) -> object:
-        backoff = _Backoff(self.retries, self.backoff_s)
+        backoff = _Backoff(self.retries, self.backoff_s, RETRYABLE_UNARY)
         while True:
             try:
                 return await method(request, timeout=timeout, metadata=self._metadata)  # type: ignore[operator]
@@ -437,12 +461,13 @@ class AsyncScorerClient:
         backoff = _Backoff(self.retries, self.backoff_s)
         resume = False
         changed = asyncio.Event()
+        pull_lock = asyncio.Lock()
         while not progress.finished:
-            resumed = asyncio.Event()
+            resumed, over = asyncio.Event(), asyncio.Event()
             if not resume:
                 resumed.set()
             call = self._stub.ScoreStream(
-                self._requests(progress, source, resume, resumed, changed),
+                self._requests(progress, source, resume, resumed, changed, over, pull_lock),
                 metadata=self._metadata,
             )
             try:
@@ -457,9 +482,13 @@ class AsyncScorerClient:
                     if progress.finished:
                         break
             except grpc.RpcError as error:
+                over.set()
+                changed.set()
                 await asyncio.sleep(backoff.next_delay(error))
                 resume = True
             finally:
+                over.set()
+                changed.set()
                 call.cancel()
 
     async def _requests(
@@ -469,26 +498,29 @@ class AsyncScorerClient:
         resume: bool,
         resumed: asyncio.Event,
         changed: asyncio.Event,
+        over: asyncio.Event,
+        pull_lock: asyncio.Lock,
     ) -> AsyncIterator[pb.Frame]:
         if resume:
             yield progress.resume_message()
             await resumed.wait()
-            for frame in list(progress.unacked):
+            async with pull_lock:  # an earlier attempt may be pulling a frame still
+                again = list(progress.unacked)
+            for frame in again:
                 yield progress.message(frame)
         while True:
-            while len(progress.unacked) >= self.window:
+            while len(progress.unacked) >= self.window and not over.is_set():
                 changed.clear()
                 await changed.wait()
-            frame = await anext(source, None)
+            async with pull_lock:
+                if over.is_set():
+                    return  # this attempt is over: the next one sends what comes next
+                frame = await anext(source, None)
+                if frame is not None:
+                    progress.book(frame)
             if frame is None:
+                yield progress.end_message()
                 return
-            if frame.frame_index <= progress.last_sent:
-                raise InvalidInputError(
-                    f"frame indices must strictly increase: {frame.frame_index} after "
-                    f"{progress.last_sent}"
-                )
-            progress.unacked.append(frame)
-            progress.last_sent = frame.frame_index
             yield progress.message(frame)
 
 

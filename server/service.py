@@ -79,12 +79,25 @@ class _Resumed:
 
 
 @dataclass
+class _Close:
+    """A stream the client ended with an end_of_stream message."""
+
+    state: StreamState
+
+
+@dataclass
 class _Call:
-    """What one ScoreStream call holds."""
+    """What one ScoreStream call holds.
+
+    ``resumable``: streams whose client ends them explicitly (a half-close without
+    end_of_stream is a cut for them). ``ended``: streams ended in this call.
+    """
 
     peer: str
     streams: dict[tuple[str, str], StreamState] = field(default_factory=dict)
     last_read: dict[tuple[str, str], int] = field(default_factory=dict)
+    resumable: set[tuple[str, str]] = field(default_factory=set)
+    ended: set[tuple[str, str]] = field(default_factory=set)
     n_frames: int = 0
 
 
@@ -177,6 +190,15 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
                 if isinstance(job, _Resumed):
                     yield _resume_message(job)
                     continue
+                if isinstance(job, _Close):
+                    try:
+                        decisions = await self._close_stream(job.state, "finished", owner=call)
+                    except Exception as error:  # noqa: BLE001
+                        outcome = "error"
+                        await self._abort(context, error)
+                    call.streams.pop(job.state.key, None)
+                    yield closing_message(job.state, decisions)
+                    continue
                 assert isinstance(job, _Job)
                 try:
                     result = await self._answer(call, job)
@@ -189,13 +211,15 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
                 outcome = "cancelled"  # grpc may report a cut call as a half-close
             if outcome in ("finished", "idle"):
                 for state in list(call.streams.values()):
+                    if outcome == "finished" and state.key in call.resumable:
+                        continue  # not ended by its client: a cut, kept for resuming
                     try:
                         decisions = await self._close_stream(state, outcome, owner=call)
                     except Exception as error:  # noqa: BLE001
                         outcome = "error"
                         await self._abort(context, error)
+                    call.streams.pop(state.key)
                     yield closing_message(state, decisions)
-                call.streams.clear()
             if outcome == "idle":
                 self.metrics.errors.labels(code=grpc.StatusCode.DEADLINE_EXCEEDED.name).inc()
                 await context.abort(
@@ -260,9 +284,16 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
         """Read, check, decode and queue the call's frames; ends with _END or an error."""
         try:
             async for frame in requests:
+                key = (frame.recording_id, frame.camera_id)
                 if frame.HasField("resume"):
+                    call.resumable.add(key)
                     jobs.put_nowait(await self._resume(call, frame))
                     continue
+                if frame.end_of_stream:
+                    jobs.put_nowait(_end_stream(call, key))
+                    continue
+                if frame.resumable:
+                    call.resumable.add(key)
                 received = time.perf_counter()
                 state = await self._stream_for(call, frame)
                 state.check_next(frame.frame_index, call.last_read.get(state.key))
@@ -308,6 +339,8 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
         state = call.streams.get(key)
         if state is not None:
             return state
+        if key in call.ended:
+            raise InvalidInputError(f"stream {key[0]}/{key[1]} was ended in this call")
         if len(call.streams) >= MAX_STREAMS_PER_CALL:
             raise CapacityError(
                 f"a call may carry at most {MAX_STREAMS_PER_CALL} streams; open another call"
@@ -422,21 +455,22 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
             job = jobs.get_nowait()
             if isinstance(job, _Job):
                 job.future.cancel()
-        keep = outcome == "cancelled" and self.config.resume_window_s > 0
+        window = self.config.resume_window_s > 0
+        kept = 0
         for state in call.streams.values():
-            if keep:
-                self.streams.detach(state, call)
+            cut = outcome == "cancelled" or (outcome == "finished" and state.key in call.resumable)
+            if window and cut:
+                kept += self.streams.detach(state, call)
             elif state.owner is call:
                 task = asyncio.ensure_future(self._close_stream(state, outcome, owner=call))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
         log.info(
-            "stream call ended peer=%s outcome=%s streams=%d frames=%d kept_for_resume=%s",
+            "stream call ended peer=%s outcome=%s frames=%d kept_for_resume=%d",
             call.peer,
             outcome,
-            len(call.streams),
             call.n_frames,
-            keep,
+            kept,
         )
 
     # -- helpers ---------------------------------------------------------------------
@@ -472,6 +506,16 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
     def _put_all(self, flagged: list[FlaggedFrame]) -> None:
         for item in flagged:
             self.outbox.put(item)
+
+
+def _end_stream(call: _Call, key: tuple[str, str]) -> _Close:
+    """The close job of a stream the client ends; it must be open in this call."""
+    if key not in call.streams or key in call.ended:
+        raise InvalidInputError(
+            f"end_of_stream for stream {key[0]}/{key[1]}, which is not open in this call"
+        )
+    call.ended.add(key)
+    return _Close(call.streams[key])
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:

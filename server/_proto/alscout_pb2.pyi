@@ -62,7 +62,7 @@ class RawImage(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., pixel_format: _Optional[_Union[PixelFormat, str]] = ...) -> None: ...
 
 class Frame(_message.Message):
-    __slots__ = ("recording_id", "camera_id", "frame_index", "capture_timestamp", "encoded", "raw", "metadata", "want_heatmap", "resume")
+    __slots__ = ("recording_id", "camera_id", "frame_index", "capture_timestamp", "encoded", "raw", "metadata", "want_heatmap", "resume", "resumable", "end_of_stream")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,8 @@ class Frame(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     WANT_HEATMAP_FIELD_NUMBER: _ClassVar[int]
     RESUME_FIELD_NUMBER: _ClassVar[int]
+    RESUMABLE_FIELD_NUMBER: _ClassVar[int]
+    END_OF_STREAM_FIELD_NUMBER: _ClassVar[int]
     recording_id: str
     camera_id: str
     frame_index: int
@@ -88,7 +90,9 @@ class Frame(_message.Message):
     metadata: _containers.ScalarMap[str, str]
     want_heatmap: bool
     resume: ResumeRequest
-    def __init__(self, recording_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., frame_index: _Optional[int] = ..., capture_timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., encoded: _Optional[_Union[EncodedImage, _Mapping]] = ..., raw: _Optional[_Union[RawImage, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., want_heatmap: _Optional[bool] = ..., resume: _Optional[_Union[ResumeRequest, _Mapping]] = ...) -> None: ...
+    resumable: bool
+    end_of_stream: bool
+    def __init__(self, recording_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., frame_index: _Optional[int] = ..., capture_timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., encoded: _Optional[_Union[EncodedImage, _Mapping]] = ..., raw: _Optional[_Union[RawImage, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., want_heatmap: _Optional[bool] = ..., resume: _Optional[_Union[ResumeRequest, _Mapping]] = ..., resumable: _Optional[bool] = ..., end_of_stream: _Optional[bool] = ...) -> None: ...
 
 class ResumeRequest(_message.Message):
     __slots__ = ("last_decided_frame",)
