@@ -105,18 +105,23 @@ def window_sum_into(a, radius, pad, out):
 def _enter_row(probs, n, k, i, leaving, col_p, row):
     """Move head k's column sums down: add input row ``i``, drop row ``leaving`` (if >= 0).
 
-    Row ``i`` is left in ``row`` as float64.
+    Row ``i`` is left in ``row`` as float64. Returns how many of its values are not
+    in [0, 1] (NaN included), so the kernel checks its input in the same pass.
     """
+    bad = 0
     if leaving >= 0:
         for j in range(row.shape[0]):
             p = np.float64(probs[n, k, i, j])
+            bad += not (p >= 0.0 and p <= 1.0)
             col_p[j] += p - np.float64(probs[n, k, leaving, j])
             row[j] = p
     else:
         for j in range(row.shape[0]):
             p = np.float64(probs[n, k, i, j])
+            bad += not (p >= 0.0 and p <= 1.0)
             col_p[j] += p
             row[j] = p
+    return bad
 
 
 @kernel
@@ -128,7 +133,7 @@ def _add_entropy_of_mean(sum_p, inv_width, inv_height, acc):
 
 
 @parallel_kernel
-def divergence_kernel(probs, radius, band_rows, out):
+def divergence_kernel(probs, radius, band_rows, out, bad):
     """``out[n] = sum_k H(box_mean p_k) - box_mean sum_k H(p_k)``; probs [N,K,H,W], out [N,H,W].
 
     The second term is linear, so the heads' entropies are summed before the box
@@ -136,7 +141,9 @@ def divergence_kernel(probs, radius, band_rows, out):
     tasks of (frame, band of rows); within a task the output rows advance one at a
     time, each head keeping running column sums of p (the leaving row is read back
     from ``probs``) and a ring of 2r+2 rows of E keeping those of E, so every input
-    value is converted and its entropy taken once.
+    value is converted and its entropy taken once. ``bad[task]`` counts the values
+    outside [0, 1] (or NaN) among the task's own rows; the scores are meaningless
+    unless ``bad`` is all zero.
     """
     N, K, H, W = probs.shape
     n_bands = (H + band_rows - 1) // band_rows
@@ -159,7 +166,9 @@ def divergence_kernel(probs, radius, band_rows, out):
             e_new = e_rows[i % ring]
             e_new[:] = 0.0
             for k in range(K):
-                _enter_row(probs, n, k, i, -1, col_p[k], row)
+                outside = _enter_row(probs, n, k, i, -1, col_p[k], row)
+                if r0 <= i < r1:
+                    bad[task] += outside
                 add_entropy_into(row, e_new)
             for j in range(W):
                 col_e[j] += e_new[j]
@@ -182,7 +191,9 @@ def divergence_kernel(probs, radius, band_rows, out):
                 e_new = e_rows[entering % ring]
                 e_new[:] = 0.0
                 for k in range(K):
-                    _enter_row(probs, n, k, entering, leaving, col_p[k], row)
+                    outside = _enter_row(probs, n, k, entering, leaving, col_p[k], row)
+                    if entering < r1:
+                        bad[task] += outside
                     add_entropy_into(row, e_new)
                 for j in range(W):
                     col_e[j] += e_new[j]

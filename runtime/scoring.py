@@ -63,7 +63,7 @@ def _check_probabilities(array: np.ndarray, name: str) -> None:
 
 
 def _as_batch(probs: np.ndarray, name: str) -> tuple[np.ndarray, bool]:
-    """``[K,H,W]`` or ``[N,K,H,W]`` -> ``([N,K,H,W], was_single)``, checked."""
+    """``[K,H,W]`` or ``[N,K,H,W]`` -> ``([N,K,H,W], was_single)``; values not checked."""
     array = _as_float_array(probs, name)
     if array.ndim == 3:
         array, single = array[np.newaxis], True
@@ -74,18 +74,25 @@ def _as_batch(probs: np.ndarray, name: str) -> tuple[np.ndarray, bool]:
             f"{name} must have rank 3 [K,H,W] or 4 [N,K,H,W], got rank {array.ndim} "
             f"(shape {array.shape})"
         )
-    _check_probabilities(array, name)
+    if array.size == 0:
+        raise InvalidInputError(f"{name} is empty (shape {array.shape})")
     return array, single
 
 
 def _divergence(batch: np.ndarray, radius: int) -> np.ndarray:
+    """The kernel checks the values as it reads them; a full check names the problem."""
     out = np.empty((batch.shape[0], batch.shape[2], batch.shape[3]), np.float32)
     band = _band_rows(batch.shape[0], batch.shape[2])
-    _kernels.divergence_kernel(batch, radius, band, out)
+    bad = np.zeros(batch.shape[0] * -(-batch.shape[2] // band), np.int64)
+    _kernels.divergence_kernel(batch, radius, band, out, bad)
+    if bad.any():
+        _check_probabilities(batch, "probs")
+        raise InvalidInputError(f"probs holds {int(bad.sum())} value(s) outside [0, 1]")
     return out
 
 
 def _entropy(batch: np.ndarray, radius: int) -> np.ndarray:
+    _check_probabilities(batch, "probs")
     out = np.empty((batch.shape[0], batch.shape[2], batch.shape[3]), np.float32)
     _kernels.entropy_kernel(batch, _band_rows(batch.shape[0], batch.shape[2]), out)
     return out

@@ -227,6 +227,17 @@ def test_bad_input_raises_value_error_naming_the_problem(call, message):
         call()
 
 
+@pytest.mark.parametrize("method", ["divergence", "entropy"])
+@pytest.mark.parametrize(("row", "value"), [(0, np.nan), (17, 1.0001), (39, np.nan), (63, -1e-6)])
+def test_one_bad_value_anywhere_in_a_batch_is_found_once(method, row, value):
+    """The divergence kernel checks values as it reads them, band by band: each counted once."""
+    probs = np.full((1, 2, 64, 9), 0.25, np.float32)  # one frame: a band per thread
+    probs[0, 1, row, 4] = value
+    kind = "NaN" if np.isnan(value) else r"1 value\(s\) outside \[0, 1\]"
+    with pytest.raises(ValueError, match=kind):
+        pixel_scores(probs, radius=5, method=method)
+
+
 def test_entropy_reference_handles_the_edges():
     np.testing.assert_array_equal(naive_entropy(np.array([0.0, 1.0])), [0.0, 0.0])
 
