@@ -23,6 +23,33 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--threshold",
         help="flag threshold on the smoothed score: a number or 'adaptive'",
     )
+    parser.add_argument("--max-batch", type=int, help="frames per inference batch, all streams")
+    parser.add_argument(
+        "--max-delay-ms", type=float, help="longest wait for a batch to fill (default 5)"
+    )
+    parser.add_argument(
+        "--resume-window", dest="resume_window_s", type=float,
+        help="seconds a cut call's streams are kept for resuming (default 30)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--context-frames", type=int, help="frames stored before/after a flagged one"
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus /metrics here (0: any free port)"
+    )
+    parser.add_argument("--tls-cert", dest="tls_cert_file", metavar="PEM", help="TLS certificate")
+    parser.add_argument("--tls-key", dest="tls_key_file", metavar="PEM", help="TLS private key")
+    parser.add_argument(
+        "--tls-client-ca", dest="tls_client_ca_file", metavar="PEM",
+        help="require client certificates signed by this CA (mutual TLS)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--token-file", dest="auth_token_file", metavar="FILE",
+        help="every call must carry 'authorization: Bearer <token in FILE>'",
+    )  # fmt: skip
+    parser.add_argument(
+        "--model-registry", metavar="DIR", help="hot-reload the latest model published here"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +78,16 @@ def run(args: argparse.Namespace) -> int:
         "outbox_dir": args.outbox_dir,
         "grace_s": args.grace_s,
         "selector.threshold": threshold,
+        "max_batch": args.max_batch,
+        "max_delay_ms": args.max_delay_ms,
+        "resume_window_s": args.resume_window_s,
+        "context_frames": args.context_frames,
+        "metrics_port": args.metrics_port,
+        "tls_cert_file": args.tls_cert_file,
+        "tls_key_file": args.tls_key_file,
+        "tls_client_ca_file": args.tls_client_ca_file,
+        "auth_token_file": args.auth_token_file,
+        "model_registry": args.model_registry,
     }
     config = load_config(args.config, env=os.environ, overrides=overrides)
     asyncio.run(serve(config))

@@ -9,7 +9,9 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 
 import grpc
 import pytest
@@ -17,7 +19,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
-from server_harness import SELECTOR, Feeder, jpeg_frame, make_config, split, video_frames
+from server_harness import (
+    SELECTOR,
+    Feeder,
+    jpeg_frame,
+    load_asset,
+    make_config,
+    split,
+    video_frames,
+)
 
 from alscout.runtime.temporal import flag_recording
 from alscout.server._proto import alscout_pb2 as pb
@@ -86,36 +96,56 @@ raise SystemExit(code)
 
 
 @pytest.mark.slow
-def test_serve_runs_without_torch_and_stops_on_sigterm(tiny_model, tmp_path):
+def test_serve_runs_without_torch_and_drains_in_flight_frames_on_sigterm(tiny_model, tmp_path):
     outbox = tmp_path / "outbox"
     cmd = [sys.executable, "-c", NO_TORCH, "-vv", "serve", "--model", str(tiny_model),
            "--port", "0", "--backend", "onnxruntime-cpu", "--outbox", str(outbox),
-           "--grace", "2"]  # fmt: skip
+           "--grace", "20", "--metrics-port", "0"]  # fmt: skip
     env = {**os.environ, "ALSCOUT_SELECTOR_DT": "1", "ALSCOUT_SELECTOR_DT1": "1"}
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        port = None
-        lines = []
+    lines: queue.Queue = queue.Queue()
+    log_lines: list[str] = []
+
+    def drain():  # keep the pipe empty so the server never blocks on its log
         for line in proc.stderr:
-            lines.append(line)
-            if match := re.search(r"listening host=\S+ port=(\d+)", line):
-                port = int(match.group(1))
-                break
-        assert port, "".join(lines)
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            log_lines.append(line)
+            lines.put(line)
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        ports = {}
+        while "grpc" not in ports:
+            line = lines.get(timeout=60)
+            if match := re.search(r"metrics listening host=\S+ port=(\d+)", line):
+                ports["metrics"] = int(match.group(1))
+            elif match := re.search(r"listening host=\S+ port=(\d+)", line):
+                ports["grpc"] = int(match.group(1))
+        with grpc.insecure_channel(f"127.0.0.1:{ports['grpc']}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
             assert health.Check(health_pb2.HealthCheckRequest()).status == SERVING
             stub = alscout_pb2_grpc.ScorerStub(channel)
-            frames = [jpeg_frame(d, i) for i, d in enumerate(video_frames(12))]
-            results = list(stub.ScoreStream(iter(frames), timeout=60))
-        _, closing, finals, by_key = split(results)
-        assert len(finals) == 12 and closing
+            feeder = Feeder(stub, [jpeg_frame(d, i) for i, d in enumerate(video_frames(12))])
+            feeder.send(6)
+            deadline = time.monotonic() + 30
+            while len(feeder.results) < 6:
+                assert time.monotonic() < deadline and feeder.error is None
+                time.sleep(0.01)
+            url = f"http://127.0.0.1:{ports['metrics']}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as reply:
+                assert "alscout_active_streams 1.0" in reply.read().decode()
+            proc.send_signal(signal.SIGTERM)
+            while not any("server draining" in line for line in log_lines):
+                assert time.monotonic() < deadline, "".join(log_lines)
+                time.sleep(0.01)
+            feeder.send(6, 6)  # the call in flight still has its frames scored
+            feeder.finish()
+        assert feeder.error is None
+        _, closing, finals, by_key = split(feeder.results)
+        assert len(finals) == 12 and len(closing) == 1 and set(finals.values()) == {1}
         flagged = sorted(f for (_, _, f), d in by_key.items() if d.decision == pb.DECISION_FLAGGED)
         assert flagged
-        proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
-        rest = proc.stderr.read()
-        assert "server stopped" in rest
+        assert any("server stopped" in line for line in log_lines)
         durable = DurableOutbox(outbox)
         try:
             stored = sorted(f.frame_index for f in durable.frames() if f.recording_id == "rec1")
@@ -126,6 +156,38 @@ def test_serve_runs_without_torch_and_stops_on_sigterm(tiny_model, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_published_model_is_hot_reloaded_from_the_registry(harness, tiny_model, tmp_path):
+    from alscout.runtime.model_registry import ModelRegistry
+
+    asset = load_asset("tiny_detector")
+    second = asset.write(tmp_path / "tiny2.onnx", asset.INFO.__class__(
+        **{**asset.INFO.__dict__, "version": "test-2"}))  # fmt: skip
+    registry = ModelRegistry(tmp_path / "registry")
+    first = registry.publish(tiny_model, metrics={"mr": 0.5})
+    config = make_config(first.path, model_registry=registry.root, registry_poll_s=0.05)
+    scoring, port = harness.start(config)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = alscout_pb2_grpc.ScorerStub(channel)
+            assert stub.GetModelInfo(pb.GetModelInfoRequest()).version == "test-1"
+            feeder = Feeder(stub, [jpeg_frame(d, i, "hot") for i, d in enumerate(video_frames(30))])
+            feeder.send(15)
+            registry.publish(second, metrics={"mr": 0.4})
+            deadline = time.monotonic() + 30
+            while stub.GetModelInfo(pb.GetModelInfoRequest()).version != "test-2":
+                assert time.monotonic() < deadline, "the new model was not loaded"
+                time.sleep(0.02)
+            feeder.send(15, 15)
+            feeder.finish()
+    finally:
+        harness.stop(scoring)
+    assert feeder.error is None
+    own, _, finals, _ = split(feeder.results)
+    assert len(finals) == 30 and set(finals.values()) == {1}
+    assert own[-1].model_version == "test-2"  # frames after the reload name the new model
+    assert scoring.metrics.value("alscout_model_reloads_total") == 1
 
 
 def test_a_cancelled_call_is_cleaned_up_and_the_server_carries_on(served, stub):
