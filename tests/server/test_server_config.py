@@ -68,3 +68,40 @@ def test_config_is_frozen():
     assert config.address == "127.0.0.1:50051"
     with pytest.raises(AttributeError):
         config.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ({"max_batch": 0}, "max_batch"),
+        ({"max_delay_ms": -1}, "max_delay_ms"),
+        ({"max_queue": 2}, "max_queue"),  # smaller than the pipeline's batch of 8
+        ({"max_inflight": 0}, "max_inflight"),
+        ({"queue_wait_ms": "soon"}, "queue_wait_ms"),
+        ({"idle_timeout_s": 0}, "idle_timeout_s"),
+        ({"resume_window_s": -1}, "resume_window_s"),
+        ({"context_frames": 5000}, "context_frames"),
+        ({"metrics_port": 70000}, "metrics_port"),
+        ({"tls_cert_file": "c.pem"}, "tls_key_file"),
+        ({"tls_client_ca_file": "ca.pem"}, "tls_client_ca_file"),
+        ({"registry_poll_s": 0}, "registry_poll_s"),
+        ({"outbox_quota_bytes": 0}, "outbox_quota_bytes"),
+    ],
+)
+def test_serving_settings_are_validated(overrides, words):
+    with pytest.raises(ConfigError, match=words):
+        load_config(overrides={"model_path": "m.onnx", **overrides})
+
+
+def test_serving_settings_from_file_and_environment(tmp_path):
+    path = write(
+        tmp_path,
+        'model_path = "m.onnx"\nmax_batch = 16\nmax_queue = 64\nmetrics_port = 9100\n'
+        'model_registry = "/srv/models"\ntls_cert_file = "s.crt"\ntls_key_file = "s.key"\n',
+    )
+    env = {"ALSCOUT_SERVER_RESUME_WINDOW_S": "5", "ALSCOUT_SERVER_METRICS_PORT": "none"}
+    config = load_config(path, env=env, overrides={"context_frames": 3})
+    assert (config.max_batch, config.max_queue, config.context_frames) == (16, 64, 3)
+    assert config.resume_window_s == 5 and config.metrics_port is None
+    assert config.model_registry == Path("/srv/models")
+    assert (config.tls_cert_file, config.tls_key_file) == (Path("s.crt"), Path("s.key"))
