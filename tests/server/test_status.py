@@ -14,7 +14,9 @@ from alscout.errors import (
     InvalidInputError,
     ModelError,
 )
+from alscout.server.batching import DeadlineExceededError, ShuttingDownError
 from alscout.server.status import status_for
+from alscout.server.streams import StreamBusyError, StreamTakenOverError
 
 
 @pytest.mark.parametrize(
@@ -27,6 +29,10 @@ from alscout.server.status import status_for
         (BackendUnavailableError("no gpu"), grpc.StatusCode.UNAVAILABLE),
         (CapacityError("full"), grpc.StatusCode.RESOURCE_EXHAUSTED),
         (AlscoutError("other"), grpc.StatusCode.INTERNAL),
+        (DeadlineExceededError("late"), grpc.StatusCode.DEADLINE_EXCEEDED),
+        (ShuttingDownError("stopping"), grpc.StatusCode.UNAVAILABLE),
+        (StreamBusyError("open elsewhere"), grpc.StatusCode.ALREADY_EXISTS),
+        (StreamTakenOverError("resumed elsewhere"), grpc.StatusCode.ABORTED),
     ],
 )
 def test_alscout_errors_keep_their_message(error, code):
