@@ -28,13 +28,16 @@ def planted_hashes(rng: np.random.Generator, clusters: int, per_cluster: int, sp
     return [hashes[i] for i in order]
 
 
-@pytest.mark.parametrize("max_distance", [0, 3, 8, 12])
+@pytest.mark.parametrize(
+    ("max_distance", "groups"),
+    [(0, None), (3, None), (3, 4), (2, 1), (8, None), (8, 4), (8, 9), (12, None), (12, 5)],
+)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_index_equals_brute_force(max_distance, seed):
+def test_index_equals_brute_force(max_distance, groups, seed):
     rng = np.random.default_rng(seed)
     # neighbours spread past max_distance, so both sides of the boundary occur
     hashes = planted_hashes(rng, clusters=25, per_cluster=6, spread=max_distance + 4)
-    index = NearDuplicateIndex(max_distance, seed=seed + 10)
+    index = NearDuplicateIndex(max_distance, groups=groups, seed=seed + 10)
     for i, value in enumerate(hashes):
         index.add(i, value)
     expected = naive_near_duplicates(hashes, max_distance)
@@ -82,6 +85,13 @@ def test_bad_arguments():
         NearDuplicateIndex(32)
     with pytest.raises(ConfigError, match="max_distance"):
         NearDuplicateIndex(-1)
+    with pytest.raises(ConfigError, match=r"groups must be an int in 1\.\.3"):
+        NearDuplicateIndex(2, groups=4)
+    with pytest.raises(ConfigError, match="groups"):
+        NearDuplicateIndex(2, groups=0)
+    with pytest.raises(ConfigError, match="probes"):
+        NearDuplicateIndex(8, groups=1)  # every key within 8 of 64 bits: billions
+    assert NearDuplicateIndex(8).radius == 2 and NearDuplicateIndex(0).radius == 0
     index = NearDuplicateIndex(2)
     with pytest.raises(InvalidInputError, match="2\\*\\*64"):
         index.add("x", 2**64)

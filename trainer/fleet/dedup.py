@@ -3,20 +3,25 @@
 Each frame gets a 64-bit DCT perceptual hash (``imagehash.phash``); two frames are
 near-duplicates when their hashes differ in at most ``max_distance`` bits (Hamming
 distance). :class:`NearDuplicateIndex` finds them without comparing every pair:
-it samples the hash's bits into ``max_distance + 1`` *disjoint* groups (a seeded
-permutation of the 64 positions, cut into groups) and keeps one hash table per
-group. Two hashes within ``max_distance`` bits differ in at most ``max_distance``
-groups, so by the pigeonhole principle they agree on at least one group and meet
-in that table: the index returns exactly what a brute-force scan returns
-(:func:`naive_near_duplicates`, tested), while a query only looks at the hashes
-that share a bucket with it.
+it samples the hash's bits into ``m`` *disjoint* groups (a seeded permutation of
+the 64 positions, cut into groups) and keeps one hash table per group, keyed by the
+group's bits. Two hashes within ``d = max_distance`` bits differ in at most
+``r = d // m`` bits of at least one group (pigeonhole), so a query probes, in every
+table, its own key and every key within ``r`` bits of it, and finds them all:
+the index returns exactly what a brute-force scan returns
+(:func:`naive_near_duplicates`, tested). This is multi-index hashing (Norouzi,
+Punjani and Fleet, CVPR 2012); with ``m = d + 1`` groups it is plain bit-sampling
+LSH with one probe per table. Few wide groups keep buckets small (few candidates
+per query) at the price of more probes.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Hashable, Iterable
+from itertools import combinations
 
 import numpy as np
 
@@ -34,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: bits of :func:`perceptual_hash` (an 8 x 8 DCT hash)
 HASH_BITS = 64
+#: most keys one query may probe in one table
+MAX_PROBES = 100_000
 
 
 def perceptual_hash(image: np.ndarray) -> int:
@@ -76,18 +83,32 @@ class NearDuplicateIndex:
     """Hashes with keys; :meth:`query` returns every stored key within ``max_distance``.
 
     ``max_distance``: largest Hamming distance (bits of 64) that counts as a
-    near-duplicate, 0..31. ``seed``: which bits go into which table (any seed gives
-    exact results; it only changes the bucket loads).
+    near-duplicate, 0..31. ``groups``: tables, 1..``max_distance + 1`` (default:
+    ``ceil((max_distance + 1) / 3)``, so that each table is probed within 2 bits: 3
+    tables of 21-22 bit keys for the default distance 8). ``seed``: which bits go into which
+    table (any seed gives exact results; it only changes the bucket loads).
     """
 
-    def __init__(self, max_distance: int = 8, *, seed: int = 0) -> None:
+    def __init__(self, max_distance: int = 8, *, groups: int | None = None, seed: int = 0) -> None:
         if not isinstance(max_distance, int) or not 0 <= max_distance < HASH_BITS // 2:
             raise ConfigError(f"max_distance must be an int in 0..31 bits, got {max_distance!r}")
+        groups = -(-(max_distance + 1) // 3) if groups is None else groups
+        if not isinstance(groups, int) or not 1 <= groups <= max_distance + 1:
+            raise ConfigError(f"groups must be an int in 1..{max_distance + 1}, got {groups!r}")
         self.max_distance = max_distance
+        self.radius = max_distance // groups
         order = np.random.default_rng(seed).permutation(HASH_BITS)
-        groups = np.array_split(order, max_distance + 1)
-        self._masks = [sum(1 << int(bit) for bit in group) for group in groups]
-        self._tables: list[dict[int, list[int]]] = [defaultdict(list) for _ in groups]
+        bit_groups = [[int(b) for b in group] for group in np.array_split(order, groups)]
+        width = max(len(group) for group in bit_groups)
+        probes = sum(math.comb(width, k) for k in range(self.radius + 1))
+        if probes > MAX_PROBES:
+            raise ConfigError(
+                f"{groups} groups for max_distance {max_distance} need {probes} probes per "
+                f"table (more than {MAX_PROBES}); use more groups"
+            )
+        self._masks = [sum(1 << b for b in group) for group in bit_groups]
+        self._probes = [_flips(group, self.radius) for group in bit_groups]
+        self._tables: list[dict[int, list[int]]] = [defaultdict(list) for _ in bit_groups]
         self._keys: list[Hashable] = []
         self._hashes: list[int] = []
 
@@ -103,20 +124,27 @@ class NearDuplicateIndex:
         for mask, table in zip(self._masks, self._tables, strict=True):
             table[value & mask].append(slot)
 
-    def query(self, value: int) -> list[tuple[Hashable, int]]:
-        """Every ``(key, distance)`` within ``max_distance`` of ``value``, nearest first
-        (ties: the earlier added first)."""
-        value = _check_hash(value)
+    def _near(self, value: int) -> list[tuple[int, int]]:
+        """``(distance, slot)`` of every stored hash within ``max_distance``, sorted."""
         candidates: set[int] = set()
-        for mask, table in zip(self._masks, self._tables, strict=True):
-            candidates.update(table.get(value & mask, ()))
+        for mask, probes, table in zip(self._masks, self._probes, self._tables, strict=True):
+            key = value & mask
+            for flip in probes:
+                bucket = table.get(key ^ flip)
+                if bucket:
+                    candidates.update(bucket)
         found = []
         for slot in candidates:
             distance = hamming(value, self._hashes[slot])
             if distance <= self.max_distance:
                 found.append((distance, slot))
         found.sort()
-        return [(self._keys[slot], distance) for distance, slot in found]
+        return found
+
+    def query(self, value: int) -> list[tuple[Hashable, int]]:
+        """Every ``(key, distance)`` within ``max_distance`` of ``value``, nearest first
+        (ties: the earlier added first)."""
+        return [(self._keys[slot], distance) for distance, slot in self._near(_check_hash(value))]
 
     def nearest(self, value: int) -> tuple[Hashable, int] | None:
         """The closest stored ``(key, distance)`` within ``max_distance``, or None."""
@@ -125,16 +153,18 @@ class NearDuplicateIndex:
 
     def pairs(self) -> list[tuple[int, int, int]]:
         """Every near-duplicate pair ``(i, j, distance)``, ``i < j`` in insertion order."""
-        found: set[tuple[int, int, int]] = set()
-        for table in self._tables:
-            for slots in table.values():
-                for a in range(len(slots)):
-                    for b in range(a + 1, len(slots)):
-                        i, j = slots[a], slots[b]
-                        distance = hamming(self._hashes[i], self._hashes[j])
-                        if distance <= self.max_distance:
-                            found.add((i, j, distance))
+        found = []
+        for i, value in enumerate(self._hashes):
+            found.extend((i, j, distance) for distance, j in self._near(value) if j > i)
         return sorted(found)
+
+
+def _flips(bits: list[int], radius: int) -> list[int]:
+    """XOR masks of every subset of ``bits`` with at most ``radius`` members (0 first)."""
+    masks = [0]
+    for size in range(1, radius + 1):
+        masks.extend(sum(1 << b for b in subset) for subset in combinations(bits, size))
+    return masks
 
 
 def naive_near_duplicates(hashes: Iterable[int], max_distance: int) -> list[tuple[int, int, int]]:
