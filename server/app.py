@@ -92,8 +92,16 @@ class ScoringServer:
 
         assert self.config.model_registry is not None
         registry = ModelRegistry(self.config.model_registry)
+        latest = await asyncio.to_thread(registry.latest)
+        # the registry's newest model replaces the start-up file unless it is that file
+        serving = self.service.models.pipeline.model_info.sha256
+        initial = latest is not None and latest.sha256 != serving
         await watch_registry(
-            registry, self.reload_path, poll_s=self.config.registry_poll_s, stop=self._watch_stop
+            registry,
+            self.reload_path,
+            poll_s=self.config.registry_poll_s,
+            stop=self._watch_stop,
+            reload_initial=initial,
         )
 
     async def stop(self, grace_s: float | None = None) -> None:

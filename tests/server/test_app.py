@@ -188,6 +188,17 @@ def test_a_published_model_is_hot_reloaded_from_the_registry(harness, tiny_model
     assert len(finals) == 30 and set(finals.values()) == {1}
     assert own[-1].model_version == "test-2"  # frames after the reload name the new model
     assert scoring.metrics.value("alscout_model_reloads_total") == 1
+    # a server started from an older file switches to the registry's newest at once
+    scoring, port = harness.start(config)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = alscout_pb2_grpc.ScorerStub(channel)
+            deadline = time.monotonic() + 30
+            while stub.GetModelInfo(pb.GetModelInfoRequest()).version != "test-2":
+                assert time.monotonic() < deadline, "the registry's newest model was not loaded"
+                time.sleep(0.02)
+    finally:
+        harness.stop(scoring)
 
 
 def test_a_cancelled_call_is_cleaned_up_and_the_server_carries_on(served, stub):
