@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -146,3 +149,47 @@ def test_publish_refuses_a_file_that_is_not_a_model(tmp_path):
     with pytest.raises(ModelError, match=str(bad)):
         publish_model(registry, bad, metrics={})
     assert registry.latest() is None
+
+
+def labeled_pool(tmp_path: Path, frames: list[int]) -> LabelPool:
+    video = generate_video(
+        tmp_path / "video", 60, domain_preset("target"), 4, 160, 120, container="png"
+    )
+    sink_from_video(video, tmp_path / "sink", frames)
+    pool = LabelPool(tmp_path / "pool")
+    ingest(pool, [tmp_path / "sink"])
+    import_labels(pool, oracle_labels(pool, {"rec-1": video}, tmp_path / "labels.json"))
+    assert len(pool.labeled()) == len(frames)
+    return pool
+
+
+def run_cli(args: list[str], cwd: Path) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_torchrun_finetune_publishes_once_and_matches_one_process(tmp_path, w_l):
+    pool = labeled_pool(tmp_path, [5, 25, 45, 59])
+    common = ["fleet", "finetune", "--pool", str(pool.root), "--init", str(w_l)]
+    common += ["--epochs", "1", "--device", "cpu", "--no-progress"]
+    one = [sys.executable, "-m", "alscout.cli", *common]
+    one += ["--out", str(tmp_path / "one"), "--registry", str(tmp_path / "reg1")]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    two = [*torchrun, "--nproc-per-node", "2", "-m", "alscout.cli", *common]
+    two += ["--out", str(tmp_path / "two"), "--registry", str(tmp_path / "reg2")]
+    assert "published version=v000001" in run_cli(one, tmp_path)
+    assert run_cli(two, tmp_path).count("published version=v000001") == 1  # rank 0 only
+    versions = ModelRegistry(tmp_path / "reg2").versions()
+    assert [v.version for v in versions] == ["v000001"]
+    x = np.random.default_rng(0).random((2, 3, *SIZE), dtype=np.float32)
+    a_path = ModelRegistry(tmp_path / "reg1").latest().path
+    with (
+        open_backend(a_path, "onnxruntime-cpu") as a,
+        open_backend(versions[0].path, "onnxruntime-cpu") as b,
+    ):
+        np.testing.assert_allclose(a.infer(x), b.infer(x), atol=1e-4)
