@@ -1,0 +1,94 @@
+"""The cycle driver end to end on configs/al/tiny.toml: outputs, resume, repeatability."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from alscout.errors import ConfigError
+from alscout.trainer.al.config import load_experiment
+from alscout.trainer.al.driver import run_experiment
+from alscout.trainer.al.oracle import LabelingPending
+
+TINY = Path(__file__).resolve().parents[2] / "configs/al/tiny.toml"
+
+
+def _state(out: Path, method: str) -> dict:
+    return json.loads((out / "seed0" / method / "state.json").read_text())
+
+
+@pytest.mark.slow
+def test_tiny_experiment_runs_resumes_and_repeats(tmp_path: Path) -> None:
+    config = load_experiment(TINY, out=tmp_path / "a")
+    summary = run_experiment(config)
+    out = config.out
+    assert summary == out / "summary.md"
+    text = summary.read_text()
+    assert "## Miss rate at FPPI = 1" in text and "mc_dropout" in text
+    for method in config.methods:
+        state = _state(out, method)
+        assert [c["cycle"] for c in state["cycles"]] == [1, 2]
+        first, second = (c["picks"] for c in state["cycles"])
+        assert len(first) == len(second) == 3
+        assert all(abs(a - b) > 1 for a in second for b in first)  # dt2 = 1 from earlier picks
+        for c in state["cycles"]:
+            assert len(c["control"]) == 2 and not set(c["control"]) & set(c["picks"])
+            assert 0 <= c["mr_at_fppi1"] <= 1 and c["labeled"] == 3 * c["cycle"]
+            assert (out / "seed0" / method / f"cycle{c['cycle']:02d}" / "eval.json").is_file()
+        scored = method != "guided_random"
+        assert (state["cycles"][0]["scored_frames"] == 40) is scored
+    for name in ("fig5_mr_at_fppi1", "fig7_instances", "fig5_mr_fppi_divergence"):
+        assert (out / "figures" / f"{name}.png").is_file()
+
+    # A run killed after cycle 1: cycle 2 is made again, with the same picks.
+    before = _state(out, "divergence")
+    truncated = {**before, "cycles": before["cycles"][:1]}
+    (out / "seed0" / "divergence" / "state.json").write_text(json.dumps(truncated))
+    shutil.rmtree(out / "seed0" / "divergence" / "cycle02")
+    run_experiment(config)
+    after = _state(out, "divergence")
+    assert after["cycles"][1]["picks"] == before["cycles"][1]["picks"]
+    assert after["cycles"][1]["control"] == before["cycles"][1]["control"]
+
+    # A finished run is not run again.
+    stamp = (out / "seed0" / "guided_random" / "cycle02" / "last.pt").stat().st_mtime_ns
+    run_experiment(config)
+    assert (out / "seed0" / "guided_random" / "cycle02" / "last.pt").stat().st_mtime_ns == stamp
+
+    # The same configuration elsewhere picks the same frames.
+    again = replace(config, out=tmp_path / "b", methods=("divergence",), cycles=1)
+    shutil.copytree(out / "data", again.out / "data")  # the synthetic sets, not regenerated
+    run_experiment(again)
+    assert _state(again.out, "divergence")["cycles"][0]["picks"] == before["cycles"][0]["picks"]
+
+    # Another configuration in the same folder is refused.
+    with pytest.raises(ConfigError, match="another configuration"):
+        run_experiment(replace(config, budget=4))
+
+
+@pytest.mark.slow
+def test_human_labeling_round_pauses_and_resumes(tmp_path: Path) -> None:
+    config = replace(
+        load_experiment(TINY, out=tmp_path), methods=("random",), cycles=1, oracle="files"
+    )
+    with pytest.raises(LabelingPending):
+        run_experiment(config)
+    cycle_dir = tmp_path / "seed0" / "random" / "cycle01"
+    request = json.loads((cycle_dir / "to_label.json").read_text())
+    assert len(request) == 5  # b = 3 picks and 2 control frames
+    assert not (tmp_path / "seed0" / "random" / "state.json").exists()
+    # The labeler finds one person in each frame.
+    labels = {
+        "images": [{"id": r["image_id"]} for r in request],
+        "annotations": [{"image_id": r["image_id"], "bbox": [4, 4, 10, 28]} for r in request],
+    }
+    (cycle_dir / "labels.json").write_text(json.dumps(labels))
+    run_experiment(config)
+    state = _state(tmp_path, "random")
+    assert len(state["cycles"]) == 1 and state["cycles"][0]["labeled"] == 3
+    selection = json.loads((cycle_dir / "selection.json").read_text())
+    assert [r["image_id"] for r in request] == selection["picks"] + selection["control"]

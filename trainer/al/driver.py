@@ -1,0 +1,269 @@
+"""The active-learning cycle driver (paper Fig. 1; SPEC §2a).
+
+Per seed, ``w_l`` is trained once on the initial labeled set (``seed<s>/w0/``) and
+shared by every method. Per seed and method (``seed<s>/<method>/``), each cycle:
+
+1. export the current detector to ONNX and score the pool with the runtime pipeline;
+2. pick b frames with the method, plus ``control`` random frames (the control slice);
+3. label them through the oracle;
+4. finetune from ``w_l`` on everything labeled so far;
+5. evaluate on the test set (Caltech protocol).
+
+``state.json`` holds the finished cycles and is replaced atomically after each one;
+a cycle's selection is kept in ``cycle<c>/selection.json`` before labeling, so a run
+that pauses for a human labeling round (or is killed) resumes where it stopped, and
+picks the same frames. Every random choice is seeded by (seed, cycle, method).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alscout.errors import ConfigError
+from alscout.runtime.temporal import select_random
+from alscout.trainer.al.config import ExperimentConfig
+from alscout.trainer.al.data import count_instances, is_video, load_spec, sequences
+from alscout.trainer.al.methods import METHODS, Method, TemporalRules, choose
+from alscout.trainer.al.oracle import FileOracle, GroundTruthOracle, Oracle
+from alscout.trainer.al.pool import PoolScores, export_model, score_pool, spearman
+from alscout.trainer.data.annotations import Dataset, ImageRecord
+
+__all__ = ["Experiment", "run_experiment", "write_json_atomic", "STATE_FILE"]
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    """Write ``value`` as JSON to ``path`` so that readers see the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(value, indent=1), encoding="utf-8")
+    os.replace(partial, path)
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+@dataclass
+class Experiment:
+    """The data sets of one experiment, loaded once."""
+
+    config: ExperimentConfig
+    initial: Dataset
+    pool: Dataset
+    test: Dataset
+    video: bool
+    sequences: list[np.ndarray]
+
+    @classmethod
+    def load(cls, config: ExperimentConfig) -> Experiment:
+        """Read (or generate) the initial, pool and test sets."""
+        cache = config.out / "data"
+        pool = load_spec(config.pool, cache, "pool")
+        return cls(
+            config=config,
+            initial=load_spec(config.initial, cache, "initial"),
+            pool=pool,
+            test=load_spec(config.test, cache, "test"),
+            video=is_video(config.pool, pool),
+            sequences=sequences(pool),
+        )
+
+    def oracle(self) -> Oracle:
+        if self.config.oracle == "files":
+            return FileOracle(self.pool)
+        return GroundTruthOracle(self.pool)
+
+
+def _evaluate(exp: Experiment, checkpoint: Path, out: Path) -> dict[str, float]:
+    """Caltech evaluation of ``checkpoint`` on the test set; the curve goes to ``out``."""
+    from alscout.trainer.checkpoint import load_checkpoint
+    from alscout.trainer.training import evaluate
+
+    state = load_checkpoint(checkpoint)
+    ev = exp.config.evaluation
+    input_size = state.train.input_size if state.train is not None else exp.config.train.input_size
+    result, _ = evaluate(
+        state.build_model(), exp.test, input_size, ev.threshold, ev.nms_iou, ev.mirror
+    )
+    result.to_json(out)
+    return {"lamr": result.lamr, "mr_at_fppi1": result.mr_at_fppi1}
+
+
+def train_initial(exp: Experiment, seed: int) -> Path:
+    """``w_l`` of ``seed`` (trained once, then reused); returns its checkpoint."""
+    from alscout.trainer.training import fit
+
+    folder = exp.config.out / f"seed{seed}" / "w0"
+    done = folder / "done.json"
+    if done.is_file():
+        return folder / "last.pt"
+    began = time.perf_counter()
+    train = exp.config.train.with_overrides(seed=seed)
+    fit(exp.initial, exp.config.detector, train, out_dir=folder, progress=False)
+    seconds = time.perf_counter() - began
+    metrics = _evaluate(exp, folder / "last.pt", folder / "eval.json")
+    write_json_atomic(done, {**metrics, "train_seconds": seconds, "images": len(exp.initial)})
+    log.info("w_l seed=%d lamr=%.4f mr1=%.4f", seed, metrics["lamr"], metrics["mr_at_fppi1"])
+    return folder / "last.pt"
+
+
+def _rng(seed: int, cycle: int, method: Method) -> np.random.Generator:
+    return np.random.default_rng([seed, cycle, zlib.crc32(method.name.encode())])
+
+
+def _select(
+    exp: Experiment,
+    method: Method,
+    seed: int,
+    cycle: int,
+    current: Path,
+    cycle_dir: Path,
+    earlier: list[int],
+    labeled: list[int],
+) -> dict[str, Any]:
+    """Score the pool with the current detector and choose this cycle's frames."""
+    cfg = exp.config
+    rng = _rng(seed, cycle, method)
+    model = export_model(current, cycle_dir / "model.onnx", version=f"seed{seed}-cycle{cycle - 1}")
+    unlabeled = sorted(set(range(len(exp.pool))) - set(labeled))
+    scores: PoolScores | None = None
+    if method.scored:
+        scores = _score(exp, model, unlabeled, method, current, seed)
+    rules = TemporalRules(cfg.scoring.dt, cfg.scoring.sigma, cfg.scoring.dt1, cfg.scoring.dt2)
+    z = None if scores is None else np.nan_to_num(scores.z, nan=0.0)
+    picks = choose(method, cfg.budget, exp.sequences, rng, z, rules, earlier, labeled, exp.video)
+    control = select_random(len(exp.pool), cfg.control, rng, labeled=[*labeled, *picks])
+    if scores is None:  # random methods: count errors on the chosen frames only
+        scores = _score(exp, model, sorted([*picks, *control]), None, current, seed)
+    errors = scores.errors
+    rank = float("nan")
+    if method.scored:
+        counted = np.asarray(unlabeled, np.int64)
+        rank = spearman(scores.z[counted], errors[counted])
+    model.unlink(missing_ok=True)  # the checkpoint can make it again; keep disks small
+    return {
+        "picks": picks,
+        "control": control,
+        "scoring_seconds": scores.seconds if method.scored else 0.0,
+        "scored_frames": scores.frames if method.scored else 0,
+        "pick_errors": float(np.mean(errors[picks])) if picks else float("nan"),
+        "control_errors": float(np.mean(errors[control])) if control else float("nan"),
+        "spearman_z_errors": rank,
+        "pick_z": [float(scores.z[p]) for p in picks] if method.scored else [],
+    }
+
+
+def _score(
+    exp: Experiment, model: Path, positions: list[int], method: Method | None, ckpt: Path, seed: int
+) -> PoolScores:
+    cfg = exp.config
+    return score_pool(
+        model, exp.pool, positions, method, cfg.scoring, cfg.evaluation,
+        threads=cfg.threads, checkpoint=ckpt, seed=seed,
+    )  # fmt: skip
+
+
+def run_method(
+    exp: Experiment, seed: int, method: Method, w0: Path, on_cycle: Callable[[str], None] | None
+) -> dict[str, Any]:
+    """All cycles of one method and seed (resuming finished ones); returns the state."""
+    from alscout.trainer.training import fit
+
+    cfg = exp.config
+    run_dir = cfg.out / f"seed{seed}" / method.name
+    state_path = run_dir / STATE_FILE
+    state = _read_json(state_path) or {
+        "digest": cfg.digest(), "seed": seed, "method": method.name, "cycles": []
+    }  # fmt: skip
+    if state["digest"] != cfg.digest():
+        raise ConfigError(
+            f"{state_path} belongs to another configuration (digest {state['digest']}, now "
+            f"{cfg.digest()}); use another out folder or delete it"
+        )
+    oracle = exp.oracle()
+    picked: list[int] = []
+    trained: list[int] = []
+    labels: dict[int, ImageRecord] = {}
+    for done in state["cycles"]:
+        asked = done["picks"] + done["control"]
+        cycle_dir = run_dir / f"cycle{done['cycle']:02d}"
+        labels.update(zip(asked, oracle.label(asked, cycle_dir), strict=True))
+        picked += done["picks"]
+        trained += done["picks"] + (done["control"] if cfg.train_on_control else [])
+    for cycle in range(len(state["cycles"]) + 1, cfg.cycles + 1):
+        cycle_dir = run_dir / f"cycle{cycle:02d}"
+        current = w0 if cycle == 1 else run_dir / f"cycle{cycle - 1:02d}" / "last.pt"
+        selection = _read_json(cycle_dir / "selection.json")
+        if selection is None:
+            selection = _select(exp, method, seed, cycle, current, cycle_dir, picked, list(labels))
+            write_json_atomic(cycle_dir / "selection.json", selection)
+        picks, control = selection["picks"], selection["control"]
+        asked = picks + control  # one labeling request per cycle
+        labels.update(zip(asked, oracle.label(asked, cycle_dir), strict=True))
+        new = picks + (control if cfg.train_on_control else [])
+        records = [labels[p] for p in [*trained, *new]]
+        base = list(exp.initial.images) if cfg.include_initial else []
+        train_set = Dataset(base + records, name=f"{method.name}-seed{seed}-cycle{cycle}")
+        began = time.perf_counter()
+        fit(
+            train_set, cfg.detector, cfg.finetune.with_overrides(seed=seed + 1000 * cycle),
+            out_dir=cycle_dir, init=w0, progress=False,
+        )  # fmt: skip
+        train_seconds = time.perf_counter() - began
+        metrics = _evaluate(exp, cycle_dir / "last.pt", cycle_dir / "eval.json")
+        picked += picks
+        trained += new
+        state["cycles"].append(
+            {
+                "cycle": cycle,
+                **selection,
+                **metrics,
+                "train_seconds": train_seconds,
+                "labeled": len(trained),
+                "instances": count_instances(exp.pool, picks),
+                "control_instances": count_instances(exp.pool, control),
+            }
+        )
+        write_json_atomic(state_path, state)
+        message = (
+            f"seed={seed} method={method.name} cycle={cycle}/{cfg.cycles} "
+            f"MR@FPPI=1 {100 * metrics['mr_at_fppi1']:.2f}% LAMR {100 * metrics['lamr']:.2f}%"
+        )
+        log.info(message)
+        if on_cycle is not None:
+            on_cycle(message)
+    return state
+
+
+def run_experiment(config: ExperimentConfig, on_cycle: Callable[[str], None] | None = None) -> Path:
+    """Run (or resume) every seed and method, then write the summary; returns its path."""
+    import torch
+
+    from alscout.trainer.al.outputs import write_outputs
+
+    torch.set_num_threads(config.threads)
+    exp = Experiment.load(config)
+    log.info(
+        "experiment=%s pool=%d video=%s initial=%d test=%d",
+        config.name, len(exp.pool), exp.video, len(exp.initial), len(exp.test),
+    )  # fmt: skip
+    write_json_atomic(config.out / "config.json", {"digest": config.digest(), "name": config.name})
+    for seed in config.seeds:
+        w0 = train_initial(exp, seed)
+        for name in config.methods:
+            run_method(exp, seed, METHODS[name], w0, on_cycle)
+    return write_outputs(config.out, config)

@@ -1,0 +1,110 @@
+"""Figures of an experiment, in the manner of the paper's (PNG, matplotlib Agg).
+
+- ``fig5_mr_fppi_<method>.png``: MR-FPPI curves of one method per cycle, first seed
+  (paper Fig. 5 left and middle; Fig. 6 for entropy and MC dropout).
+- ``fig5_mr_at_fppi1.png``: miss rate at FPPI = 1 per cycle, mean and spread over
+  seeds, for the paper's method and its baselines (Fig. 5 right).
+- ``fig7_instances.png``: pedestrian instances in the selected frames, cumulative
+  per cycle (Fig. 7).
+- ``fig10_ablations.png``: miss rate at FPPI = 1 per cycle for the paper's method and
+  its ablations (Fig. 10).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from alscout.trainer.al.config import ExperimentConfig
+from alscout.trainer.al.outputs import BASELINES, MethodRuns, mean_spread
+from alscout.trainer.evaluation.caltech import EvalResult
+from alscout.trainer.evaluation.plots import plot_mr_fppi
+
+__all__ = ["draw_all", "plot_per_cycle"]
+
+log = logging.getLogger(__name__)
+
+_ABLATIONS = ("divergence_mean", "divergence_no_smoothing", "divergence_no_rules")
+
+
+def _eval(path: Path) -> EvalResult | None:
+    if not path.is_file():
+        return None
+    return EvalResult(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def plot_per_cycle(
+    runs: dict[str, MethodRuns], methods: list[str], path: Path, ylabel: str, what: str
+) -> Path:
+    """One line per method over cycles with a band of ±1 std over seeds.
+
+    ``what``: "mr_at_fppi1" (plotted in %) or "instances" (cumulative).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=100)
+    try:
+        for m in methods:
+            run = runs[m]
+            cycles = [c for c in run.cycles if what != "instances" or c > 0]
+            if what == "instances":
+                stats = [mean_spread(list(run.cumulative_instances(c).values())) for c in cycles]
+            else:
+                stats = [
+                    mean_spread([100 * v for v in run.series(what, c).values()]) for c in cycles
+                ]
+            mean = np.array([s[0] for s in stats])
+            spread = np.array([s[1] for s in stats])
+            (line,) = ax.plot(cycles, mean, marker="o", label=m)
+            ax.fill_between(cycles, mean - spread, mean + spread, color=line.get_color(), alpha=0.2)
+        ax.set_xlabel("cycle")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return path
+
+
+def draw_all(out: Path, runs: dict[str, MethodRuns], config: ExperimentConfig) -> list[Path]:
+    """Every figure the finished cycles allow; returns the files written."""
+    figures = out / "figures"
+    written: list[Path] = []
+    seed = config.seeds[0]
+    w0 = _eval(out / f"seed{seed}" / "w0" / "eval.json")
+    for m in runs:
+        curves = {} if w0 is None else {"cycle 0 (w_l)": w0}
+        for c in runs[m].cycles:
+            result = _eval(out / f"seed{seed}" / m / f"cycle{c:02d}" / "eval.json")
+            if result is not None and c > 0:
+                curves[f"cycle {c}"] = result
+        if curves:
+            written.append(
+                plot_mr_fppi(curves, figures / f"fig5_mr_fppi_{m}.png", title=f"{m}, seed {seed}")
+            )
+    main = [m for m in ("divergence", *BASELINES) if m in runs and runs[m].cycles]
+    if main:
+        written.append(
+            plot_per_cycle(runs, main, figures / "fig5_mr_at_fppi1.png", "MR at FPPI=1 (%)",
+                           "mr_at_fppi1")
+        )  # fmt: skip
+        written.append(
+            plot_per_cycle(runs, main, figures / "fig7_instances.png",
+                           "pedestrian instances selected", "instances")
+        )  # fmt: skip
+    ablations = [m for m in ("divergence", *_ABLATIONS) if m in runs and runs[m].cycles]
+    if len(ablations) > 1:
+        written.append(
+            plot_per_cycle(runs, ablations, figures / "fig10_ablations.png", "MR at FPPI=1 (%)",
+                           "mr_at_fppi1")
+        )  # fmt: skip
+    log.info("figures written folder=%s count=%d", figures, len(written))
+    return written

@@ -1,0 +1,214 @@
+"""Scoring the unlabeled pool with the code the car runs, and counting each frame's errors.
+
+Each cycle's detector is exported to ONNX and scored by
+:class:`~alscout.runtime.pipeline.ScoringPipeline` on ONNX Runtime CPU (resize,
+normalise, double evaluation, SPEC §1 scores). The same forward pass also gives each
+frame's detections, hence its false positives and false negatives against the ground
+truth: what the random control slice and the rank check compare.
+
+MC dropout needs stochastic passes, which an ONNX export (traced in eval mode, dropout
+folded away) cannot give; that baseline runs the same pipeline over the PyTorch
+reference backend with dropout kept on (:meth:`Detector.enable_mc_dropout`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from alscout.errors import InvalidInputError
+from alscout.runtime.backends.base import Backend
+from alscout.runtime.pipeline import PipelineConfig, ScoringPipeline
+from alscout.trainer.al.config import EvaluationConfig, ScoringConfig
+from alscout.trainer.al.methods import Method
+from alscout.trainer.data.annotations import Dataset, ImageRecord
+from alscout.trainer.data.filters import BoxFilter, filter_record
+
+__all__ = ["PoolScores", "export_model", "score_pool", "frame_errors", "spearman"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PoolScores:
+    """Per pool position: ``z [P]`` float64 (NaN where not scored), ``false_positives``
+    and ``false_negatives`` ``[P]`` int64 (-1 where not counted); ``seconds``: wall
+    time of inference and scoring; ``frames``: how many frames went through."""
+
+    z: np.ndarray
+    false_positives: np.ndarray
+    false_negatives: np.ndarray
+    seconds: float
+    frames: int
+
+    @property
+    def errors(self) -> np.ndarray:
+        """False positives plus false negatives ``[P]`` (-1 where not counted)."""
+        both = self.false_positives + self.false_negatives
+        return np.where(self.false_positives < 0, -1, both)
+
+
+def export_model(checkpoint: Path, out: Path, version: str) -> Path:
+    """Export ``checkpoint`` to the ONNX file ``out`` (model contract, SPEC §4)."""
+    from alscout.export.onnx import OnnxFromTorch, SaveOnnx, info_from_detector
+    from alscout.trainer.checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    detector = state.build_model()
+    input_size = state.train.input_size if state.train is not None else None
+    info = info_from_detector(
+        detector,
+        training_data_digest=state.data_digest or "unknown",
+        input_size=input_size,
+        version=version,
+    )
+    SaveOnnx(OnnxFromTorch(detector, info), out)()
+    return out
+
+
+def frame_errors(
+    record: ImageRecord,
+    probs: np.ndarray,
+    boxes_640: Sequence[tuple[float, float]],
+    evaluation: EvaluationConfig,
+) -> tuple[int, int]:
+    """(false positives, false negatives) of one frame at ``evaluation.error_threshold``.
+
+    ``probs``: ``[K, h, w]`` head maps at the model's input size; boxes are scaled to
+    the record's pixels. Ground truth the network cannot represent (the paper's
+    filters, measured at the input size) is ignore, as in the Caltech evaluation.
+    """
+    from alscout.trainer.evaluation.caltech import match_image
+    from alscout.trainer.evaluation.detections import decode_detections
+
+    _, h, w = probs.shape
+    boxes, scores = decode_detections(
+        probs, boxes_640, evaluation.error_threshold, evaluation.nms_iou
+    )
+    scale = np.array([record.width / w, record.height / h] * 2, np.float64)
+    rule = BoxFilter(min_height=50.0 * h / 480.0, train_width=w, train_height=h)
+    truth = filter_record(record, rule).boxes
+    gt = np.array([[b.x, b.y, b.w, b.h] for b in truth], np.float64).reshape(-1, 4)
+    ignore = np.array([b.ignore for b in truth], bool)
+    det_type, matched = match_image(boxes * scale, scores, gt, ignore)
+    return int((det_type == 0).sum()), int((~ignore & ~matched).sum())
+
+
+def score_pool(
+    model_path: Path,
+    pool: Dataset,
+    positions: Sequence[int],
+    method: Method | None,
+    scoring: ScoringConfig,
+    evaluation: EvaluationConfig,
+    *,
+    threads: int = 1,
+    checkpoint: Path | None = None,
+    seed: int = 0,
+) -> PoolScores:
+    """Score pool ``positions`` with ``model_path`` (ONNX) and count their errors.
+
+    ``method``: whose image score z to compute (None or a random method: errors only).
+    ``checkpoint``: the same detector's checkpoint, needed by "mc_dropout";
+    ``seed`` seeds its dropout masks.
+    """
+    from alscout.runtime.backends.onnxruntime import OnnxRuntimeBackend, OrtOptions
+    from alscout.runtime.scoring import aggregate, image_scores, mc_dropout_scores
+    from alscout.trainer.data.images import load_image
+
+    n = len(pool)
+    z = np.full(n, np.nan)
+    fp = np.full(n, -1, np.int64)
+    fn = np.full(n, -1, np.int64)
+    config = PipelineConfig(
+        batch_size=scoring.batch_size,
+        double_evaluation=scoring.double_evaluation,
+        radius=scoring.radius,
+        region=scoring.region,
+    )
+    backend = OnnxRuntimeBackend(model_path, "cpu", OrtOptions(intra_op_threads=threads))
+    mc = None
+    if method is not None and method.score == "mc_dropout":
+        mc = _mc_pipeline(checkpoint, backend, config, scoring.mc_rate, threads, seed)
+    seconds = 0.0
+    with ScoringPipeline(backend, config) as pipeline:
+        boxes_640 = _boxes_at_640(pipeline)
+        todo = [int(p) for p in positions]
+        for start in range(0, len(todo), scoring.batch_size):
+            batch = todo[start : start + scoring.batch_size]
+            images = [load_image(pool[p]) for p in batch]
+            began = time.perf_counter()
+            probs = pipeline.probabilities(images)
+            if method is not None and method.score in ("divergence", "entropy"):
+                z[batch] = image_scores(
+                    probs, scoring.radius, scoring.region, method.score, method.aggregation
+                )
+            elif mc is not None and method is not None:
+                samples = np.stack([mc.probabilities(images) for _ in range(scoring.mc_samples)], 1)
+                maps = mc_dropout_scores(samples)
+                z[batch] = aggregate(maps, scoring.region, method.aggregation)
+            seconds += time.perf_counter() - began
+            for p, maps in zip(batch, probs, strict=True):
+                fp[p], fn[p] = frame_errors(pool[p], maps, boxes_640, evaluation)
+    if mc is not None:
+        mc.close()
+    return PoolScores(z, fp, fn, seconds, len(positions))
+
+
+def _boxes_at_640(pipeline: ScoringPipeline) -> list[tuple[float, float]]:
+    """The model's default boxes (metadata: at its input size) rescaled to 640x480."""
+    info = pipeline.model_info
+    h, w = info.input_size
+    return [(bh * 480.0 / h, bw * 640.0 / w) for bh, bw in info.default_boxes]
+
+
+def _mc_pipeline(
+    checkpoint: Path | None,
+    backend: Backend,
+    config: PipelineConfig,
+    rate: float,
+    threads: int,
+    seed: int,
+) -> ScoringPipeline:
+    """The pipeline over the PyTorch reference backend with dropout kept on."""
+    import torch
+
+    from alscout.runtime.backends.torch_reference import TorchBackend
+    from alscout.trainer.checkpoint import load_checkpoint
+
+    if checkpoint is None:
+        raise InvalidInputError("mc_dropout scoring needs the detector's checkpoint")
+    detector = load_checkpoint(checkpoint).build_model()
+    detector.enable_mc_dropout(True, rate)
+    torch.manual_seed(seed)
+    reference = TorchBackend(detector, backend.model_info, source=str(checkpoint), threads=threads)
+    return ScoringPipeline(reference, config)
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation of ``a [n]`` and ``b [n]`` (ties: average ranks); NaN
+    when either is constant or n < 2."""
+    x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise InvalidInputError(f"spearman needs two [n] arrays, got {x.shape} and {y.shape}")
+    if len(x) < 2:
+        return float("nan")
+    rx, ry = _ranks(x), _ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(1, len(values) + 1)
+    _, inverse = np.unique(values, return_inverse=True)
+    sums = np.bincount(inverse, weights=ranks)
+    counts = np.bincount(inverse)
+    return (sums / counts)[inverse]
