@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.request
 
 import grpc
@@ -33,6 +34,10 @@ def test_a_stream_is_counted_and_served_over_http(harness, tiny_model):
             results = list(stub.ScoreStream(iter(frames)))
             with pytest.raises(grpc.RpcError):
                 list(stub.ScoreStream(iter([jpeg_frame(b"junk", 0, "m2")])))
+        deadline = time.monotonic() + 10  # the failed call's stream is closed in the background
+        while scoring.metrics.value("alscout_streams_freed_total", reason="error") < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         samples = scrape(scoring.metrics_port)
     finally:
         harness.stop(scoring)
