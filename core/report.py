@@ -361,7 +361,7 @@ border-bottom:1px solid #eee}.grid{display:flex;flex-wrap:wrap;gap:12px}
 figure{margin:0;width:360px;font-size:12px}figure img{width:360px;display:block}
 .missing{width:360px;height:120px;background:#f3f3f3;display:flex;align-items:center;
 justify-content:center;color:#a00}code,pre{background:#f6f6f6;padding:2px 4px}
-pre{padding:8px;overflow-x:auto}
+pre{padding:8px;white-space:pre-wrap}.steps td:nth-child(-n+3){white-space:nowrap}
 """
 
 
@@ -469,22 +469,18 @@ def _speed_section(info: dict[str, Any]) -> str:
                 (
                     f"server latency, {stage}",
                     f"p50 {quantiles['p50']:.1f} ms · p90 {quantiles['p90']:.1f} ms · "
-                    f"p99 {quantiles['p99']:.1f} ms over {int(quantiles['count'])} frames",
+                    f"p99 {quantiles['p99']:.1f} ms ({int(quantiles['count'])} samples)",
                 )
             )
     parts.append(_table(rows) if rows else "<p>Not measured (no run facts given).</p>")
     steps = info.get("steps") or []
     if steps:
         parts.append("<p>Steps of this run:</p>")
-        parts.append(
-            _table(
-                [
-                    (s["name"], f"{s['seconds']:.1f} s", _cpu(s.get("cpu_s")), s["command"])
-                    for s in steps
-                ],
-                header=("step", "wall clock", "CPU", "command"),
-            )
-        )
+        rows = [
+            (s["name"], f"{s['seconds']:.1f} s", _cpu(s.get("cpu_s")), s["command"]) for s in steps
+        ]
+        table = _table(rows, header=("step", "wall clock", "CPU", "command"))
+        parts.append(f"<div class='steps'>{table}</div>")
     return "\n".join(parts)
 
 
