@@ -284,9 +284,6 @@ def test_frames_past_their_deadline_are_not_scored(slow):
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         time.sleep(0.5)  # past the batch's 300 ms wait: the frame was dropped, not scored
         assert len(scoring.service.batcher.batch_sizes) == batches
-        dropped = scoring.metrics.value("alscout_frames_rejected_total", reason="withdrawn")
-        dropped += scoring.metrics.value("alscout_frames_rejected_total", reason="deadline")
-        assert dropped >= 1
         assert stub.Score(jpeg_frame(video_frames(1)[0], 0), timeout=10).z > 0
 
 
