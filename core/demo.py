@@ -6,7 +6,7 @@ synthetic source data -> ``alscout train`` -> ``alscout export onnx`` -> ``alsco
 local folder as the sink) -> ``alscout report``. Each step is a subprocess running the
 same command a user would type, so the demo cannot drift from the CLI. Example::
 
-    alscout demo                          # synthetic target-domain video, ~5 min on 2 cores
+    alscout demo                          # synthetic target-domain video, < 10 min on 2 cores
     alscout demo --video my_drive.mp4     # score your own video with the trained model
     alscout demo --quick                  # a reduced run (the test suite runs it)
 
@@ -446,6 +446,16 @@ def _recording_id(video: Path) -> str:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Options of ``alscout demo``."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = (
+        "steps: alscout data synth -> train -> export onnx -> serve (a subprocess on a free\n"
+        "loopback port) -> stream -> outbox upload (a local folder) -> report; each is\n"
+        "printed as the command it runs. Results: WORKDIR/run/report.html.\n\n"
+        "examples:\n"
+        "  alscout demo                        # under 10 min on 2 cores\n"
+        "  alscout demo --video drive.mp4      # score your video with the trained model\n"
+        "  alscout demo --quick --workdir /tmp/demo"
+    )
     parser.add_argument("--video", type=Path, help="score this video (default: a synthetic one)")
     parser.add_argument(
         "--workdir",

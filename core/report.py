@@ -571,6 +571,12 @@ def build_report(
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Options of ``alscout report``."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = (
+        "example:\n"
+        "  alscout report --decisions run/decisions.jsonl --outbox run/outbox \\\n"
+        "      --sink run/uploads --out run/report.html"
+    )
     parser.add_argument(
         "--decisions", type=Path, required=True, help="JSONL of final decisions (alscout stream)"
     )
