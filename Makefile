@@ -39,9 +39,11 @@ $(INTEROP): tests/interop/package.json tests/interop/package-lock.json
 bench: $(STAMP)
 	$(BIN)/python bench/score_kernels.py
 
+# The main job end to end on embedded defaults (docs/design.md); VIDEO=path scores
+# your own video with the model the first run trained.
+WORKDIR ?= demo-work
 demo: $(STAMP)
-	@echo "make demo arrives with the demo issue (#8); until then see README.md" >&2
-	@exit 1
+	$(BIN)/alscout demo --workdir "$(WORKDIR)" $(if $(VIDEO),--video "$(VIDEO)")
 
 clean:
 	rm -rf $(VENV) build *.egg-info
