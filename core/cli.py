@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("alscout.export.cli", "export a checkpoint to ONNX, .pt2 or a TensorRT engine"),
     "train": ("alscout.trainer.cli_train", "train or finetune the pedestrian detector"),
     "evaluate": ("alscout.trainer.cli_evaluate", "Caltech miss rate of a trained detector"),
+    "al": ("alscout.trainer.al.cli", "active-learning experiments: cycles, baselines, ablations"),
     "fleet": ("alscout.trainer.fleet.cli", "uploads -> labeling pool -> finetune -> publish"),
     "report": ("alscout.report", "HTML report of a streamed recording: scores, flags, heat maps"),
     "demo": ("alscout.demo", "train, serve, stream, upload and report on this machine"),

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         "threads": args.threads,
     }
     try:
-        config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v})
+        config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
     except TypeError as error:
         raise ConfigError(str(error)) from error
     if args.al_command == "summary":

@@ -181,6 +181,8 @@ def run_method(
     exp: Experiment, seed: int, method: Method, w0: Path, on_cycle: Callable[[str], None] | None
 ) -> dict[str, Any]:
     """All cycles of one method and seed (resuming finished ones); returns the state."""
+    import torch
+
     from alscout.trainer.training import fit
 
     cfg = exp.config
@@ -218,6 +220,7 @@ def run_method(
         records = [labels[p] for p in [*trained, *new]]
         base = list(exp.initial.images) if cfg.include_initial else []
         train_set = Dataset(base + records, name=f"{method.name}-seed{seed}-cycle{cycle}")
+        torch.set_num_threads(cfg.threads)  # scoring may have changed it (shared OpenMP)
         began = time.perf_counter()
         fit(
             train_set, cfg.detector, cfg.finetune.with_overrides(seed=seed + 1000 * cycle),

@@ -117,10 +117,15 @@ def score_pool(
     ``checkpoint``: the same detector's checkpoint, needed by "mc_dropout";
     ``seed`` seeds its dropout masks.
     """
+    import numba
+
     from alscout.runtime.backends.onnxruntime import OnnxRuntimeBackend, OrtOptions
     from alscout.runtime.scoring import aggregate, image_scores, mc_dropout_scores
     from alscout.trainer.data.images import load_image
 
+    # One Numba thread per allowed thread: its OpenMP pool is the one PyTorch uses in
+    # this process, and a bigger pool left spinning slows the next finetuning ~20x.
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     n = len(pool)
     z = np.full(n, np.nan)
     fp = np.full(n, -1, np.int64)
