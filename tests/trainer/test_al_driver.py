@@ -92,3 +92,21 @@ def test_human_labeling_round_pauses_and_resumes(tmp_path: Path) -> None:
     assert len(state["cycles"]) == 1 and state["cycles"][0]["labeled"] == 3
     selection = json.loads((cycle_dir / "selection.json").read_text())
     assert [r["image_id"] for r in request] == selection["picks"] + selection["control"]
+
+
+@pytest.mark.slow
+def test_a_given_checkpoint_is_w_l(tmp_path: Path) -> None:
+    first = replace(load_experiment(TINY, out=tmp_path / "a"), methods=("random",), cycles=1)
+    run_experiment(first)
+    given = first.out / "seed0" / "w0" / "last.pt"
+    second = replace(first, out=tmp_path / "b", initial_checkpoint=given)
+    shutil.copytree(first.out / "data", second.out / "data")
+    run_experiment(second)
+    w0 = second.out / "seed0" / "w0"
+    assert (w0 / "last.pt").read_bytes() == given.read_bytes()
+    done = json.loads((w0 / "done.json").read_text())
+    assert done["from"] == str(given)
+    before = json.loads((given.parent / "done.json").read_text())
+    assert done["mr_at_fppi1"] == before["mr_at_fppi1"]
+    with pytest.raises(ConfigError, match="not found"):
+        run_experiment(replace(second, out=tmp_path / "c", initial_checkpoint=tmp_path / "no.pt"))

@@ -41,6 +41,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--methods", nargs="+", help="override [experiment] methods")
         p.add_argument("--cycles", type=int, help="override [experiment] cycles")
         p.add_argument("--threads", type=int, help="CPU threads (default: [experiment])")
+        p.add_argument(
+            "--initial-checkpoint",
+            type=Path,
+            help="use this trained detector as w_l instead of training one",
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,11 +54,13 @@ def run(args: argparse.Namespace) -> int:
     from alscout.trainer.al.oracle import LabelingPending
 
     config = load_experiment(args.config, args.out)
+    given = args.initial_checkpoint
     changes = {
         "seeds": tuple(args.seeds) if args.seeds else None,
         "methods": tuple(args.methods) if args.methods else None,
         "cycles": args.cycles,
         "threads": args.threads,
+        "initial_checkpoint": given.resolve() if given is not None else None,
     }
     try:
         config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})

@@ -135,6 +135,8 @@ class ExperimentConfig:
     set plus the picks (False: the picks only, as the paper). ``threads``: CPU threads
     for PyTorch and ONNX Runtime. ``oracle``: "ground_truth", or "files" (a human
     labeling round: the run pauses until the cycle's labels file exists).
+    ``initial_checkpoint``: use this trained detector as ``w_l`` of every seed instead
+    of training one on ``initial`` (which then only joins finetuning).
     """
 
     name: str
@@ -151,6 +153,7 @@ class ExperimentConfig:
     include_initial: bool = True
     threads: int = 1
     oracle: str = "ground_truth"
+    initial_checkpoint: Path | None = None
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: TrainConfig = field(default_factory=TrainConfig)
@@ -240,6 +243,10 @@ def load_experiment(path: Path | str, out: Path | str | None = None) -> Experime
         raise ConfigError(f"{path}: [experiment] needs out = <folder> (or pass --out)")
     try:
         experiment["out"] = _path(experiment["out"], Path.cwd() if out else base, "out")
+        if "initial_checkpoint" in experiment:
+            experiment["initial_checkpoint"] = _path(
+                experiment["initial_checkpoint"], base, "initial_checkpoint"
+            )
         train = TrainConfig.from_dict(dict(data.get("train", {})))
         finetune = train.with_overrides(**dict(data.get("finetune", {})))
         return _build(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 import zlib
 from collections.abc import Callable
@@ -112,11 +113,22 @@ def train_initial(exp: Experiment, seed: int) -> Path:
     if done.is_file():
         return folder / "last.pt"
     began = time.perf_counter()
-    train = exp.config.train.with_overrides(seed=seed)
-    fit(exp.initial, exp.config.detector, train, out_dir=folder, progress=False)
+    given = exp.config.initial_checkpoint
+    if given is not None:
+        if not given.is_file():
+            raise ConfigError(f"initial_checkpoint {given} not found")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(given, folder / "last.pt.partial")
+        os.replace(folder / "last.pt.partial", folder / "last.pt")
+    else:
+        train = exp.config.train.with_overrides(seed=seed)
+        fit(exp.initial, exp.config.detector, train, out_dir=folder, progress=False)
     seconds = time.perf_counter() - began
     metrics = _evaluate(exp, folder / "last.pt", folder / "eval.json")
-    write_json_atomic(done, {**metrics, "train_seconds": seconds, "images": len(exp.initial)})
+    write_json_atomic(
+        done,
+        {**metrics, "train_seconds": seconds, "images": len(exp.initial), "from": str(given or "")},
+    )
     log.info("w_l seed=%d lamr=%.4f mr1=%.4f", seed, metrics["lamr"], metrics["mr_at_fppi1"])
     return folder / "last.pt"
 
