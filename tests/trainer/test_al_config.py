@@ -61,6 +61,8 @@ def test_paths_resolve_against_the_file_and_finetune_overrides_train(tmp_path: P
     assert other.out == tmp_path / "elsewhere"
     assert other.digest() == config.digest()  # the out folder is not part of the digest
     assert replace(config, budget=11).digest() != config.digest()
+    more = replace(config, seeds=(0, 1, 2), methods=("random",), cycles=9, threads=2)
+    assert more.digest() == config.digest()
 
 
 @pytest.mark.parametrize(

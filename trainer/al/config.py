@@ -178,9 +178,13 @@ class ExperimentConfig:
             raise ConfigError(f"name must be a plain folder name, got {self.name!r}")
 
     def digest(self) -> str:
-        """16 hex characters over every setting except ``out``: a resumed run must match."""
+        """16 hex characters over the settings that change what one seed and method's
+        cycles do: a resumed run must match. ``out``, ``seeds``, ``methods``,
+        ``cycles`` and ``threads`` are left out, so a run can gain seeds, methods or
+        cycles later."""
         values = asdict(self)
-        values.pop("out")
+        for key in ("out", "seeds", "methods", "cycles", "threads"):
+            values.pop(key)
         text = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
