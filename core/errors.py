@@ -15,6 +15,13 @@ __all__ = [
     "ConfigError",
     "BackendUnavailableError",
     "CapacityError",
+    "OutboxFullError",
+    "DeadlineExceededError",
+    "ShuttingDownError",
+    "StreamBusyError",
+    "StreamTakenOverError",
+    "SinkError",
+    "ServiceUnavailableError",
 ]
 
 
@@ -44,3 +51,31 @@ class BackendUnavailableError(AlscoutError):
 
 class CapacityError(AlscoutError):
     """A queue, quota or budget is full; the caller may retry later."""
+
+
+class OutboxFullError(CapacityError):
+    """The outbox quota is taken by frames that score higher than the one offered."""
+
+
+class DeadlineExceededError(CapacityError):
+    """A frame's deadline passed before it could be scored (gRPC DEADLINE_EXCEEDED)."""
+
+
+class ShuttingDownError(CapacityError):
+    """The server is draining; no new frames are taken (gRPC UNAVAILABLE)."""
+
+
+class StreamBusyError(InvalidInputError):
+    """The stream is attached to another live call (gRPC ALREADY_EXISTS)."""
+
+
+class StreamTakenOverError(CapacityError):
+    """A resuming call took the stream over from this one (gRPC ABORTED)."""
+
+
+class SinkError(AlscoutError):
+    """An upload failed or was not confirmed; the uploader retries it later."""
+
+
+class ServiceUnavailableError(AlscoutError):
+    """The scoring server could not be reached or refused the call."""

@@ -179,7 +179,7 @@ def _from_sink(decision: DecisionRow, sink: Path | None, row: Any) -> FrameView:
     if sink is None:
         where = "uploaded" if row is not None else "not in the outbox"
         return FrameView(decision, None, None, "-", f"{where}; pass --sink to show it")
-    from alscout.server.sinks import SinkError
+    from alscout.errors import SinkError
     from alscout.server.uploader import record_key
 
     key = record_key(decision)  # reads recording_id, camera_id, frame_index only

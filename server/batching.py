@@ -21,21 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alscout.errors import CapacityError, ConfigError
+from alscout.errors import ConfigError, DeadlineExceededError, ShuttingDownError
 from alscout.runtime.pipeline import FrameScore
 from alscout.server.metrics import ServerMetrics
 
 __all__ = ["Batcher", "BatchedScore", "DeadlineExceededError", "ShuttingDownError"]
 
 log = logging.getLogger(__name__)
-
-
-class DeadlineExceededError(CapacityError):
-    """A frame's deadline passed before it could be scored (gRPC DEADLINE_EXCEEDED)."""
-
-
-class ShuttingDownError(CapacityError):
-    """The batcher is stopped; no new frames are taken (gRPC UNAVAILABLE)."""
 
 
 @dataclass(frozen=True)

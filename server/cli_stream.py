@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from alscout.errors import AlscoutError
+from alscout.errors import ServiceUnavailableError
 
 if TYPE_CHECKING:
     import grpc
@@ -27,7 +27,7 @@ __all__ = ["configure", "run", "decision_record", "default_ids", "StreamFailedEr
 log = logging.getLogger(__name__)
 
 
-class StreamFailedError(AlscoutError):
+class StreamFailedError(ServiceUnavailableError):
     """The server could not be reached, refused the call, or broke the decision contract."""
 
 

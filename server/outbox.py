@@ -34,7 +34,12 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter
 
-from alscout.errors import CapacityError, ConfigError, DataError, InvalidInputError
+from alscout.errors import (
+    ConfigError,
+    DataError,
+    InvalidInputError,
+    OutboxFullError,
+)
 
 __all__ = [
     "FramePayload",
@@ -323,10 +328,6 @@ CREATE TABLE IF NOT EXISTS blobs (
 CREATE INDEX IF NOT EXISTS blobs_by_hash ON blobs (sha256, suffix);
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-
-
-class OutboxFullError(CapacityError):
-    """The quota is taken by frames that score higher than the one offered."""
 
 
 @dataclass(frozen=True)

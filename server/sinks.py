@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qs, unquote, urlparse
 
-from alscout.errors import AlscoutError, ConfigError
+from alscout.errors import ConfigError, SinkError
 from alscout.server.outbox import fsync_dir, write_atomic
 
 __all__ = ["Sink", "SinkError", "DirectorySink", "S3Sink", "open_sink", "check_key"]
@@ -29,10 +29,6 @@ log = logging.getLogger(__name__)
 _KEY_PATTERN = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
 #: S3's smallest part (except the last one)
 MIN_PART_BYTES = 5 * 1024 * 1024
-
-
-class SinkError(AlscoutError):
-    """An upload failed or was not confirmed; the uploader retries it later."""
 
 
 def check_key(key: str) -> str:

@@ -13,11 +13,13 @@ from alscout.errors import (
     CapacityError,
     ConfigError,
     DataError,
+    DeadlineExceededError,
     InvalidInputError,
     ModelError,
+    ShuttingDownError,
+    StreamBusyError,
+    StreamTakenOverError,
 )
-from alscout.server.batching import DeadlineExceededError, ShuttingDownError
-from alscout.server.streams import StreamBusyError, StreamTakenOverError
 
 __all__ = ["STATUS_CODES", "status_for", "abort_with"]
 

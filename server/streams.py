@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import fields
 
-from alscout.errors import CapacityError, InvalidInputError
+from alscout.errors import CapacityError, InvalidInputError, StreamBusyError, StreamTakenOverError
 from alscout.runtime.temporal import Decision, OnlineSelector, SelectorConfig
 from alscout.server.metrics import ServerMetrics
 from alscout.server.outbox import ContextFrame, FlaggedFrame, FramePayload, check_id
@@ -36,14 +36,6 @@ log = logging.getLogger(__name__)
 #: cameras x recordings one call may multiplex
 MAX_STREAMS_PER_CALL = 64
 _FLAGGED_FIELDS = {f.name for f in fields(FlaggedFrame)}
-
-
-class StreamBusyError(InvalidInputError):
-    """The stream is attached to another live call (gRPC ALREADY_EXISTS)."""
-
-
-class StreamTakenOverError(CapacityError):
-    """A resuming call took the stream over from this one (gRPC ABORTED)."""
 
 
 class StreamState:

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from alscout.errors import AlscoutError, ConfigError, DataError
+from alscout.errors import AlscoutError, ConfigError, DataError, SinkError
 from alscout.server.outbox import DurableOutbox, StoredFrame
-from alscout.server.sinks import Sink, SinkError
+from alscout.server.sinks import Sink
 
 __all__ = [
     "UploaderConfig",

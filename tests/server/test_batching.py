@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from alscout.errors import ConfigError
+from alscout.errors import ConfigError, DeadlineExceededError, ShuttingDownError
 from alscout.runtime.pipeline import FrameScore
-from alscout.server.batching import Batcher, DeadlineExceededError, ShuttingDownError
+from alscout.server.batching import Batcher
 from alscout.server.metrics import ServerMetrics
 
 

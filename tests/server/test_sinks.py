@@ -10,8 +10,8 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from alscout.errors import ConfigError
-from alscout.server.sinks import DirectorySink, S3Sink, Sink, SinkError, check_key, open_sink
+from alscout.errors import ConfigError, SinkError
+from alscout.server.sinks import DirectorySink, S3Sink, Sink, check_key, open_sink
 
 MIB = 1024 * 1024
 

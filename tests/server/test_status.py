@@ -11,12 +11,14 @@ from alscout.errors import (
     CapacityError,
     ConfigError,
     DataError,
+    DeadlineExceededError,
     InvalidInputError,
     ModelError,
+    ShuttingDownError,
+    StreamBusyError,
+    StreamTakenOverError,
 )
-from alscout.server.batching import DeadlineExceededError, ShuttingDownError
 from alscout.server.status import status_for
-from alscout.server.streams import StreamBusyError, StreamTakenOverError
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alscout.errors import CapacityError, InvalidInputError
+from alscout.errors import CapacityError, InvalidInputError, StreamBusyError
 from alscout.runtime.temporal import SelectorConfig, flag_recording
 from alscout.server.metrics import ServerMetrics
 from alscout.server.outbox import FramePayload
-from alscout.server.streams import StreamBusyError, StreamRegistry, StreamState
+from alscout.server.streams import StreamRegistry, StreamState
 
 CONFIG = SelectorConfig(dt=1, sigma=1.0, dt1=2, dt2=0, threshold=0.0)
 

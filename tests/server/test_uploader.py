@@ -15,9 +15,9 @@ import pytest
 from moto.server import ThreadedMotoServer
 from prometheus_client import CollectorRegistry
 
-from alscout.errors import ConfigError
-from alscout.server.outbox import ContextFrame, DurableOutbox, FlaggedFrame, OutboxFullError
-from alscout.server.sinks import DirectorySink, S3Sink, SinkError
+from alscout.errors import ConfigError, OutboxFullError, SinkError
+from alscout.server.outbox import ContextFrame, DurableOutbox, FlaggedFrame
+from alscout.server.sinks import DirectorySink, S3Sink
 from alscout.server.uploader import Backoff, TokenBucket, Uploader, UploaderConfig, main
 
 FAST = UploaderConfig(poll_s=0.01, backoff_base_s=0.005, backoff_cap_s=0.02)
