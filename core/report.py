@@ -147,7 +147,7 @@ def load_flagged_frames(
     upload, from the directory ``sink`` once uploaded (the outbox then frees them)."""
     if outbox is None:
         return [_from_sink(d, sink, None) for d in flagged]
-    from alscout.server.outbox import INDEX_NAME, DurableOutbox
+    from alscout.server.durable_outbox import INDEX_NAME, DurableOutbox
 
     if not (outbox / INDEX_NAME).is_file():
         raise DataError(f"{outbox}: not an outbox folder (no {INDEX_NAME}); pass --outbox DIR")
@@ -498,7 +498,7 @@ def _uploads_section(outbox: Path | None, sink: Path | None, frames: list[FrameV
         rows.append(("frames uploaded", f"{len(records)} ({size / 1e6:.2f} MB in the sink)"))
         rows.append(("layout", "frames/<recording>/<camera>/<frame>.json + blobs/<sha256>.*"))
     if outbox is not None:
-        from alscout.server.outbox import DurableOutbox
+        from alscout.server.durable_outbox import DurableOutbox
 
         with DurableOutbox(outbox) as store:
             status = store.status()

@@ -24,9 +24,10 @@ from grpc_reflection.v1alpha import reflection
 from alscout.errors import ConfigError
 from alscout.server._proto import alscout_pb2, alscout_pb2_grpc
 from alscout.server.config import ServerConfig
+from alscout.server.durable_outbox import DEFAULT_QUOTA_BYTES, DurableOutbox
 from alscout.server.metrics import ServerMetrics
 from alscout.server.models import ModelHolder
-from alscout.server.outbox import DEFAULT_QUOTA_BYTES, DurableOutbox, MemoryOutbox, Outbox
+from alscout.server.outbox import MemoryOutbox, Outbox
 from alscout.server.security import (
     BearerTokenInterceptor,
     TLSConfig,

@@ -27,7 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run one subcommand; status and check print JSON to stdout."""
-    from alscout.server.outbox import DurableOutbox
+    from alscout.server.durable_outbox import DurableOutbox
 
     if args.outbox_command == "upload":
         from alscout.server.uploader import run as run_upload

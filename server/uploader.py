@@ -29,7 +29,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from alscout.errors import AlscoutError, ConfigError, DataError, SinkError
-from alscout.server.outbox import DurableOutbox, StoredFrame
+from alscout.server.durable_outbox import DurableOutbox, StoredFrame
 from alscout.server.sinks import Sink
 
 __all__ = [

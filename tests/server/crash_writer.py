@@ -12,7 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from alscout.server.outbox import DurableOutbox, FlaggedFrame
+from alscout.server.durable_outbox import DurableOutbox
+from alscout.server.outbox import FlaggedFrame
 from alscout.server.sinks import DirectorySink
 from alscout.server.uploader import Uploader, UploaderConfig
 

@@ -33,8 +33,8 @@ from alscout.runtime.temporal import flag_recording
 from alscout.server._proto import alscout_pb2 as pb
 from alscout.server._proto import alscout_pb2_grpc
 from alscout.server.app import SERVICE_NAME
+from alscout.server.durable_outbox import DurableOutbox
 from alscout.server.metrics import FREE_REASONS
-from alscout.server.outbox import DurableOutbox
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -26,7 +26,7 @@ if str(HERE) not in sys.path:
 
 import crash_writer  # noqa: E402  # found through the line above, like server_harness
 
-from alscout.server.outbox import DurableOutbox  # noqa: E402  # after the path set-up
+from alscout.server.durable_outbox import DurableOutbox  # noqa: E402  # after the path set-up
 from alscout.server.sinks import DirectorySink  # noqa: E402
 from alscout.server.uploader import Uploader, UploaderConfig  # noqa: E402
 

@@ -16,7 +16,8 @@ from moto.server import ThreadedMotoServer
 from prometheus_client import CollectorRegistry
 
 from alscout.errors import ConfigError, OutboxFullError, SinkError
-from alscout.server.outbox import ContextFrame, DurableOutbox, FlaggedFrame
+from alscout.server.durable_outbox import DurableOutbox
+from alscout.server.outbox import ContextFrame, FlaggedFrame
 from alscout.server.sinks import DirectorySink, S3Sink
 from alscout.server.uploader import Backoff, TokenBucket, Uploader, UploaderConfig, main
 
