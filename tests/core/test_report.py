@@ -22,7 +22,8 @@ from alscout.report import (
     load_decisions,
     overlay_heatmap,
 )
-from alscout.server.outbox import DurableOutbox, FlaggedFrame
+from alscout.server.durable_outbox import DurableOutbox
+from alscout.server.outbox import FlaggedFrame
 from alscout.server.sinks import DirectorySink
 from alscout.server.uploader import Uploader
 

@@ -259,7 +259,8 @@ def test_uploader_sink_layout(tmp_path):
 
 def test_ingest_what_the_real_uploader_wrote(tmp_path):
     pytest.importorskip("alscout.server.uploader", reason="the uploader has not landed")
-    from alscout.server.outbox import DurableOutbox, FlaggedFrame
+    from alscout.server.durable_outbox import DurableOutbox
+    from alscout.server.outbox import FlaggedFrame
     from alscout.server.sinks import DirectorySink
     from alscout.server.uploader import Uploader
 
