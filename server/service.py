@@ -12,6 +12,7 @@ with RESOURCE_EXHAUSTED. Stream states live in a server-wide
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -22,9 +23,9 @@ from typing import TypeVar
 import grpc
 import numpy as np
 
-from alscout.errors import CapacityError, InvalidInputError
+from alscout.errors import CapacityError, InvalidInputError, OutboxFullError
 from alscout.runtime.pipeline import FrameScore
-from alscout.runtime.temporal import Decision
+from alscout.runtime.temporal import Decision, Reason
 from alscout.server._proto import alscout_pb2 as pb
 from alscout.server._proto import alscout_pb2_grpc
 from alscout.server.batching import BatchedScore, Batcher
@@ -424,7 +425,7 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
             if state.owner is not call:
                 raise StreamTakenOverError(f"{state.name} was taken over by a resuming call")
             decisions, flagged = state.push(frame_index, z, data)
-            await self._store(flagged)
+            decisions = _unflag(decisions, await self._store(flagged))
             state.record(decisions)
         self.metrics.frames.labels(rpc="ScoreStream").inc()
         self._count(decisions)
@@ -440,7 +441,7 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
                 if owner is not None and state.owner is not owner:
                     return []
                 decisions, flagged = state.finish()
-                await self._store(flagged)
+                decisions = _unflag(decisions, await self._store(flagged))
                 state.record(decisions)
                 keep = reason in ("finished", "idle")  # the closing answer may be lost
                 self.streams.remove(state, reason, self.config.resume_window_s if keep else 0.0)
@@ -499,13 +500,43 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    async def _store(self, flagged: list[FlaggedFrame]) -> None:
-        if flagged:
-            await self._run(self._put_all, flagged)
+    async def _store(self, flagged: list[FlaggedFrame]) -> set[int]:
+        """Store flagged frames; returns the frames the outbox refused for its quota."""
+        if not flagged:
+            return set()
+        return await self._run(self._put_all, flagged)
 
-    def _put_all(self, flagged: list[FlaggedFrame]) -> None:
+    def _put_all(self, flagged: list[FlaggedFrame]) -> set[int]:
+        refused = set()
         for item in flagged:
-            self.outbox.put(item)
+            try:
+                self.outbox.put(item)
+            except OutboxFullError as error:  # this frame only: the stream carries on
+                log.warning(
+                    "flagged frame not kept recording=%s camera=%s frame=%d: %s",
+                    item.recording_id,
+                    item.camera_id,
+                    item.frame_index,
+                    error,
+                )
+                refused.add(item.frame_index)
+        return refused
+
+
+def _unflag(decisions: list[Decision], refused: set[int]) -> list[Decision]:
+    """The decisions, with the frames the outbox refused answered NOT_FLAGGED (outbox_full).
+
+    A frame is reported FLAGGED only once it is durable; one the quota refused is
+    reported as not flagged, with the reason, rather than ending the call.
+    """
+    if not refused:
+        return decisions
+    return [
+        dataclasses.replace(d, flagged=False, reason=Reason.OUTBOX_FULL)
+        if d.frame in refused
+        else d
+        for d in decisions
+    ]
 
 
 def _end_stream(call: _Call, key: tuple[str, str]) -> _Close:

@@ -27,6 +27,8 @@ class Reason(StrEnum):
     NEAR_EARLIER_UPLOAD = "near_earlier_upload"
     #: max_flags flags already among the previous per_frames - 1 frames
     BUDGET = "budget"
+    #: the rule flagged it, but the vehicle's outbox quota is held by higher scores (server)
+    OUTBOX_FULL = "outbox_full"
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from server_harness import (
     video_frames,
 )
 
+from alscout.errors import OutboxFullError
 from alscout.runtime.temporal import flag_recording
 from alscout.server._proto import alscout_pb2 as pb
 from alscout.server._proto import alscout_pb2_grpc
@@ -398,3 +399,42 @@ def test_reload_under_load_drops_no_frame_and_names_the_model(harness, tiny_mode
     assert versions == {"test-1", "test-2"}
     assert all(r.model_hash == hashes[r.model_version] for r in own)
     assert scoring.metrics.value("alscout_model_reloads_total") == 6
+
+
+class _QuotaOutbox(MemoryOutbox):
+    """A memory outbox whose quota refuses every second frame offered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.offered = 0
+
+    def put(self, frame) -> None:
+        self.offered += 1
+        if self.offered % 2 == 0:
+            raise OutboxFullError("quota held by frames that score higher")
+        super().put(frame)
+
+
+def test_a_full_outbox_answers_that_frame_not_flagged_and_the_stream_carries_on(
+    harness, tiny_model
+):
+    outbox = _QuotaOutbox()
+    scoring, port = harness.start(make_config(tiny_model, max_pixels=500_000), outbox)
+    try:
+        data = video_frames(60, seed=3)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = alscout_pb2_grpc.ScorerStub(channel)
+            results = list(stub.ScoreStream(iter(jpeg_frame(d, i) for i, d in enumerate(data))))
+    finally:
+        harness.stop(scoring)
+    own, _, finals, by_key = split(results)
+    assert len(own) == 60 and set(finals.values()) == {1}
+    expected = [e.frame for e in offline([r.z for r in own]) if e.flagged]
+    assert len(expected) >= 2, "the test stream should flag at least two frames"
+    reported = [f for (_, _, f), d in by_key.items() if d.decision == pb.DECISION_FLAGGED]
+    refused = [f for (_, _, f), d in by_key.items() if d.reason == "outbox_full"]
+    assert sorted(reported + refused) == expected
+    assert refused == expected[1::2]
+    assert all(by_key[("rec1", "front", f)].decision == pb.DECISION_NOT_FLAGGED for f in refused)
+    # FLAGGED was answered for exactly the frames the outbox kept
+    assert sorted(f.frame_index for f in outbox.frames) == sorted(reported)
