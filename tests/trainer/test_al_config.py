@@ -72,6 +72,8 @@ def test_paths_resolve_against_the_file_and_finetune_overrides_train(tmp_path: P
         (("[train]", "[trian]"), "unknown tables"),
         (("epochs = 2", "epochs = 2\nbogus = 1"), "bad value"),
         (("count = 4", "count = 0"), "count"),
+        (("count = 5", "count = 5\ndomain_changes = { blur = 1 }"), "domain_changes"),
+        (("count = 5", "count = 5\ndomain_changes = { blur_sigma = -1.0 }"), "blur_sigma"),
         (("frames = [1, 600]", "frames = [600, 1]"), "frames"),
         (('name = "t"', 'name = "t"\ncycles = 0'), "cycles"),
         (('[data.test]\nsynth = "video"\ncount = 5', ""), "data.test"),

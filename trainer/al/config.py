@@ -40,11 +40,13 @@ _ORACLES = ("ground_truth", "files")
 class DataSpec:
     """One image set: synthetic (``synth`` = "stills" | "video") or read from ``annotations``.
 
-    Synthetic: ``count`` images (frames), ``domain`` preset, ``seed``, ``size``
-    (width, height) in pixels. From files: ``annotations`` (COCO json, MOT gt.txt, ...),
-    ``images`` (image root, video or frame folder), ``frames`` (first, last), 1-based
-    inclusive. ``video``: whether frame order is time (temporal rules apply); None
-    infers it (synthetic videos and records with a frame number are video).
+    Synthetic: ``count`` images (frames), ``domain`` preset, ``domain_changes`` (fields
+    of the preset's :class:`~alscout.trainer.synth.DomainConfig` to change, e.g.
+    ``blur_sigma``), ``seed``, ``size`` (width, height) in pixels. From files:
+    ``annotations`` (COCO json, MOT gt.txt, ...), ``images`` (image root, video or frame
+    folder), ``frames`` (first, last), 1-based inclusive. ``video``: whether frame
+    order is time (temporal rules apply); None infers it (synthetic videos and records
+    with a frame number are video).
     """
 
     synth: str = ""
@@ -56,6 +58,7 @@ class DataSpec:
     images: Path | None = None
     frames: tuple[int, int] | None = None
     video: bool | None = None
+    domain_changes: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "size", tuple(int(v) for v in self.size))
@@ -71,6 +74,13 @@ class DataSpec:
             raise ConfigError(f"synth must be one of {_SYNTH_KINDS}, got {self.synth!r}")
         if self.synth and self.count < 1:
             raise ConfigError(f"a synthetic data set needs count >= 1, got {self.count}")
+        if self.domain_changes:
+            from alscout.trainer.synth import domain_preset
+
+            try:
+                domain_preset(self.domain).with_(**self.domain_changes)
+            except TypeError as error:
+                raise ConfigError(f"bad domain_changes: {error}") from error
         if len(self.size) != 2 or min(self.size) < 32:
             raise ConfigError(f"size must be [width, height], each >= 32: {self.size}")
 

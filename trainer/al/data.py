@@ -57,7 +57,7 @@ def _synthetic(spec: DataSpec, folder: Path) -> Dataset:
     annotations = folder / "annotations.json"
     if (folder / _MARKER).is_file():
         return read_dataset(annotations, "coco", folder)
-    domain = domain_preset(spec.domain)
+    domain = domain_preset(spec.domain).with_(**spec.domain_changes)
     width, height = spec.size
     if spec.synth == "stills":
         data = generate_stills(folder, spec.count, domain, spec.seed, width, height)

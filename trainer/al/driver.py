@@ -74,9 +74,11 @@ class Experiment:
         """Read (or generate) the initial, pool and test sets."""
         cache = config.out / "data"
         pool = load_spec(config.pool, cache, "pool")
+        needed = config.initial_checkpoint is None or config.include_initial
+        initial = load_spec(config.initial, cache, "initial") if needed else Dataset(name="unused")
         return cls(
             config=config,
-            initial=load_spec(config.initial, cache, "initial"),
+            initial=initial,
             pool=pool,
             test=load_spec(config.test, cache, "test"),
             video=is_video(config.pool, pool),
