@@ -305,20 +305,27 @@ def test_mcap_errors_name_the_file_and_the_problem(tmp_path):
 # ---------------------------------------------------------------- pacing
 
 
-def test_paced_limits_the_rate_without_bursts():
+def test_paced_limits_the_rate_without_bursts(monkeypatch):
+    """On a fake clock, so a busy machine cannot make the test flaky."""
+    clock = [100.0]
+    monkeypatch.setattr("alscout.server.sources.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr(
+        "alscout.server.sources.time.sleep", lambda s: clock.__setitem__(0, clock[0] + s)
+    )
     frames = [SourceFrame(i, b"x", "jpeg") for i in range(6)]
     period = 1 / 50.0
     released = []
     for frame in paced(frames, fps=50.0):
-        released.append(time.monotonic())
+        released.append(clock[0])
         if frame.frame_index == 2:
-            time.sleep(0.1)  # the consumer stalls for five periods
-    # never faster than 50 fps (only lower bounds: a busy machine may make it slower)
+            clock[0] += 0.1  # the consumer stalls for five periods
+    # never faster than 50 fps
     for k in range(1, 3):
-        assert released[k] - released[0] >= k * period - 1e-3
+        assert released[k] - released[0] == pytest.approx(k * period)
     # after the stall, frame 3 goes at once but frame 4 waits a full period: no burst
-    assert released[4] - released[3] >= period - 1e-3
-    assert released[5] - released[4] >= period - 1e-3
+    assert released[3] - released[2] == pytest.approx(0.1)
+    assert released[4] - released[3] == pytest.approx(period)
+    assert released[5] - released[4] == pytest.approx(period)
     assert list(paced(frames, None)) == frames and list(paced(frames, 0)) == frames
     with pytest.raises(InvalidInputError, match="fps must be >= 0"):
         list(paced(frames, -1))
