@@ -47,6 +47,7 @@ def plot_per_cycle(
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=100)
     try:
@@ -63,6 +64,7 @@ def plot_per_cycle(
             spread = np.array([s[1] for s in stats])
             (line,) = ax.plot(cycles, mean, marker="o", label=m)
             ax.fill_between(cycles, mean - spread, mean + spread, color=line.get_color(), alpha=0.2)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("cycle")
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
