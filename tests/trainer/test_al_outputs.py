@@ -65,6 +65,8 @@ def test_collect_reads_cycles_and_cumulates_instances(tmp_path: Path) -> None:
     assert div.series("mr_at_fppi1", 0) == {0: 0.8, 1: 0.8}
     assert div.series("mr_at_fppi1", 2) == {0: 0.3, 1: 0.2}
     assert div.cumulative_instances(2) == {0: 30.0, 1: 32.0}
+    del div.values["instances"][2][1]  # seed 1 stopped after cycle 1
+    assert div.cumulative_instances(2) == {0: 30.0}
 
 
 def test_summary_tables_and_figures(tmp_path: Path) -> None:

@@ -57,13 +57,15 @@ class MethodRuns:
         return sorted(self.values.get("mr_at_fppi1", {}))
 
     def cumulative_instances(self, cycle: int) -> dict[int, float]:
-        """Pedestrian instances in all frames picked up to ``cycle``, per seed."""
+        """Pedestrian instances in all frames picked up to ``cycle``, per seed that
+        finished ``cycle``."""
         totals: dict[int, float] = {}
         for c in self.cycles:
             if 0 < c <= cycle:
                 for seed, v in self.series("instances", c).items():
                     totals[seed] = totals.get(seed, 0.0) + v
-        return totals
+        finished = self.series("instances", cycle)
+        return {seed: v for seed, v in totals.items() if seed in finished}
 
 
 def _load(path: Path) -> dict:
