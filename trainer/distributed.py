@@ -89,8 +89,14 @@ def init_distributed(device: str = "auto", backend: str | None = None) -> DistCo
 
 
 def shutdown(context: DistContext) -> None:
-    """Leave the process group (no-op for a single process)."""
+    """Leave the process group (no-op for a single process).
+
+    All ranks meet at a barrier first: a rank that tears gloo down while its peer is
+    still sending was seen to abort the peer ("terminate called without an active
+    exception") after both had finished their work.
+    """
     if context.is_distributed and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
