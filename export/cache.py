@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from alscout.errors import ConfigError
+from alscout.files import write_atomic
 from alscout.runtime.backends.profiles import ShapeProfile
 from alscout.runtime.backends.tensorrt import cuda_call, import_cudart, sidecar_path
 
@@ -107,8 +108,8 @@ def write_engine(path: str | Path, engine: bytes, sidecar: dict[str, Any]) -> Pa
     """Write an engine and its sidecar JSON, each atomically (sidecar last)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, engine)
-    _atomic_write(sidecar_path(path), json.dumps(sidecar, indent=2, sort_keys=True).encode())
+    write_atomic(path, engine)
+    write_atomic(sidecar_path(path), json.dumps(sidecar, indent=2, sort_keys=True).encode())
     return path
 
 
@@ -177,9 +178,3 @@ def copy_engine(source: Path, target: str | Path) -> Path:
     shutil.copyfile(source, target)
     shutil.copyfile(sidecar_path(source), sidecar_path(target))
     return target
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)

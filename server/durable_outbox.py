@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import sqlite3
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -35,10 +34,10 @@ from alscout.errors import (
     InvalidInputError,
     OutboxFullError,
 )
+from alscout.files import fsync_dir, write_atomic
 from alscout.server.outbox import (
     SUFFIXES,
     FlaggedFrame,
-    fsync_dir,
 )
 
 __all__ = [
@@ -496,16 +495,7 @@ class DurableOutbox:
         if not path.parent.exists():
             path.parent.mkdir()
             folders += (self.objects,)  # the new shard folder's own name
-        fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix=ref.sha256[:16], suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, data, staging=self.tmp)
         return folders
 
     def _set_state(self, frame_id: int, state: str, allowed: tuple[str, ...]) -> None:

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -26,6 +24,7 @@ import numpy as np
 from alscout.errors import (
     InvalidInputError,
 )
+from alscout.files import write_atomic
 
 __all__ = [
     "FramePayload",
@@ -37,8 +36,6 @@ __all__ = [
     "check_id",
     "ID_PATTERN",
     "SUFFIXES",
-    "write_atomic",
-    "fsync_dir",
 ]
 
 log = logging.getLogger(__name__)
@@ -246,31 +243,3 @@ class DirectoryOutbox:
     def stored(self) -> list[Path]:
         """Image files whose sidecar exists (complete frames), sorted."""
         return sorted(p.with_name(p.name.removesuffix(".json")) for p in self.root.rglob("*.json"))
-
-
-def write_atomic(path: Path, data: bytes, *, sync_dir: bool = False) -> None:
-    """Write ``data`` to ``path`` via a temporary file, fsync and rename.
-
-    With ``sync_dir`` the folder is fsynced too, so the rename survives power loss.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if sync_dir:
-        fsync_dir(path.parent)
-
-
-def fsync_dir(folder: Path) -> None:
-    """fsync a folder, so that names created or removed in it are durable."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

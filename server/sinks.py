@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qs, unquote, urlparse
 
 from alscout.errors import ConfigError, SinkError
-from alscout.server.outbox import fsync_dir, write_atomic
+from alscout.files import fsync_dir, write_atomic
 
 __all__ = ["Sink", "SinkError", "DirectorySink", "S3Sink", "open_sink", "check_key"]
 

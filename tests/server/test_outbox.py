@@ -104,7 +104,7 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     def fail(*_args):
         raise OSError("disk full")
 
-    monkeypatch.setattr("alscout.server.outbox.os.replace", fail)
+    monkeypatch.setattr("alscout.files.os.replace", fail)
     with pytest.raises(OSError, match="disk full"):
         outbox.put(flagged(1))
     assert outbox.stored() == []

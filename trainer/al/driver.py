@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from alscout.errors import ConfigError
+from alscout.files import write_atomic
 from alscout.runtime.temporal import select_random
 from alscout.trainer.al.config import ExperimentConfig
 from alscout.trainer.al.data import count_instances, is_video, load_spec, sequences
@@ -49,9 +50,7 @@ STATE_FILE = "state.json"
 def write_json_atomic(path: Path, value: Any) -> None:
     """Write ``value`` as JSON to ``path`` so that readers see the old or the new file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(value, indent=1), encoding="utf-8")
-    os.replace(partial, path)
+    write_atomic(path, json.dumps(value, indent=1).encode("utf-8"))
 
 
 def _read_json(path: Path) -> Any:

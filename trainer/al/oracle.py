@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
 from alscout.errors import CapacityError, DataError
+from alscout.files import write_atomic
 from alscout.trainer.data.annotations import Box, Dataset, ImageRecord
 
 __all__ = ["Oracle", "GroundTruthOracle", "FileOracle", "LabelingPending"]
@@ -86,9 +86,7 @@ class FileOracle:
             for r in records
         ]
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps(entries, indent=1), encoding="utf-8")
-        os.replace(partial, path)
+        write_atomic(path, json.dumps(entries, indent=1).encode("utf-8"))
         log.info("labeling request written path=%s frames=%d", path, len(entries))
 
 

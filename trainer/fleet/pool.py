@@ -22,8 +22,6 @@ import contextlib
 import fcntl
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -31,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from alscout.errors import DataError
+from alscout.files import write_atomic
 from alscout.trainer.data.annotations import Box, Dataset, ImageRecord
 
 __all__ = ["PoolItem", "Duplicate", "Rejection", "LabelPool", "FORMAT", "now_iso"]
@@ -211,7 +210,7 @@ class LabelPool:
         """Store image bytes at ``root/relative`` atomically (before the manifest names it)."""
         path = self.root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, data)
+        write_atomic(path, data, sync_dir=True)
         return path
 
     @staticmethod
@@ -258,28 +257,10 @@ class LabelPool:
             "label_imports": state.label_imports,
         }
         data = json.dumps(record, indent=1, allow_nan=False).encode("utf-8")
-        _write_atomic(self.manifest_path, data)
+        write_atomic(self.manifest_path, data, sync_dir=True)
         log.debug(
             "pool manifest written root=%s generation=%d items=%d",
             self.root,
             state.generation,
             len(state.items),
         )
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
