@@ -18,9 +18,7 @@ frames by image score. A failed verification leaves no output file and exits wit
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -110,41 +108,19 @@ def _frames(args: argparse.Namespace) -> list[Any]:
 
 
 def _from_checkpoint(args: argparse.Namespace) -> str:
-    from alscout.export.onnx import OnnxFromTorch, SaveOnnx, info_from_detector
-    from alscout.export.verify import ONNX_TOLERANCE, verify_export
-    from alscout.runtime.backends import open_backend
-    from alscout.runtime.backends.torch_reference import TorchBackend
-    from alscout.trainer.checkpoint import load_checkpoint
+    from alscout.export.checkpoint import export_checkpoint
+    from alscout.export.onnx import DEFAULT_OPSET
 
-    checkpoint = load_checkpoint(args.checkpoint)
-    digest = args.training_data_digest or checkpoint.data_digest
-    if not digest:
-        raise ConfigError(
-            f"{args.checkpoint} holds no training data digest; pass --training-data-digest"
-        )
-    input_size = args.input_size or (
-        checkpoint.train.input_size if checkpoint.train is not None else None
+    report = export_checkpoint(
+        args.checkpoint,
+        args.out,
+        fmt=args.export_command,
+        version=args.version,
+        training_data_digest=args.training_data_digest,
+        input_size=args.input_size,
+        opset=getattr(args, "opset", DEFAULT_OPSET),  # pt2 has no --opset
+        frames=_frames(args),
     )
-    detector = checkpoint.build_model()
-    info = info_from_detector(
-        detector, training_data_digest=digest, input_size=input_size, version=args.version
-    )
-    frames = _frames(args)
-    reference = TorchBackend(detector, info, source=str(args.checkpoint))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=args.out.parent) as scratch:
-        staged = Path(scratch) / f"model.{args.export_command}"
-        if args.export_command == "onnx":
-            SaveOnnx(OnnxFromTorch(detector, info, opset=args.opset), staged)()
-        else:
-            from alscout.export.pt2 import ProgramFromTorch, SaveProgram
-
-            SaveProgram(ProgramFromTorch(detector, info), info, staged)()
-        name = "onnxruntime-cpu" if args.export_command == "onnx" else "torch"
-        with reference, open_backend(staged, name) as candidate:
-            report = verify_export(reference, candidate, ONNX_TOLERANCE, frames=frames)
-        report.raise_for_failure()
-        os.replace(staged, args.out)
     return f"wrote {args.out}\n{report.describe()}"
 
 

@@ -14,8 +14,6 @@ registry or by an admin ``ReloadModel`` call.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -144,31 +142,12 @@ def export_onnx(
     ``frames``: real RGB uint8 ``[H, W, 3]`` images to verify on besides random inputs.
     Nothing is written when verification fails (:class:`ModelError`).
     """
-    from alscout.export.onnx import OnnxFromTorch, SaveOnnx, info_from_detector
-    from alscout.export.verify import ONNX_TOLERANCE, verify_export
-    from alscout.runtime.backends import open_backend
-    from alscout.runtime.backends.torch_reference import TorchBackend
-    from alscout.trainer.checkpoint import load_checkpoint
+    from alscout.export.checkpoint import export_checkpoint
 
-    state = load_checkpoint(checkpoint)
-    detector = state.build_model()
-    size = state.train.input_size if state.train is not None else None
-    info = info_from_detector(
-        detector,
-        training_data_digest=state.data_digest or "unknown",
-        input_size=size,
-        version=version,
-    )
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
-        staged = Path(scratch) / "model.onnx"
-        SaveOnnx(OnnxFromTorch(detector, info), staged)()
-        reference = TorchBackend(detector, info, source=str(checkpoint))
-        with reference, open_backend(staged, "onnxruntime-cpu") as candidate:
-            report = verify_export(reference, candidate, ONNX_TOLERANCE, frames=frames or [])
-        report.raise_for_failure()
-        os.replace(staged, out)
+    report = export_checkpoint(
+        checkpoint, out, version=version, missing_digest="unknown", frames=frames or []
+    )
     log.info("exported onnx out=%s version=%s %s", out, version, report.describe())
     return out
 
