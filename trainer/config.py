@@ -105,15 +105,20 @@ def _build(cls: type, values: dict[str, Any], table: str) -> Any:
         raise ConfigError(f"bad value in [{table}]: {error}") from error
 
 
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """The tables of a TOML file; :class:`ConfigError` names the file (``what`` it is)."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise ConfigError(f"{path}: {what} not found") from error
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path}: not a readable TOML file ({error})") from error
+
+
 def load_toml(path: Path | str) -> tuple[DetectorConfig, TrainConfig]:
     """Detector and training configs from a TOML file; missing tables keep defaults."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as error:
-        raise ConfigError(f"{path}: config file not found") from error
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise ConfigError(f"{path}: not a readable TOML file ({error})") from error
+    data = read_toml(path, "config file")
     unknown = set(data) - {"detector", "train"}
     if unknown:
         raise ConfigError(f"{path}: unknown tables {sorted(unknown)}; use [detector] and [train]")

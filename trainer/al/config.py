@@ -14,14 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from alscout.errors import ConfigError
 from alscout.trainer.al.methods import METHODS
-from alscout.trainer.config import TrainConfig
+from alscout.trainer.config import TrainConfig, read_toml
 from alscout.trainer.model import DetectorConfig
 
 __all__ = [
@@ -235,12 +234,7 @@ def load_experiment(path: Path | str, out: Path | str | None = None) -> Experime
     unknown table or key, or a value out of range.
     """
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as error:
-        raise ConfigError(f"{path}: experiment config not found") from error
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise ConfigError(f"{path}: not a readable TOML file ({error})") from error
+    data = read_toml(path, "experiment config")
     tables = {"experiment", "data", "detector", "train", "finetune", "scoring", "evaluation"}
     unknown = set(data) - tables
     if unknown:
