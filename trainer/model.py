@@ -275,6 +275,39 @@ class Detector(nn.Module):
             raise InvalidInputError(f"MC dropout rate must be in (0, 1), got {chosen}")
         self.dropout.mc_rate = float(chosen)
 
+    @torch.no_grad()
+    def sample_probabilities(self, images: torch.Tensor, samples: int) -> torch.Tensor:
+        """``samples`` MC-dropout passes sharing one encoder-decoder pass: ``[N, T, K, H, W]``.
+
+        ``images``: ``[N, 3, H, W]`` float32, normalised. Dropout is the only
+        stochastic layer and sits on the decoder maps, so :meth:`features` runs once
+        and only dropout -> prediction blocks -> shared logits -> upsampling ->
+        sigmoid run T times. Dropout masks are drawn in the order of T sequential
+        :meth:`forward` calls (for t, for k), so under the same torch seed the result
+        equals ``stack([self(images) for _ in range(T)], 1)``. Needs MC dropout on
+        (:meth:`enable_mc_dropout`); probabilities in [0, 1].
+        """
+        if samples < 1:
+            raise InvalidInputError(f"samples must be >= 1, got {samples}")
+        if not self.mc_dropout:
+            raise InvalidInputError("sample_probabilities needs MC dropout: enable_mc_dropout()")
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise InvalidInputError(f"images must be [N, 3, H, W], got {tuple(images.shape)}")
+        decoded = self.features(images)
+        n, _, height, width = images.shape
+        out = images.new_empty((n, samples, self.config.num_heads, height, width))
+        for t in range(samples):
+            maps = [
+                self.logits(block(self.dropout(f)))
+                for block, f in zip(self.blocks, decoded, strict=True)
+            ]
+            up = [
+                F.interpolate(m, size=(height, width), mode="bilinear", align_corners=False)
+                for m in maps
+            ]
+            out[:, t] = torch.sigmoid(torch.cat(up, dim=1))
+        return out
+
     @property
     def mc_dropout(self) -> bool:
         """Whether MC dropout is on."""

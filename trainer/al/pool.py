@@ -7,8 +7,11 @@ frame's detections, hence its false positives and false negatives against the gr
 truth: what the random control slice and the rank check compare.
 
 MC dropout needs stochastic passes, which an ONNX export (traced in eval mode, dropout
-folded away) cannot give; that baseline runs the same pipeline over the PyTorch
-reference backend with dropout kept on (:meth:`Detector.enable_mc_dropout`).
+folded away) cannot give; that baseline runs the PyTorch detector with dropout kept on
+(:meth:`Detector.enable_mc_dropout`) on the pipeline's own preprocessed inputs, with
+double evaluation. Dropout sits after the encoder-decoder, so the T passes share one
+feature pass (:meth:`Detector.sample_probabilities`); the masks are drawn in the order
+of T full passes, so the scores equal those of T passes through the PyTorch backend.
 """
 
 from __future__ import annotations
@@ -22,14 +25,21 @@ from pathlib import Path
 import numpy as np
 
 from alscout.errors import InvalidInputError
-from alscout.runtime.backends.base import Backend
+from alscout.runtime.backends.base import PROBE_SIDE
 from alscout.runtime.pipeline import PipelineConfig, ScoringPipeline
 from alscout.trainer.al.config import EvaluationConfig, ScoringConfig
 from alscout.trainer.al.methods import Method
 from alscout.trainer.data.annotations import Dataset, ImageRecord
 from alscout.trainer.data.filters import BoxFilter, filter_record
 
-__all__ = ["PoolScores", "export_model", "score_pool", "frame_errors", "spearman"]
+__all__ = [
+    "PoolScores",
+    "McDropoutSampler",
+    "export_model",
+    "score_pool",
+    "frame_errors",
+    "spearman",
+]
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +139,11 @@ def score_pool(
     backend = OnnxRuntimeBackend(model_path, "cpu", OrtOptions(intra_op_threads=threads))
     mc = None
     if method is not None and method.score == "mc_dropout":
-        mc = _mc_pipeline(checkpoint, backend, config, scoring.mc_rate, threads, seed)
+        if checkpoint is None:
+            raise InvalidInputError("mc_dropout scoring needs the detector's checkpoint")
+        mc = McDropoutSampler(
+            checkpoint, scoring.mc_samples, scoring.mc_rate, scoring.double_evaluation, seed
+        )
     seconds = 0.0
     with ScoringPipeline(backend, config) as pipeline:
         boxes_640 = _boxes_at_640(pipeline)
@@ -144,14 +158,12 @@ def score_pool(
                     probs, scoring.radius, scoring.region, method.score, method.aggregation
                 )
             elif mc is not None and method is not None:
-                samples = np.stack([mc.probabilities(images) for _ in range(scoring.mc_samples)], 1)
+                samples = mc.sample(pipeline.preprocess(images), threads)
                 maps = mc_dropout_scores(samples)
                 z[batch] = aggregate(maps, scoring.region, method.aggregation)
             seconds += time.perf_counter() - began
             for p, maps in zip(batch, probs, strict=True):
                 fp[p], fn[p] = frame_errors(pool[p], maps, boxes_640, evaluation)
-    if mc is not None:
-        mc.close()
     return PoolScores(z, fp, fn, seconds, len(positions))
 
 
@@ -162,27 +174,54 @@ def _boxes_at_640(pipeline: ScoringPipeline) -> list[tuple[float, float]]:
     return [(bh * 480.0 / h, bw * 640.0 / w) for bh, bw in info.default_boxes]
 
 
-def _mc_pipeline(
-    checkpoint: Path | None,
-    backend: Backend,
-    config: PipelineConfig,
-    rate: float,
-    threads: int,
-    seed: int,
-) -> ScoringPipeline:
-    """The pipeline over the PyTorch reference backend with dropout kept on."""
-    import torch
+class McDropoutSampler:
+    """T MC-dropout passes of a checkpoint's detector, sharing one feature pass per batch.
 
-    from alscout.runtime.backends.torch_reference import TorchBackend
-    from alscout.trainer.checkpoint import load_checkpoint
+    ``samples`` T and ``rate``: SPEC §1's MC dropout; ``double``: double evaluation
+    (each frame and its mirror, the mirror with its own features, merged per pass
+    as the pipeline merges them); ``seed`` seeds torch's generator once. The masks
+    are drawn as by the earlier implementation, T passes of a ``ScoringPipeline``
+    over the PyTorch reference backend seeded before it was activated: one pass on
+    the backend's probe frame first, then per batch and pass the pipeline's masks.
+    Runs made before and after sharing the features therefore pick the same frames.
+    """
 
-    if checkpoint is None:
-        raise InvalidInputError("mc_dropout scoring needs the detector's checkpoint")
-    detector = load_checkpoint(checkpoint).build_model()
-    detector.enable_mc_dropout(True, rate)
-    torch.manual_seed(seed)
-    reference = TorchBackend(detector, backend.model_info, source=str(checkpoint), threads=threads)
-    return ScoringPipeline(reference, config)
+    def __init__(
+        self, checkpoint: Path, samples: int, rate: float, double: bool, seed: int
+    ) -> None:
+        import torch
+
+        from alscout.trainer.checkpoint import load_checkpoint
+
+        self.detector = load_checkpoint(checkpoint).build_model()
+        self.detector.enable_mc_dropout(True, rate)
+        self.samples = samples
+        self.double = double
+        torch.manual_seed(seed)
+        with torch.inference_mode():  # the reference backend's probe pass at activation
+            self.detector(torch.zeros(1, 3, PROBE_SIDE, PROBE_SIDE))
+
+    def sample(self, inputs: np.ndarray, threads: int = 1) -> np.ndarray:
+        """Preprocessed ``inputs [N, 3, H, W]`` float32 -> probabilities ``[N, T, K, H, W]``
+        float32, mirrors merged when ``double``; torch runs with ``threads`` threads."""
+        import torch
+
+        from alscout.runtime.scoring import merge_mirrored
+
+        n = len(inputs)
+        if self.double:
+            inputs = np.concatenate([inputs, inputs[..., ::-1]])
+        saved = torch.get_num_threads()
+        torch.set_num_threads(max(1, threads))
+        try:
+            with torch.inference_mode():
+                x = torch.from_numpy(np.ascontiguousarray(inputs, np.float32))
+                probs = self.detector.sample_probabilities(x, self.samples).numpy()
+        finally:
+            torch.set_num_threads(saved)
+        if self.double:
+            return merge_mirrored(probs[:n], probs[n:])
+        return probs
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
