@@ -296,6 +296,7 @@ class Detector(nn.Module):
         decoded = self.features(images)
         n, _, height, width = images.shape
         out = images.new_empty((n, samples, self.config.num_heads, height, width))
+        logits = images.new_empty((n, self.config.num_heads, height, width))  # reused
         for t in range(samples):
             maps = [
                 self.logits(block(self.dropout(f)))
@@ -305,7 +306,8 @@ class Detector(nn.Module):
                 F.interpolate(m, size=(height, width), mode="bilinear", align_corners=False)
                 for m in maps
             ]
-            out[:, t] = torch.sigmoid(torch.cat(up, dim=1))
+            torch.cat(up, dim=1, out=logits)
+            torch.sigmoid(logits, out=out[:, t])
         return out
 
     @property
