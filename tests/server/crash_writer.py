@@ -1,16 +1,14 @@
-"""Processes the crash harness kills: a frame writer, an uploader, a scoring server.
+"""Processes the stand-in crash harness kills: a frame writer and an uploader.
 
 Started by tests/server/test_crash_harness.py through a multiprocessing forkserver that
-has these modules preloaded (a start costs milliseconds), or, for the server and one
-uploader round, as real ``python`` processes. Every function runs until killed.
+has this module preloaded (a start costs milliseconds). Every function runs until
+killed. The harness that kills the real scoring server is tests/server/crash_rounds.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import sys
-from pathlib import Path
 
 from alscout.server.durable_outbox import DurableOutbox
 from alscout.server.outbox import FlaggedFrame
@@ -65,37 +63,3 @@ def upload_forever(outbox_dir: str, sink_dir: str) -> None:
     with DurableOutbox(outbox_dir, QUOTA) as outbox:
         config = UploaderConfig(poll_s=0.005, backoff_base_s=0.005, backoff_cap_s=0.05)
         Uploader(outbox, DirectorySink(sink_dir), config).run()
-
-
-def serve(model: str, outbox_dir: str, port_file: str) -> None:
-    """A scoring server with a DurableOutbox; writes its port to ``port_file``."""
-    import asyncio
-
-    from alscout.runtime.pipeline import PipelineConfig
-    from alscout.runtime.temporal import SelectorConfig
-    from alscout.server.app import create_server
-    from alscout.server.config import ServerConfig
-
-    async def main() -> None:
-        config = ServerConfig(
-            model_path=Path(model),
-            port=0,
-            backend="onnxruntime-cpu",
-            threads=1,
-            workers=1,
-            grace_s=0.0,
-            pipeline=PipelineConfig(batch_size=1, radius=3, region=16, heatmap_stride=16),
-            selector=SelectorConfig(dt=1, sigma=1.0, dt1=2, dt2=1, threshold=0.0),
-        )
-        scoring, port = create_server(config, DurableOutbox(outbox_dir, QUOTA))
-        await scoring.start()
-        tmp = port_file + ".tmp"
-        Path(tmp).write_text(str(port))
-        os.replace(tmp, port_file)
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
-
-
-if __name__ == "__main__":
-    serve(*sys.argv[1:4])

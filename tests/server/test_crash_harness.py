@@ -1,14 +1,16 @@
-"""Crash harness: kill -9 the writer and the uploader at random points, again and again.
+"""Crash harnesses: kill -9 at random points, again and again, then check the sink.
 
-Afterwards every frame whose ``put`` returned (the writer's acknowledgement file says
-so) is in the sink exactly once, by content hash, and the store checks clean. A second
-harness kills a real scoring server (create_server with a DurableOutbox) mid-stream.
+1. The real scoring server (``alscout serve`` with its DurableOutbox) and the real
+   uploader process, while recordings stream through ScorerClient
+   (tests/server/crash_rounds.py): every frame the client was told FLAGGED is in the
+   sink exactly once, by content hash, and the store checks clean.
+2. A stand-in writer that calls ``DurableOutbox.put`` back to back (so kills often land
+   inside ``put``) and the uploader: every frame whose ``put`` returned is in the sink
+   exactly once and the store checks clean.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import multiprocessing
 import os
 import signal
@@ -25,6 +27,8 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import crash_writer  # noqa: E402  # found through the line above, like server_harness
+from crash_rounds import KINDS, CrashConfig, CrashRun  # noqa: E402
+from crash_sink import read_sink, verify_crash  # noqa: E402
 
 from alscout.server.durable_outbox import DurableOutbox  # noqa: E402  # after the path set-up
 from alscout.server.sinks import DirectorySink  # noqa: E402
@@ -34,6 +38,32 @@ ROUNDS = 50
 #: every n-th round the uploader is a real ``python -m alscout.server.uploader`` process
 PROCESS_ROUND = 25
 QUICK = UploaderConfig(poll_s=0.01, backoff_base_s=0.005, backoff_cap_s=0.05)
+
+
+#: rounds of the real-server harness (``tests/server/crash_rounds.py`` runs 50+ by hand)
+SERVER_ROUNDS = int(os.environ.get("ALSCOUT_CRASH_ROUNDS", "10"))
+SERVER_SEED = int(os.environ.get("ALSCOUT_CRASH_SEED", "3"))
+
+
+@pytest.mark.slow
+def test_kill_the_real_server_and_uploader_while_streaming(tmp_path, tiny_model):
+    """``alscout serve`` and ``alscout outbox upload`` killed -9 at random moments."""
+    config = CrashConfig(rounds=SERVER_ROUNDS, seed=SERVER_SEED)
+    report = CrashRun(config, tmp_path, tiny_model).run()
+    verdict = report.verdict
+    assert verdict.ok, verdict
+    assert verdict.orphans == 0
+    # the harness really ran: every kind of kill, flags acknowledged before kills, and
+    # uploaders killed with frames still waiting (not only idle ones)
+    assert sum(report.kills.values()) == SERVER_ROUNDS
+    assert verdict.acknowledged >= SERVER_ROUNDS, "too few flags to test anything"
+    assert verdict.sink_records >= verdict.acknowledged
+    if len(KINDS) <= SERVER_ROUNDS:
+        assert set(report.kills) == set(KINDS)
+        assert any(backlog > 0 for backlog in report.backlog_at_kill)
+    assert len(report.server_start_s) == 1 + sum(
+        report.kills[k] for k in KINDS if k != "uploader_mid_upload"
+    )
 
 
 def read_acks(path: Path) -> dict[int, str]:
@@ -47,39 +77,14 @@ def read_acks(path: Path) -> dict[int, str]:
     return acks
 
 
-def sink_contents(sink: Path) -> tuple[dict[tuple[str, str, int], dict], dict[str, int]]:
-    """(records by (recording, camera, frame), blob sha256 -> number of files holding it)."""
-    records = {}
-    for path in (sink / "frames").rglob("*.json"):
-        if path.name.startswith("."):
-            continue  # a temporary file of an upload killed midway
-        record = json.loads(path.read_text())
-        records[(record["recording_id"], record["camera_id"], record["frame_index"])] = record
-    blobs: dict[str, int] = {}
-    for path in (sink / "blobs").glob("*"):
-        if path.name.startswith("."):
-            continue
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        assert path.name.startswith(digest), f"{path} does not hold what its name says"
-        blobs[digest] = blobs.get(digest, 0) + 1
-    return records, blobs
-
-
 def verify(outbox_dir: Path, sink: Path, acks: dict[tuple[str, str, int], str]) -> None:
     """Drain what is left, then: each acknowledged frame in the sink once, store clean."""
     with DurableOutbox(outbox_dir) as outbox:
         report = outbox.check()
         assert report.ok and report.orphans == 0, report
         Uploader(outbox, DirectorySink(sink), QUICK).drain()
-        assert outbox.pending() == []
-        states = {(f.recording_id, f.camera_id, f.frame_index): f.state for f in outbox.frames()}
-    records, blobs = sink_contents(sink)
-    for key, digest in acks.items():
-        assert key in records, f"acknowledged frame {key} never reached the sink"
-        image_key = records[key]["keys"]["image"]
-        assert image_key.startswith(f"blobs/{digest}"), f"{key}: the sink holds other bytes"
-        assert blobs[digest] == 1, f"{key}: its image is in the sink {blobs[digest]} times"
-        assert states[key] == "uploaded"
+    verdict = verify_crash(outbox_dir, sink, acks)
+    assert verdict.ok and verdict.orphans == 0, verdict
 
 
 def kill(process) -> None:
@@ -136,14 +141,14 @@ def test_kill_writer_and_uploader_at_random_points(tmp_path):
         uploader_first = rng.random() < 0.3
         if uploader_first:
             time.sleep(rng.uniform(0.0, 0.05))
-            uploaded = len(sink_contents(sink)[0]) if sink.exists() else 0
+            uploaded = len(read_sink(sink).records) if sink.exists() else 0
             kill(uploader)
         time.sleep(rng.uniform(0.0, 0.04))
         kill(writer)
         if not uploader_first:
             wait_for_acks(ack_file, count_lines(ack_file) + 1, uploader, timeout_s=0.0)
             time.sleep(rng.uniform(0.0, 0.08))
-            uploaded = len(sink_contents(sink)[0]) if sink.exists() else 0
+            uploaded = len(read_sink(sink).records) if sink.exists() else 0
             kill(uploader)
         killed_mid_upload += uploaded > 0
     acks = read_acks(ack_file)
@@ -155,76 +160,46 @@ def test_kill_writer_and_uploader_at_random_points(tmp_path):
         assert set(acks) <= set(outbox.earlier_frames(*key))
 
 
-def start_server(model: Path, outbox_dir: Path, port_file: Path, env: dict) -> tuple:
-    """A scoring server process (crash_writer.serve) and its port."""
-    command = [sys.executable, str(HERE / "crash_writer.py"), str(model), str(outbox_dir),
-               str(port_file)]  # fmt: skip
-    log_file = port_file.with_suffix(".log")
-    with log_file.open("wb") as log:
-        server = subprocess.Popen(command, env=env, stderr=log)
-    deadline = time.monotonic() + 120
-    while not port_file.exists():
-        if server.poll() is not None:
-            pytest.fail(f"the server process died at start:\n{log_file.read_text()[-3000:]}")
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    return server, int(port_file.read_text())
+def test_the_verdict_finds_what_a_crash_could_break(tmp_path):
+    """verify_crash itself: it sees missing, wrong, duplicated and too-close frames."""
+    import hashlib
+    import json
 
-
-def stream_until_killed(port: int, server, recording: str, frames: list[bytes], kill_after):
-    """Stream ``frames``; kill -9 the server after ``kill_after`` results (None: never).
-
-    Returns the frames the server reported FLAGGED (what a client acknowledges).
-    """
-    import grpc
-    from server_harness import jpeg_frame
-
-    from alscout.server._proto import alscout_pb2 as pb
-    from alscout.server._proto import alscout_pb2_grpc
-
-    flagged = set()
-    requests = (jpeg_frame(data, i, recording=recording) for i, data in enumerate(frames))
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = alscout_pb2_grpc.ScorerStub(channel)
-        try:
-            for n, result in enumerate(stub.ScoreStream(requests), start=1):
-                flagged.update(
-                    d.frame_index
-                    for d in result.final_decisions
-                    if d.decision == pb.DECISION_FLAGGED
-                )
-                if n == kill_after:
-                    kill(server)
-        except grpc.RpcError:
-            assert kill_after is not None, "the stream failed without a kill"
-    if server.poll() is None:
-        kill(server)
-    return flagged
-
-
-@pytest.mark.slow
-def test_kill_the_scoring_server_mid_stream(tmp_path, tiny_model):
-    """The real service with a DurableOutbox, killed -9 mid-stream: FLAGGED means stored."""
-    from server_harness import video_frames
+    from alscout.server.outbox import FlaggedFrame
 
     outbox_dir, sink = tmp_path / "outbox", tmp_path / "sink"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    rng = np.random.default_rng(7)
-    frames = {name: video_frames(80, seed=i) for i, name in enumerate(("srv0", "srv1"))}
-    acks: dict[tuple[str, str, int], str] = {}
-    for round_index, recording in enumerate(frames):
-        kill_after = None if recording == "srv1" else int(rng.integers(15, 70))
-        port_file = tmp_path / f"port{round_index}"
-        server, port = start_server(tiny_model, outbox_dir, port_file, env)
-        flagged = stream_until_killed(port, server, recording, frames[recording], kill_after)
-        for frame in flagged:
-            acks[(recording, "front", frame)] = hashlib.sha256(frames[recording][frame]).hexdigest()
-    assert len(acks) > 10, "the server flagged too little to test anything"
-    assert any(rec == "srv0" for rec, _, _ in acks), "no flag arrived before the kill"
-    # The same recording again, after its flags were stored: nothing within dt2 (= 1) of
-    # them is flagged again (the server reads earlier_frames when the stream opens).
-    server, port = start_server(tiny_model, outbox_dir, tmp_path / "port-again", env)
-    again = stream_until_killed(port, server, "srv1", frames["srv1"], None)
-    before = {frame for (rec, _, frame) in acks if rec == "srv1"}
-    assert not {f for f in again if {f - 1, f, f + 1} & before}
-    verify(outbox_dir, sink, acks)
+    key = (crash_writer.RECORDING, crash_writer.CAMERA)
+    with DurableOutbox(outbox_dir) as outbox:
+        for index in (10, 11, 20):
+            image = crash_writer.image_of(index)
+            outbox.put(
+                FlaggedFrame(
+                    recording_id=key[0],
+                    camera_id=key[1],
+                    frame_index=index,
+                    image=image,
+                    image_format="jpeg",
+                    z=1.0,
+                    smoothed=0.5,
+                    threshold=0.0,
+                    model_version="v1",
+                    model_hash="ab" * 32,
+                )
+            )
+        Uploader(outbox, DirectorySink(sink), QUICK).drain()
+    acks = {(*key, i): hashlib.sha256(crash_writer.image_of(i)).hexdigest() for i in (10, 20)}
+    assert verify_crash(outbox_dir, sink, acks).ok
+    assert verify_crash(outbox_dir, sink, acks, dt2=1).too_close == [((*key, 11), 10)]
+
+    wrong = verify_crash(outbox_dir, sink, {**acks, (*key, 20): acks[(*key, 10)]})
+    assert wrong.wrong_bytes == [(*key, 20)] and not wrong.ok
+    missing = verify_crash(outbox_dir, sink, {**acks, (*key, 30): "0" * 64})
+    assert missing.missing == [(*key, 30)] == missing.not_uploaded
+
+    # the same image under a second record: a duplicate, and not a frame the store sent
+    record = json.loads((sink / "frames" / key[0] / key[1] / f"{20:012d}.json").read_text())
+    record["frame_index"] = 21
+    (sink / "frames" / key[0] / key[1] / f"{21:012d}.json").write_text(json.dumps(record))
+    twice = verify_crash(outbox_dir, sink, acks)
+    assert list(twice.duplicates.values()) == [[(*key, 20), (*key, 21)]]
+    assert twice.unknown_in_sink == [(*key, 21)] and not twice.ok

@@ -1,0 +1,472 @@
+"""Kill -9 the real scoring server and the uploader while recordings stream (issue #6).
+
+A run starts ``alscout serve`` (the tests' tiny ONNX model on ONNX Runtime, a
+DurableOutbox, fixed threshold 0: about one frame in five flags) and ``alscout outbox
+upload`` to a folder sink as real processes, with a ``torch`` first on their path that
+refuses to be imported, and streams recordings through
+:class:`~alscout.server.client.ScorerClient`. Every FLAGGED final decision the client
+receives is recorded with the sha256 of the bytes it sent for that frame. Each round
+ends in one kill -9 at a random moment (a seeded generator draws each round's kind,
+counts and pauses; every block of five rounds runs each kind once, in random order):
+
+- ``server_mid_stream``: 1-120 results in, after a random pause of up to 30 ms (frames
+  in flight, flagged frames being stored);
+- ``server_after_ack``: the instant the 1st-3rd FLAGGED answer of the round arrived;
+- ``server_mid_put``: a watcher thread sees a put start writing a file (it appears in
+  the outbox's ``tmp/``) and kills the server 0-3 ms later, inside or just after ``put``;
+- ``uploader_mid_upload``: the uploader (stopped, a backlog of 20-80 results' flags let
+  build, started again) up to 10 ms after it logged its first upload;
+- ``both``: server and uploader at once, 1-120 results in.
+
+A killed server restarts at once on the same port and outbox; the client then resumes
+(its own reconnect logic) or, with probability ``restart_p``, drops the call and streams
+the recording again from frame 0. A killed uploader comes back 0-60 results later.
+After the last round the recording finishes, the server stops (SIGTERM), the uploader
+drains, and :func:`crash_sink.verify_crash` compares the sink with the acknowledgements.
+
+    .venv/bin/python tests/server/crash_rounds.py --rounds 60 --seed 1 [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from crash_sink import (  # noqa: E402  # found through the line above
+    Verdict,
+    pending_count,
+    summary_counts,
+    temp_files,
+    torn_put,
+    verify_crash,
+)
+
+from alscout.errors import ConfigError  # noqa: E402  # after the path set-up
+from alscout.server._proto import alscout_pb2 as pb  # noqa: E402
+from alscout.server.client import ScorerClient, StreamFrame  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+CAMERA = "front"
+KINDS = ("server_mid_stream", "server_after_ack", "server_mid_put", "uploader_mid_upload", "both")
+DT2 = 1
+SERVE_TOML = """\
+backend = "onnxruntime-cpu"
+threads = 1
+workers = 1
+grace_s = 0.0
+[pipeline]
+batch_size = 4
+radius = 3
+region = 16
+heatmap_stride = 16
+[selector]
+dt = 2
+sigma = 1.0
+dt1 = 3
+dt2 = 1
+threshold = 0.0
+"""
+NO_TORCH = 'raise ImportError("the vehicle has no PyTorch: this process must not import torch")\n'
+
+
+@dataclass(frozen=True)
+class Round:
+    """One round, drawn when it starts: the kill's kind, results (or FLAGGED answers)
+    before it, a pause in seconds, results the uploader stays down after it, and
+    whether the client then streams its recording anew."""
+
+    kind: str
+    after: int
+    pause_s: float
+    uploader_delay: int
+    restart: bool
+
+
+class Child:
+    """A harness process (server or uploader), one log file per start."""
+
+    def __init__(self, name: str, command: list[str], folder: Path, env: dict[str, str]) -> None:
+        self.name, self.command, self.folder, self.env = name, command, folder, env
+        self.process: subprocess.Popen | None = None
+        self.starts = 0
+        self.log_path = folder / f"{name}-000.log"
+
+    def start(self) -> None:
+        self.starts += 1
+        self.log_path = self.folder / f"{self.name}-{self.starts:03d}.log"
+        with self.log_path.open("wb") as out:
+            self.process = subprocess.Popen(
+                self.command, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
+            )
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def count(self, marker: bytes) -> int:
+        """Lines of this start's log that contain ``marker``."""
+        with contextlib.suppress(FileNotFoundError):
+            return self.log_path.read_bytes().count(marker)
+        return 0
+
+    def tail(self) -> str:
+        return self.log_path.read_bytes()[-3000:].decode(errors="replace")
+
+    def wait_for(self, marker: bytes, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.count(marker):
+            if not self.alive:
+                raise RuntimeError(f"{self.name} exited at start:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name}: no {marker!r} in {timeout_s} s:\n{self.tail()}")
+            time.sleep(0.01)
+
+    def signal(self, sig: int) -> None:
+        if self.alive:
+            os.kill(self.process.pid, sig)
+
+    def wait(self, timeout_s: float = 30.0) -> int:
+        return self.process.wait(timeout_s)
+
+
+@dataclass(frozen=True)
+class CrashConfig:
+    """``rounds``: kills; ``seed``: every random choice; ``frames``: per recording;
+    ``restart_p``: chance a server kill makes the client stream the recording anew."""
+
+    rounds: int = 50
+    seed: int = 0
+    frames: int = 150
+    restart_p: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1 or self.frames < 10 or not 0 <= self.restart_p <= 1:
+            raise ConfigError(f"bad crash config {self}")
+
+
+@dataclass
+class CrashReport:
+    """What a run did (kills by kind, evidence of where they landed) and its verdict."""
+
+    config: CrashConfig
+    verdict: Verdict
+    wall_s: float = 0.0
+    results: int = 0
+    recordings: int = 0
+    stream_restarts: int = 0
+    kills: Counter = field(default_factory=Counter)
+    server_start_s: list[float] = field(default_factory=list)
+    #: server kills that left a put half done (a file in tmp/ or one the index does not name)
+    outbox_torn: int = 0
+    #: uploader kills that left a half-written object in the sink (killed inside a put)
+    sink_torn: int = 0
+    #: frames waiting in the outbox at each uploader kill
+    backlog_at_kill: list[int] = field(default_factory=list)
+
+    def summary(self) -> dict[str, object]:
+        starts = self.server_start_s
+        return {
+            "rounds": self.config.rounds,
+            "seed": self.config.seed,
+            "ok": self.verdict.ok and self.verdict.orphans == 0,
+            **summary_counts(self.verdict),
+            "kills": dict(sorted(self.kills.items())),
+            "uploader_kills_with_backlog": sum(b > 0 for b in self.backlog_at_kill),
+            "outbox_torn_puts": self.outbox_torn,
+            "sink_torn_objects": self.sink_torn,
+            "stream_restarts": self.stream_restarts,
+            "recordings": self.recordings,
+            "results": self.results,
+            "server_starts": len(starts),
+            "server_start_mean_s": round(float(np.mean(starts)), 3),
+            "server_start_max_s": round(float(np.max(starts)), 3),
+            "wall_s": round(self.wall_s, 1),
+        }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def recording(index: int, n: int) -> list[bytes]:
+    """``n`` JPEG frames 128x96 of a drifting scene, noise of random strength; a random top row
+    makes every frame's bytes unique (the harness checks)."""
+    rng = np.random.default_rng(1000 + index)
+    base = cv2.resize(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), (128, 96))
+    out = []
+    for i in range(n):
+        frame = np.roll(base, 3 * i, axis=1)
+        noise = rng.normal(0, rng.uniform(0, 60), frame.shape)  # scores that rise and fall
+        frame = np.clip(frame + noise, 0, 255).astype(np.uint8)
+        frame[0] = rng.integers(0, 256, frame[0].shape, dtype=np.uint8)
+        ok, data = cv2.imencode(".jpg", frame)
+        assert ok
+        out.append(data.tobytes())
+    return out
+
+
+class CrashRun:
+    """One run of ``config.rounds`` kills in ``folder`` with the model at ``model``."""
+
+    def __init__(self, config: CrashConfig, folder: Path, model: Path) -> None:
+        self.config = config
+        self.rng = np.random.default_rng(config.seed)
+        self.outbox, self.sink = folder / "outbox", folder / "sink"
+        no_torch = folder / "no-torch" / "torch"
+        no_torch.mkdir(parents=True, exist_ok=True)
+        (no_torch / "__init__.py").write_text(NO_TORCH)
+        path = os.pathsep.join(filter(None, [str(no_torch.parent), os.environ.get("PYTHONPATH")]))
+        env = dict(os.environ, PYTHONPATH=path)
+        (folder / "serve.toml").write_text(SERVE_TOML)
+        port = free_port()
+        self.target = f"127.0.0.1:{port}"
+        cli = [sys.executable, "-m", "alscout.cli", "-v"]
+        serve = ["serve", "--config", str(folder / "serve.toml"), "--model", str(model)]
+        serve += ["--port", str(port), "--outbox", str(self.outbox)]
+        upload = ["outbox", "upload", "--outbox", str(self.outbox), "--sink", str(self.sink)]
+        self.server = Child("server", cli + serve, folder, env)
+        self.uploader = Child("uploader", [*cli, *upload, "--poll", "0.01"], folder, env)
+        self.acks: dict[tuple[str, str, int], str] = {}
+        self.hashes: set[str] = set()
+        self.round = 0
+        self.plan: list[str] = []
+        self.trigger = Round("", 0, 0.0, 0, False)
+        self.watcher = threading.Thread()
+        self.watcher_error: Exception | None = None
+        self.stopping = threading.Event()
+        self.round_results = self.round_acks = 0
+        self.uploader_due: int | None = None
+        self.report = CrashReport(config, Verdict(0, 0, 0, 0, 0))
+
+    # ----------------------------------------------------------------- the run
+
+    def run(self) -> CrashReport:
+        """Run every round, drain, verify; processes left are killed on the way out."""
+        started = time.monotonic()
+        try:
+            self._start_server()
+            self.uploader.start()
+            self._arm()
+            index = 0
+            while self.round < self.config.rounds:
+                frames = recording(index, self.config.frames)
+                self._check_unique(frames)
+                name = f"rec{index:03d}"
+                self.report.recordings += 1
+                while self._stream(name, frames):
+                    self.report.stream_restarts += 1
+                index += 1
+            self._finish()
+        finally:
+            self.stopping.set()
+            if self.watcher.is_alive():
+                self.watcher.join()
+            for child in (self.server, self.uploader):
+                if child.alive:
+                    child.signal(signal.SIGKILL)
+                    child.wait()
+        self.report.verdict = verify_crash(self.outbox, self.sink, self.acks, DT2)
+        self.report.wall_s = time.monotonic() - started
+        return self.report
+
+    def _stream(self, name: str, frames: list[bytes]) -> bool:
+        """Stream a recording to its end; True when a kill made the client start it anew."""
+        source = (StreamFrame(i, data) for i, data in enumerate(frames))
+        with (
+            ScorerClient(self.target, retries=12, backoff_s=0.02) as client,
+            contextlib.closing(client.stream(name, CAMERA, source)) as results,
+        ):
+            for result in results:
+                for decision in result.final_decisions:
+                    if decision.decision == pb.DECISION_FLAGGED:
+                        key = (name, CAMERA, decision.frame_index)
+                        self.acks[key] = hashlib.sha256(frames[decision.frame_index]).hexdigest()
+                        self.round_acks += 1
+                if self._step():
+                    return True
+        return False
+
+    def _finish(self) -> None:
+        """Stop the server, let the uploader drain the outbox, stop it."""
+        self.server.signal(signal.SIGTERM)
+        if self.server.wait(60) != 0:
+            raise RuntimeError(f"the server did not stop cleanly:\n{self.server.tail()}")
+        if not self.uploader.alive:
+            self.uploader.start()
+        deadline = time.monotonic() + 120
+        while pending_count(self.outbox) > 0:
+            if not self.uploader.alive or time.monotonic() > deadline:
+                raise RuntimeError(f"the uploader did not drain:\n{self.uploader.tail()}")
+            time.sleep(0.05)
+        self.uploader.signal(signal.SIGTERM)
+        self.uploader.wait(60)
+
+    # ----------------------------------------------------------------- rounds
+
+    def _arm(self) -> None:
+        """Draw the next round: its kind, when its kill comes and what follows it."""
+        if not self.plan:
+            self.plan = [KINDS[i] for i in self.rng.permutation(len(KINDS))]
+        kind = self.plan.pop()
+        after = int(self.rng.integers(1, 4 if kind == "server_after_ack" else 121))
+        if kind == "uploader_mid_upload":
+            after = int(self.rng.integers(20, 81))
+        pause = float(self.rng.uniform(0.0, 0.003 if kind == "server_mid_put" else 0.03))
+        uploader_delay = int(self.rng.integers(0, 61))
+        restart = bool(self.rng.random() < self.config.restart_p)
+        self.trigger = Round(kind, after, pause, uploader_delay, restart)
+        self.round_results = self.round_acks = 0
+        if kind == "uploader_mid_upload":
+            if self.uploader.alive:
+                self.uploader.signal(signal.SIGTERM)  # paused, not a crash: a backlog builds
+                self.uploader.wait()
+            self.uploader_due = None  # this round starts it
+        elif kind == "both" and not self.uploader.alive:
+            self.uploader.start()
+            self.uploader_due = None
+        elif kind == "server_mid_put":
+            self.watcher = threading.Thread(target=self._kill_mid_put, args=(pause,), daemon=True)
+            self.watcher.start()
+
+    def _step(self) -> bool:
+        """Book one result; kill when the round's moment has come. True: restart the stream."""
+        self.report.results += 1
+        self.round_results += 1
+        if self.uploader_due is not None and self.report.results >= self.uploader_due:
+            self.uploader.start()
+            self.uploader_due = None
+        if self.round >= self.config.rounds:
+            return False
+        kind, after, pause = self.trigger.kind, self.trigger.after, self.trigger.pause_s
+        if kind == "server_mid_put":
+            if self.watcher.is_alive():
+                return False
+            self.watcher.join()
+            if self.watcher_error is not None:
+                raise self.watcher_error
+        elif kind == "uploader_mid_upload":
+            if not self.uploader.alive:
+                if self.round_results >= after:
+                    self.uploader.start()
+                return False
+            if not self.uploader.count(b"frame uploaded"):
+                return False
+            time.sleep(pause / 3)
+        elif (self.round_acks if kind == "server_after_ack" else self.round_results) < after:
+            return False
+        elif kind != "server_after_ack":
+            time.sleep(pause)
+        return self._kill(kind)
+
+    def _kill_mid_put(self, pause: float) -> None:
+        """Watcher thread: kill -9 the server the instant one of its puts starts writing a
+        file (it appears in the outbox's tmp/), plus ``pause``; restart it."""
+        tmp = self.outbox / "tmp"
+        try:
+            while not self.stopping.is_set():
+                with contextlib.suppress(FileNotFoundError):
+                    if os.listdir(tmp):
+                        break
+                time.sleep(0.0002)
+            else:
+                return
+            time.sleep(pause)
+            self.server.signal(signal.SIGKILL)
+            self.server.wait()
+            self.report.outbox_torn += torn_put(self.outbox)
+            self._start_server()
+        except Exception as error:  # noqa: BLE001  # handed to the main thread
+            self.watcher_error = error
+
+    def _kill(self, kind: str) -> bool:
+        server = kind not in ("uploader_mid_upload", "server_mid_put")  # mid_put: killed
+        uploader = kind in ("uploader_mid_upload", "both") and self.uploader.alive
+        if uploader:
+            self.report.backlog_at_kill.append(pending_count(self.outbox))
+            torn_before = temp_files(self.sink)
+        victims = [c for c, hit in ((self.server, server), (self.uploader, uploader)) if hit]
+        for child in victims:  # both signals first: "at once"
+            child.signal(signal.SIGKILL)
+        for child in victims:
+            child.wait()
+        log.info("round=%d kill=%s results=%d", self.round, kind, self.round_results)
+        if uploader:
+            self.report.sink_torn += temp_files(self.sink) > torn_before
+            if self.uploader_due is None:
+                self.uploader_due = self.report.results + self.trigger.uploader_delay
+        if server:
+            self.report.outbox_torn += torn_put(self.outbox)
+            self._start_server()
+        restart = self.trigger.restart and kind != "uploader_mid_upload"
+        self.report.kills[kind] += 1
+        self.round += 1
+        self._arm()
+        return restart
+
+    def _start_server(self) -> None:
+        began = time.monotonic()
+        self.server.start()
+        self.server.wait_for(b"server started")
+        self.report.server_start_s.append(time.monotonic() - began)
+
+    def _check_unique(self, frames: list[bytes]) -> None:
+        digests = {hashlib.sha256(f).hexdigest() for f in frames}
+        if len(digests) != len(frames) or digests & self.hashes:
+            raise RuntimeError("two frames have the same bytes: 'exactly once' would be moot")
+        self.hashes |= digests
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the rounds, print a JSON summary; exit 1 when a check failed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--frames", type=int, default=150, help="frames per recording")
+    parser.add_argument("--workdir", type=Path, help="keep outbox, sink and logs here")
+    parser.add_argument("--json", type=Path, help="also write the summary here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    from server_harness import load_asset
+
+    with tempfile.TemporaryDirectory(prefix="alscout-crash-") as tmp:
+        folder = args.workdir or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        model = load_asset("tiny_detector").write(folder / "tiny.onnx")
+        config = CrashConfig(rounds=args.rounds, seed=args.seed, frames=args.frames)
+        report = CrashRun(config, folder, model).run()
+    summary = report.summary()
+    text = json.dumps(summary, indent=2)
+    sys.stdout.write(text + "\n")
+    if not summary["ok"]:
+        sys.stdout.write(json.dumps(asdict(report.verdict), indent=2, default=str) + "\n")
+    if args.json is not None:
+        args.json.write_text(text + "\n")
+    return 0 if summary["ok"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
