@@ -1,9 +1,9 @@
 """MC dropout with shared features: Detector.sample_probabilities and the AL pool's path.
 
 The T stochastic passes share one encoder-decoder pass; under the same torch seed
-they must equal T full forward passes, and the pool's mc_dropout scores must equal
-those of the earlier implementation (T passes of a ScoringPipeline over the PyTorch
-reference backend, seeded before it was built).
+they must equal T full forward passes (to 1e-6), and the pool's mc_dropout scores
+must equal (to 1e-5) those of the earlier implementation (T passes of a
+ScoringPipeline over the PyTorch reference backend, seeded before it was built).
 """
 
 from __future__ import annotations
@@ -31,18 +31,35 @@ def _detector(**changes: object) -> Detector:
 def test_shared_features_equal_sequential_full_passes_bit_for_bit(rate: float | None) -> None:
     model = _detector()
     model.enable_mc_dropout(True, rate)
-    x = torch.randn(3, 3, 48, 64)
+    x = torch.randn(1, 3, 48, 64)
     samples = 4
     with torch.no_grad():
         torch.manual_seed(SEED)
         sequential = torch.stack([model(x) for _ in range(samples)], 1)
         torch.manual_seed(SEED)
         shared = model.sample_probabilities(x, samples)
-    assert shared.shape == (3, samples, 5, 48, 64)
+    assert shared.shape == (1, samples, 5, 48, 64)
     assert torch.equal(shared, sequential)
     # the passes really differ (dropout is on), and stay probabilities
     assert not torch.equal(shared[:, 0], shared[:, 1])
     assert float(shared.min()) >= 0.0 and float(shared.max()) <= 1.0
+
+
+def test_a_batch_equals_sequential_full_passes_to_1e6() -> None:
+    # The masks are drawn over the whole batch as a forward pass draws them; the
+    # blocks run image by image, whose sums may differ in the last bits.
+    model = _detector()
+    model.enable_mc_dropout(True)
+    x = torch.randn(5, 3, 48, 64)
+    with torch.no_grad():
+        torch.manual_seed(SEED)
+        sequential = torch.stack([model(x) for _ in range(3)], 1)
+        torch.manual_seed(SEED)
+        shared = model.sample_probabilities(x, 3)
+        torch.manual_seed(SEED + 1)
+        other = model.sample_probabilities(x, 3)
+    torch.testing.assert_close(shared, sequential, rtol=0, atol=1e-6)
+    assert float((other - sequential).abs().max()) > 1e-3  # other masks: visibly different
 
 
 def test_the_generator_ends_where_sequential_passes_leave_it() -> None:
@@ -151,7 +168,7 @@ def test_pool_mc_dropout_scores_are_unchanged_by_sharing_features(
     )  # fmt: skip
     expected = _reference_z(checkpoint, model, pool, positions, scoring, seed=4)
     assert np.isnan(got.z[1]) and np.isnan(expected[1])
-    np.testing.assert_allclose(got.z[positions], expected[positions], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got.z[positions], expected[positions], rtol=1e-5, atol=1e-7)
     assert np.all(got.z[positions] > 0)
     # another seed draws other masks: the test above can fail
     other = score_pool(
