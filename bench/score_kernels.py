@@ -28,7 +28,12 @@ REGION = 30
 
 
 def sigmoid_maps(rng: np.random.Generator, heads: int, height: int, width: int) -> np.ndarray:
-    """Smooth maps with confident and unsure areas, like a detector's outputs."""
+    """Smooth maps with confident and unsure areas, like a detector's outputs.
+
+    C-contiguous [K, H, W] float32, the layout ONNX Runtime and TensorRT hand back.
+    (Until 2026-11-21 the fancy indexing below left the maps Fortran-ordered, and
+    alscout's time included the copy to C order that ``pixel_scores`` makes.)
+    """
     coarse = rng.normal(0, 3, size=(heads, height // 16 + 2, width // 16 + 2))
     rows = np.linspace(0, coarse.shape[1] - 1.001, height)
     cols = np.linspace(0, coarse.shape[2] - 1.001, width)
@@ -40,7 +45,7 @@ def sigmoid_maps(rng: np.random.Generator, heads: int, height: int, width: int) 
         + coarse[:, r0][:, :, c0 + 1] * (1 - fr) * fc
         + coarse[:, r0 + 1][:, :, c0 + 1] * fr * fc
     ) + rng.normal(0, 0.5, size=(heads, height, width))
-    return (1 / (1 + np.exp(-logits))).astype(np.float32)
+    return np.ascontiguousarray(1 / (1 + np.exp(-logits)), dtype=np.float32)
 
 
 def alscout_score(probs: np.ndarray) -> float:

@@ -16,50 +16,45 @@ from numba import prange
 from alscout.runtime._numba import bits_float, checking_kernel, float_bits, kernel, parallel_kernel
 
 _LN2 = 0.6931471805599453
-_SQRT2 = 1.4142135623730951
-_MANTISSA = 0x000FFFFFFFFFFFFF
-_EXPONENT_ONE = 0x3FF0000000000000
+#: The bits of sqrt(1/2): subtracting them before taking the exponent puts every
+#: mantissa in [sqrt(1/2), sqrt(2)).
+_SQRT_HALF_BITS = 0x3FE6A09E667F3BCD
+# Minimax coefficients of (atanh(s) - s) / s^3 as a polynomial in s^2 for
+# |s| <= (sqrt(2) - 1) / (sqrt(2) + 1): ln m = 2 atanh((m - 1) / (m + 1)) to 7e-15.
+_A1 = 0.3333333334125595
+_A2 = 0.1999999689040507
+_A3 = 0.1428613844124187
+_A4 = 0.11084974899375372
+_A5 = 0.09832939289480672
 
 
 @kernel
-def _atanh_series(s):
-    """``2 atanh(s)`` for ``|s| < 0.172``: eight terms, error below 1e-14."""
-    s2 = s * s
-    p = 1.0 / 15.0
-    p = p * s2 + 1.0 / 13.0
-    p = p * s2 + 1.0 / 11.0
-    p = p * s2 + 1.0 / 9.0
-    p = p * s2 + 1.0 / 7.0
-    p = p * s2 + 1.0 / 5.0
-    p = p * s2 + 1.0 / 3.0
-    p = p * s2 + 1.0
-    return 2.0 * s * p
+def _log(x):
+    """ln x for ``0 <= x <= 1`` (float64); ``ln 0`` comes out near -709, so ``0 ln 0 = 0``.
+
+    Written out rather than called from libm because LLVM vectorises this form and
+    not a libm call: ``x = m 2^e`` with ``m`` in [sqrt(1/2), sqrt(2)), then
+    ``ln m = 2 atanh(s)``, ``s = (m - 1) / (m + 1)``, by a degree-11 polynomial.
+    Absolute error below 1e-14 (tests/runtime/test_kernels.py).
+    """
+    bits = float_bits(x)
+    e = (bits - _SQRT_HALF_BITS) >> 52
+    m = bits_float(bits - (e << 52))
+    s = (m - 1.0) / (m + 1.0)
+    y = s * s
+    p = _A5
+    p = p * y + _A4
+    p = p * y + _A3
+    p = p * y + _A2
+    p = p * y + _A1
+    return np.float64(e) * _LN2 + 2.0 * (s + s * y * p)
 
 
 @kernel
 def _entropy(a):
-    """H(a) in nats for ``0 <= a <= 1``.
-
-    Both logarithms are computed here rather than by libm, because LLVM vectorises
-    this form and not a libm call: ``x = m 2^e`` with ``m`` in [sqrt(1/2), sqrt(2)),
-    ``ln m = 2 atanh((m-1)/(m+1))``, and the two divisions share one reciprocal.
-    ``ln 0`` comes out near -709, so ``0 ln 0 = 0``.
-    """
+    """H(a) in nats for ``0 <= a <= 1``."""
     q = 1.0 - a
-    b1 = float_bits(a)
-    b2 = float_bits(q)
-    e1 = np.float64((b1 >> 52) - 1023)
-    e2 = np.float64((b2 >> 52) - 1023)
-    m1 = bits_float((b1 & _MANTISSA) | _EXPONENT_ONE)
-    m2 = bits_float((b2 & _MANTISSA) | _EXPONENT_ONE)
-    big1 = np.float64(m1 > _SQRT2)
-    big2 = np.float64(m2 > _SQRT2)
-    m1 = m1 - 0.5 * m1 * big1
-    m2 = m2 - 0.5 * m2 * big2
-    shared = 1.0 / ((m1 + 1.0) * (m2 + 1.0))
-    log_p = (e1 + big1) * _LN2 + _atanh_series((m1 - 1.0) * (m2 + 1.0) * shared)
-    log_q = (e2 + big2) * _LN2 + _atanh_series((m2 - 1.0) * (m1 + 1.0) * shared)
-    return -(a * log_p + q * log_q)
+    return -(a * _log(a) + q * _log(q))
 
 
 @kernel
@@ -70,80 +65,149 @@ def add_entropy_into(p, out):
 
 
 @kernel
-def window_sum_into(a, radius, pad, out):
-    """``out[j] = sum(a[j-radius : j+radius+1])``, the window clipped to the row.
+def _enter_row(src, old, col, e_new):
+    """One head's input row enters the window: ``col += src - old``, ``e_new += H(src)``.
 
-    The row is copied into zero-padded scratch (``n + 2 radius + 2`` long) so the
-    running sum needs no edge cases; each step adds one precomputed difference, and
-    the two halves of the row run as separate chains so their adds overlap.
-    """
-    n = a.shape[0]
-    width = 2 * radius + 1
-    for t in range(radius + 1):
-        pad[t] = 0.0
-        pad[radius + n + 1 + t] = 0.0
-    for j in range(n):
-        pad[radius + 1 + j] = a[j]
-    # out[j] = sum(pad[j + 1 : j + width + 1]); out[j] - out[j - 1] = pad[j + width] - pad[j]
-    half = n // 2
-    s0 = 0.0
-    s1 = 0.0
-    for t in range(width):
-        s0 += pad[t]
-        s1 += pad[half + t]
-    for j in range(half):
-        s0 += pad[j + width] - pad[j]
-        s1 += pad[half + j + width] - pad[half + j]
-        out[j] = s0
-        out[half + j] = s1
-    for j in range(2 * half, n):
-        s1 += pad[j + width] - pad[j]
-        out[j] = s1
-
-
-@kernel
-def _enter_row(probs, n, k, i, leaving, col_p, row):
-    """Move head k's column sums down: add input row ``i``, drop row ``leaving`` (if >= 0).
-
-    Row ``i`` is left in ``row`` as float64. Returns how many of its values are not
-    in [0, 1] (NaN included), so the kernel checks its input in the same pass.
+    ``src``, ``old``: float32 or float64 rows (``old`` all zeros when no row leaves);
+    ``col``, ``e_new``: float64. Fused so each value is loaded and converted once.
+    Returns how many values of ``src`` are outside [0, 1] or NaN: the kernel checks
+    its input in the same pass.
     """
     bad = 0
-    if leaving >= 0:
-        for j in range(row.shape[0]):
-            p = np.float64(probs[n, k, i, j])
-            bad += not (p >= 0.0 and p <= 1.0)
-            col_p[j] += p - np.float64(probs[n, k, leaving, j])
-            row[j] = p
-    else:
-        for j in range(row.shape[0]):
-            p = np.float64(probs[n, k, i, j])
-            bad += not (p >= 0.0 and p <= 1.0)
-            col_p[j] += p
-            row[j] = p
+    for j in range(col.shape[0]):
+        p = np.float64(src[j])
+        bad += (p < 0.0) | (p > 1.0) | (p != p)
+        col[j] += p - np.float64(old[j])
+        e_new[j] += _entropy(min(max(p, 0.0), 1.0))
     return bad
 
 
 @kernel
-def _add_entropy_of_mean(sum_p, inv_width, inv_height, acc):
-    """``acc += H(window mean of p)`` from the window sums of one head."""
-    for j in range(acc.shape[0]):
-        mean_p = min(max(sum_p[j] * (inv_width[j] * inv_height), 0.0), 1.0)
-        acc[j] += _entropy(mean_p)
+def _advance(probs, n, entering, leaving, col, e_rows, scratch, zeros_in, zeros):
+    """Move a band's column sums one row: add input row ``entering``, drop ``leaving``.
+
+    Either may be -1 (none). ``col`` [K+1, W]: rows 0..K-1 the column sums of p per
+    head, row K the column sums of ``E = sum_k H(p_k)``; ``e_rows`` [ring, W] keeps
+    E of the rows in the window so a leaving row's E is not recomputed. Returns the
+    number of bad values in the entering row.
+    """
+    K = probs.shape[1]
+    ring = e_rows.shape[0]
+    e_new = e_rows[entering % ring] if entering >= 0 else scratch
+    e_new[:] = 0.0
+    bad = 0
+    for k in range(K):
+        src = probs[n, k, entering] if entering >= 0 else zeros_in
+        old = probs[n, k, leaving] if leaving >= 0 else zeros_in
+        bad += _enter_row(src, old, col[k], e_new)
+    e_old = e_rows[leaving % ring] if leaving >= 0 else zeros
+    col_e = col[K]
+    for j in range(col_e.shape[0]):
+        col_e[j] += e_new[j] - e_old[j]
+    return bad
+
+
+@kernel
+def _running_sums(a, b, width, n, out_a, out_b):
+    """``out[j] = sum(padded[j+1 : j+1+width])`` for two padded rows at once.
+
+    A running sum is a chain of dependent adds; two rows times two halves of the
+    row give four independent chains, so the adds overlap instead of waiting on
+    each other. Slices, not computed indices, keep the loads free of Numba's
+    negative-index checks.
+    """
+    half = n // 2
+    lead_a = a[width:]
+    lead_b = b[width:]
+    a1 = a[half:]
+    b1 = b[half:]
+    lead_a1 = a[half + width :]
+    lead_b1 = b[half + width :]
+    out_a1 = out_a[half:]
+    out_b1 = out_b[half:]
+    sa0 = 0.0
+    sb0 = 0.0
+    sa1 = 0.0
+    sb1 = 0.0
+    for t in range(width):
+        sa0 += a[t]
+        sb0 += b[t]
+        sa1 += a1[t]
+        sb1 += b1[t]
+    for j in range(half):
+        sa0 += lead_a[j] - a[j]
+        sb0 += lead_b[j] - b[j]
+        sa1 += lead_a1[j] - a1[j]
+        sb1 += lead_b1[j] - b1[j]
+        out_a[j] = sa0
+        out_b[j] = sb0
+        out_a1[j] = sa1
+        out_b1[j] = sb1
+    for j in range(half, n - half):
+        sa1 += lead_a1[j] - a1[j]
+        sb1 += lead_b1[j] - b1[j]
+        out_a1[j] = sa1
+        out_b1[j] = sb1
+
+
+@kernel
+def window_sums(col, radius, pad, sums):
+    """``sums[k, j] = sum(col[k, j-radius : j+radius+1])``, the window clipped to the row.
+
+    col, sums [rows, W]; pad [rows, W + 2 radius + 2] scratch: each row is copied
+    into zeros so the running sums need no edge cases.
+    """
+    rows, n = col.shape
+    width = 2 * radius + 1
+    pad[:, : radius + 1] = 0.0
+    pad[:, radius + n + 1 :] = 0.0
+    for k in range(rows):
+        body = pad[k, radius + 1 : radius + 1 + n]
+        ck = col[k]
+        for j in range(n):
+            body[j] = ck[j]
+    for k in range(0, rows - 1, 2):
+        _running_sums(pad[k], pad[k + 1], width, n, sums[k], sums[k + 1])
+    if rows % 2:
+        last = rows - 1
+        _running_sums(pad[last], pad[last], width, n, sums[last], sums[last])
+
+
+@kernel
+def _add_entropy_of_mean(sum_p, scale, acc, first):
+    """``acc (=|+=) H(sum_p * scale)``: the entropy of one head's window mean."""
+    if first:
+        for j in range(acc.shape[0]):
+            acc[j] = _entropy(min(max(sum_p[j] * scale[j], 0.0), 1.0))
+    else:
+        for j in range(acc.shape[0]):
+            acc[j] += _entropy(min(max(sum_p[j] * scale[j], 0.0), 1.0))
+
+
+@kernel
+def _write_divergence(sum_p, sum_e, scale, acc, out_row, first):
+    """``out_row = acc + H(mean of the last head) - mean of E``, written as float32."""
+    for j in range(out_row.shape[0]):
+        s = scale[j]
+        h = _entropy(min(max(sum_p[j] * s, 0.0), 1.0))
+        total = h if first else acc[j] + h
+        out_row[j] = total - sum_e[j] * s
 
 
 @parallel_kernel
 def divergence_kernel(probs, radius, band_rows, out, bad):
     """``out[n] = sum_k H(box_mean p_k) - box_mean sum_k H(p_k)``; probs [N,K,H,W], out [N,H,W].
 
-    The second term is linear, so the heads' entropies are summed before the box
-    filter: one running sum of ``E = sum_k H(p_k)`` instead of K. Work is split into
-    tasks of (frame, band of rows); within a task the output rows advance one at a
-    time, each head keeping running column sums of p (the leaving row is read back
-    from ``probs``) and a ring of 2r+2 rows of E keeping those of E, so every input
-    value is converted and its entropy taken once. ``bad[task]`` counts the values
-    outside [0, 1] (or NaN) among the task's own rows; the scores are meaningless
-    unless ``bad`` is all zero.
+    ``probs`` must be C-contiguous (the public function makes sure): rows are then
+    contiguous and every loop vectorises. The second term is linear, so the heads'
+    entropies are summed before the box filter: one running sum of
+    ``E = sum_k H(p_k)`` instead of K. Work is split into tasks of (frame, band of
+    rows); within a task the output rows advance one at a time, keeping running
+    column sums of p per head and of E (``_advance``), then taking the K + 1
+    horizontal window sums (``window_sums``) and the entropies of the window means.
+    Each input value is converted and its entropy taken once. ``bad[task]`` counts
+    the values outside [0, 1] (or NaN) among the task's own rows; the scores are
+    meaningless unless ``bad`` is all zero.
     """
     N, K, H, W = probs.shape
     n_bands = (H + band_rows - 1) // band_rows
@@ -153,55 +217,45 @@ def divergence_kernel(probs, radius, band_rows, out, bad):
         r0 = (task % n_bands) * band_rows
         r1 = min(H, r0 + band_rows)
         e_rows = np.empty((ring, W))
-        col_p = np.zeros((K, W))
-        col_e = np.zeros(W)
-        row = np.empty(W)
-        sums = np.empty(W)
+        col = np.zeros((K + 1, W))
+        sums = np.empty((K + 1, W))
+        pad = np.empty((K + 1, W + 2 * radius + 2))
+        zeros_in = np.zeros(W, probs.dtype)
+        zeros = np.zeros(W)
+        scratch = np.empty(W)
         acc = np.empty(W)
-        pad = np.empty(W + 2 * radius + 2)
+        scale = np.empty(W)
         inv_width = np.empty(W)
         for j in range(W):
             inv_width[j] = 1.0 / (min(W - 1, j + radius) - max(0, j - radius) + 1)
         for i in range(max(0, r0 - radius), min(H, r0 + radius + 1)):
-            e_new = e_rows[i % ring]
-            e_new[:] = 0.0
-            for k in range(K):
-                outside = _enter_row(probs, n, k, i, -1, col_p[k], row)
-                if r0 <= i < r1:
-                    bad[task] += outside
-                add_entropy_into(row, e_new)
-            for j in range(W):
-                col_e[j] += e_new[j]
+            outside = _advance(probs, n, i, -1, col, e_rows, scratch, zeros_in, zeros)
+            if r0 <= i < r1:
+                bad[task] += outside
         for i in range(r0, r1):
             inv_height = 1.0 / (min(H - 1, i + radius) - max(0, i - radius) + 1)
-            acc[:] = 0.0
-            for k in range(K):
-                window_sum_into(col_p[k], radius, pad, sums)
-                _add_entropy_of_mean(sums, inv_width, inv_height, acc)
-            window_sum_into(col_e, radius, pad, sums)
             for j in range(W):
-                out[n, i, j] = acc[j] - sums[j] * (inv_width[j] * inv_height)
+                scale[j] = inv_width[j] * inv_height
+            window_sums(col, radius, pad, sums)
+            for k in range(K - 1):
+                _add_entropy_of_mean(sums[k], scale, acc, k == 0)
+            _write_divergence(sums[K - 1], sums[K], scale, acc, out[n, i], K == 1)
             entering = i + radius + 1
             leaving = i - radius
-            if leaving >= 0:
-                e_old = e_rows[leaving % ring]
-                for j in range(W):
-                    col_e[j] -= e_old[j]
-            if entering < H:
-                e_new = e_rows[entering % ring]
-                e_new[:] = 0.0
-                for k in range(K):
-                    outside = _enter_row(probs, n, k, entering, leaving, col_p[k], row)
-                    if entering < r1:
-                        bad[task] += outside
-                    add_entropy_into(row, e_new)
-                for j in range(W):
-                    col_e[j] += e_new[j]
-            elif leaving >= 0:
-                for k in range(K):
-                    ck = col_p[k]
-                    for j in range(W):
-                        ck[j] -= np.float64(probs[n, k, leaving, j])
+            if i + 1 < r1 and (entering < H or leaving >= 0):
+                outside = _advance(
+                    probs,
+                    n,
+                    entering if entering < H else -1,
+                    leaving,
+                    col,
+                    e_rows,
+                    scratch,
+                    zeros_in,
+                    zeros,
+                )
+                if entering < r1:
+                    bad[task] += outside
 
 
 @parallel_kernel
