@@ -62,6 +62,20 @@ def test_a_batch_equals_sequential_full_passes_to_1e6() -> None:
     assert float((other - sequential).abs().max()) > 1e-3  # other masks: visibly different
 
 
+def test_sampling_into_a_given_output_tensor() -> None:
+    model = _detector()
+    model.enable_mc_dropout(True)
+    x = torch.randn(2, 3, 32, 32)
+    out = torch.full((2, 3, 5, 32, 32), -1.0)
+    torch.manual_seed(SEED)
+    fresh = model.sample_probabilities(x, 3)
+    torch.manual_seed(SEED)
+    written = model.sample_probabilities(x, 3, out=out)
+    assert written is out and torch.equal(out, fresh)
+    with pytest.raises(InvalidInputError, match="out must be"):
+        model.sample_probabilities(x, 2, out=out)
+
+
 def test_the_generator_ends_where_sequential_passes_leave_it() -> None:
     # The next draw after sampling matches: the RNG call order (for t, for k) is kept.
     model = _detector(num_heads=3, default_boxes=((200, 100), (100, 50), (50, 25)))
