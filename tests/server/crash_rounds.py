@@ -36,197 +36,30 @@ import json
 import logging
 import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
-import cv2
+import grpc
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from crash_sink import (  # noqa: E402  # found through the line above
-    Verdict,
-    pending_count,
-    summary_counts,
-    temp_files,
-    torn_put,
-    verify_crash,
-)
+from crash_procs import DT2, recording, vehicle_processes  # noqa: E402  # found through the line above
+from crash_report import KINDS, CrashConfig, CrashReport, Round  # noqa: E402
+from crash_sink import Verdict, pending_count, temp_files, torn_put, verify_crash  # noqa: E402
 
-from alscout.errors import ConfigError  # noqa: E402  # after the path set-up
 from alscout.server._proto import alscout_pb2 as pb  # noqa: E402
 from alscout.server.client import ScorerClient, StreamFrame  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 CAMERA = "front"
-KINDS = ("server_mid_stream", "server_after_ack", "server_mid_put", "uploader_mid_upload", "both")
-DT2 = 1
-SERVE_TOML = """\
-backend = "onnxruntime-cpu"
-threads = 1
-workers = 1
-grace_s = 0.0
-[pipeline]
-batch_size = 4
-radius = 3
-region = 16
-heatmap_stride = 16
-[selector]
-dt = 2
-sigma = 1.0
-dt1 = 3
-dt2 = 1
-threshold = 0.0
-"""
-NO_TORCH = 'raise ImportError("the vehicle has no PyTorch: this process must not import torch")\n'
-
-
-@dataclass(frozen=True)
-class Round:
-    """One round, drawn when it starts: the kill's kind, results (or FLAGGED answers)
-    before it, a pause in seconds, results the uploader stays down after it, and
-    whether the client then streams its recording anew."""
-
-    kind: str
-    after: int
-    pause_s: float
-    uploader_delay: int
-    restart: bool
-
-
-class Child:
-    """A harness process (server or uploader), one log file per start."""
-
-    def __init__(self, name: str, command: list[str], folder: Path, env: dict[str, str]) -> None:
-        self.name, self.command, self.folder, self.env = name, command, folder, env
-        self.process: subprocess.Popen | None = None
-        self.starts = 0
-        self.log_path = folder / f"{name}-000.log"
-
-    def start(self) -> None:
-        self.starts += 1
-        self.log_path = self.folder / f"{self.name}-{self.starts:03d}.log"
-        with self.log_path.open("wb") as out:
-            self.process = subprocess.Popen(
-                self.command, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
-            )
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def count(self, marker: bytes) -> int:
-        """Lines of this start's log that contain ``marker``."""
-        with contextlib.suppress(FileNotFoundError):
-            return self.log_path.read_bytes().count(marker)
-        return 0
-
-    def tail(self) -> str:
-        return self.log_path.read_bytes()[-3000:].decode(errors="replace")
-
-    def wait_for(self, marker: bytes, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not self.count(marker):
-            if not self.alive:
-                raise RuntimeError(f"{self.name} exited at start:\n{self.tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name}: no {marker!r} in {timeout_s} s:\n{self.tail()}")
-            time.sleep(0.01)
-
-    def signal(self, sig: int) -> None:
-        if self.alive:
-            os.kill(self.process.pid, sig)
-
-    def wait(self, timeout_s: float = 30.0) -> int:
-        return self.process.wait(timeout_s)
-
-
-@dataclass(frozen=True)
-class CrashConfig:
-    """``rounds``: kills; ``seed``: every random choice; ``frames``: per recording;
-    ``restart_p``: chance a server kill makes the client stream the recording anew."""
-
-    rounds: int = 50
-    seed: int = 0
-    frames: int = 150
-    restart_p: float = 0.3
-
-    def __post_init__(self) -> None:
-        if self.rounds < 1 or self.frames < 10 or not 0 <= self.restart_p <= 1:
-            raise ConfigError(f"bad crash config {self}")
-
-
-@dataclass
-class CrashReport:
-    """What a run did (kills by kind, evidence of where they landed) and its verdict."""
-
-    config: CrashConfig
-    verdict: Verdict
-    wall_s: float = 0.0
-    results: int = 0
-    recordings: int = 0
-    stream_restarts: int = 0
-    kills: Counter = field(default_factory=Counter)
-    server_start_s: list[float] = field(default_factory=list)
-    #: server kills that left a put half done (a file in tmp/ or one the index does not name)
-    outbox_torn: int = 0
-    #: uploader kills that left a half-written object in the sink (killed inside a put)
-    sink_torn: int = 0
-    #: frames waiting in the outbox at each uploader kill
-    backlog_at_kill: list[int] = field(default_factory=list)
-
-    def summary(self) -> dict[str, object]:
-        starts = self.server_start_s
-        return {
-            "rounds": self.config.rounds,
-            "seed": self.config.seed,
-            "ok": self.verdict.ok and self.verdict.orphans == 0,
-            **summary_counts(self.verdict),
-            "kills": dict(sorted(self.kills.items())),
-            "uploader_kills_with_backlog": sum(b > 0 for b in self.backlog_at_kill),
-            "outbox_torn_puts": self.outbox_torn,
-            "sink_torn_objects": self.sink_torn,
-            "stream_restarts": self.stream_restarts,
-            "recordings": self.recordings,
-            "results": self.results,
-            "server_starts": len(starts),
-            "server_start_mean_s": round(float(np.mean(starts)), 3),
-            "server_start_max_s": round(float(np.max(starts)), 3),
-            "wall_s": round(self.wall_s, 1),
-        }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def recording(index: int, n: int) -> list[bytes]:
-    """``n`` JPEG frames 128x96 of a drifting scene, noise of random strength; a random top row
-    makes every frame's bytes unique (the harness checks)."""
-    rng = np.random.default_rng(1000 + index)
-    base = cv2.resize(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), (128, 96))
-    out = []
-    for i in range(n):
-        frame = np.roll(base, 3 * i, axis=1)
-        noise = rng.normal(0, rng.uniform(0, 60), frame.shape)  # scores that rise and fall
-        frame = np.clip(frame + noise, 0, 255).astype(np.uint8)
-        frame[0] = rng.integers(0, 256, frame[0].shape, dtype=np.uint8)
-        ok, data = cv2.imencode(".jpg", frame)
-        assert ok
-        out.append(data.tobytes())
-    return out
 
 
 class CrashRun:
@@ -236,28 +69,21 @@ class CrashRun:
         self.config = config
         self.rng = np.random.default_rng(config.seed)
         self.outbox, self.sink = folder / "outbox", folder / "sink"
-        no_torch = folder / "no-torch" / "torch"
-        no_torch.mkdir(parents=True, exist_ok=True)
-        (no_torch / "__init__.py").write_text(NO_TORCH)
-        path = os.pathsep.join(filter(None, [str(no_torch.parent), os.environ.get("PYTHONPATH")]))
-        env = dict(os.environ, PYTHONPATH=path)
-        (folder / "serve.toml").write_text(SERVE_TOML)
-        port = free_port()
-        self.target = f"127.0.0.1:{port}"
-        cli = [sys.executable, "-m", "alscout.cli", "-v"]
-        serve = ["serve", "--config", str(folder / "serve.toml"), "--model", str(model)]
-        serve += ["--port", str(port), "--outbox", str(self.outbox)]
-        upload = ["outbox", "upload", "--outbox", str(self.outbox), "--sink", str(self.sink)]
-        self.server = Child("server", cli + serve, folder, env)
-        self.uploader = Child("uploader", [*cli, *upload, "--poll", "0.01"], folder, env)
+        self.server, self.uploader, self.target = vehicle_processes(
+            folder, model, self.outbox, self.sink
+        )
         self.acks: dict[tuple[str, str, int], str] = {}
         self.hashes: set[str] = set()
+        #: (recording, frame) whose own result / whose final decision the client received
+        self.answered: set[tuple[str, int]] = set()
+        self.decided: set[tuple[str, int]] = set()
         self.round = 0
         self.plan: list[str] = []
         self.trigger = Round("", 0, 0.0, 0, False)
         self.watcher = threading.Thread()
         self.watcher_error: Exception | None = None
         self.stopping = threading.Event()
+        self.killed_at: float | None = None
         self.round_results = self.round_acks = 0
         self.uploader_due: int | None = None
         self.report = CrashReport(config, Verdict(0, 0, 0, 0, 0))
@@ -290,18 +116,39 @@ class CrashRun:
                     child.signal(signal.SIGKILL)
                     child.wait()
         self.report.verdict = verify_crash(self.outbox, self.sink, self.acks, DT2)
+        self.report.undecided = len(self.answered - self.decided)
         self.report.wall_s = time.monotonic() - started
         return self.report
 
     def _stream(self, name: str, frames: list[bytes]) -> bool:
-        """Stream a recording to its end; True when a kill made the client start it anew."""
+        """Stream a recording to its end; True when a kill made the client start it anew.
+
+        A fresh call can find the recording still held by the call it replaces (the
+        server has not yet seen that call end): ALREADY_EXISTS, retried shortly after.
+        """
+        while True:
+            try:
+                return self._attempt(name, frames)
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.ALREADY_EXISTS or self.report.busy > 100:
+                    raise
+                self.report.busy += 1
+                time.sleep(0.05)
+
+    def _attempt(self, name: str, frames: list[bytes]) -> bool:
         source = (StreamFrame(i, data) for i, data in enumerate(frames))
         with (
             ScorerClient(self.target, retries=12, backoff_s=0.02) as client,
             contextlib.closing(client.stream(name, CAMERA, source)) as results,
         ):
             for result in results:
+                if self.killed_at is not None:
+                    self.report.back_s.append(time.monotonic() - self.killed_at)
+                    self.killed_at = None
+                if not result.end_of_stream and not result.HasField("resume"):
+                    self.answered.add((name, result.frame_index))
                 for decision in result.final_decisions:
+                    self.decided.add((name, decision.frame_index))
                     if decision.decision == pb.DECISION_FLAGGED:
                         key = (name, CAMERA, decision.frame_index)
                         self.acks[key] = hashlib.sha256(frames[decision.frame_index]).hexdigest()
@@ -396,6 +243,7 @@ class CrashRun:
                 return
             time.sleep(pause)
             self.server.signal(signal.SIGKILL)
+            self.killed_at = time.monotonic()
             self.server.wait()
             self.report.outbox_torn += torn_put(self.outbox)
             self._start_server()
@@ -411,6 +259,8 @@ class CrashRun:
         victims = [c for c, hit in ((self.server, server), (self.uploader, uploader)) if hit]
         for child in victims:  # both signals first: "at once"
             child.signal(signal.SIGKILL)
+        if server:
+            self.killed_at = time.monotonic()
         for child in victims:
             child.wait()
         log.info("round=%d kill=%s results=%d", self.round, kind, self.round_results)

@@ -27,7 +27,8 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import crash_writer  # noqa: E402  # found through the line above, like server_harness
-from crash_rounds import KINDS, CrashConfig, CrashRun  # noqa: E402
+from crash_report import KINDS, CrashConfig  # noqa: E402
+from crash_rounds import CrashRun  # noqa: E402
 from crash_sink import read_sink, verify_crash  # noqa: E402
 
 from alscout.server.durable_outbox import DurableOutbox  # noqa: E402  # after the path set-up
