@@ -7,7 +7,12 @@ another call took the stream), it reconnects with backoff and resumes (docs/api.
 client has seen; the server answers with the decisions released since and the last
 frame it has taken, and the client re-sends only frames after that one. Each frame's
 final decision therefore reaches the caller exactly once, and no frame the server has
-already taken (so none already decided) is sent twice.
+already taken (so none already decided) is sent twice. The client keeps every frame
+until its final decision arrives: when the server answers a resume with found=false
+(it restarted, or the stream expired), it sends every undecided frame again, oldest
+first, so the new stream decides it. A fresh call refused ALREADY_EXISTS before its
+first result (the server has not yet seen this client's previous call end) is retried
+as a fresh call, never as a resume.
 """
 
 from __future__ import annotations
@@ -17,7 +22,14 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -104,14 +116,19 @@ class StreamFrame:
 class _Progress:
     """What one stream has sent and seen, across reconnects (shared by both clients).
 
-    ``unacked``: frames sent (or due again) whose own result has not arrived, oldest
-    first. ``last_decided``: the highest frame whose final decision was handed on.
+    ``undecided``: every frame sent whose final decision has not been handed on (index
+    > ``last_decided``), oldest first; final decisions arrive in frame order, so a
+    frame is released as soon as its own comes, and the deque holds at most the
+    selector's lag plus the window. ``unacked``: the frames among them due to be sent
+    (again) or whose own result has not arrived. ``last_decided``: the highest frame
+    whose final decision was handed on.
     """
 
     def __init__(self, recording_id: str, camera_id: str, want_heatmap: bool) -> None:
         self.recording_id = recording_id
         self.camera_id = camera_id
         self.want_heatmap = want_heatmap
+        self.undecided: deque[StreamFrame] = deque()
         self.unacked: deque[StreamFrame] = deque()
         self.last_decided = -1
         self.last_sent = -1
@@ -125,8 +142,18 @@ class _Progress:
             raise InvalidInputError(
                 f"frame indices must strictly increase: {frame.frame_index} after {self.last_sent}"
             )
+        self.undecided.append(frame)
         self.unacked.append(frame)
         self.last_sent = frame.frame_index
+
+    def in_flight_before(self, frame_index: int) -> int:
+        """How many unacknowledged frames come before ``frame_index`` (re-send window)."""
+        n = 0
+        for frame in self.unacked:
+            if frame.frame_index >= frame_index:
+                break
+            n += 1
+        return n
 
     def resume_message(self) -> pb.Frame:
         return pb.Frame(
@@ -146,11 +173,26 @@ class _Progress:
         )
 
     def accept(self, result: pb.FrameResult) -> pb.FrameResult | None:
-        """Book a result; returns it (decisions already seen removed) or None to skip."""
+        """Book a result; returns it (decisions already seen removed) or None to skip.
+
+        A resume answer with ``found = false`` (the server restarted, or the stream
+        expired) means the server holds none of this stream's frames: every frame not
+        yet decided is due again, oldest first, so the new stream decides it.
+        """
         if result.HasField("resume"):
-            last = result.resume.last_received_frame
-            while self.unacked and self.unacked[0].frame_index <= last:
-                self.unacked.popleft()  # the server has it: never sent again
+            if result.resume.found:
+                last = result.resume.last_received_frame
+                while self.unacked and self.unacked[0].frame_index <= last:
+                    self.unacked.popleft()  # the server has it: never sent again
+            else:
+                self.unacked.clear()
+                self.unacked.extend(self.undecided)
+                log.warning(
+                    "stream %s/%s not found on resume: sending %d undecided frames again",
+                    self.recording_id,
+                    self.camera_id,
+                    len(self.unacked),
+                )
         elif not result.end_of_stream:
             while self.unacked and self.unacked[0].frame_index <= result.frame_index:
                 self.unacked.popleft()
@@ -162,6 +204,8 @@ class _Progress:
             result.final_decisions.extend(fresh)
         if fresh:
             self.last_decided = fresh[-1].frame_index
+            while self.undecided and self.undecided[0].frame_index <= self.last_decided:
+                self.undecided.popleft()
         if result.HasField("resume") and not fresh and not result.end_of_stream:
             return None
         return result
@@ -174,11 +218,16 @@ class _Backoff:
         self.codes = codes
         self.failures = 0
 
-    def next_delay(self, error: grpc.RpcError) -> float:
-        """Seconds to wait before the next attempt; raises ``error`` when out of retries."""
-        code = error.code() if hasattr(error, "code") else None
+    def next_delay(self, error: grpc.RpcError, busy: bool = False) -> float:
+        """Seconds to wait before the next attempt; raises ``error`` when out of retries.
+
+        ``busy``: ALREADY_EXISTS is retried too (a fresh call that found the stream
+        still held by the call it replaces, which the server has not yet seen end).
+        """
+        code = _code(error)
         self.failures += 1
-        if code not in self.codes or self.failures > self.retries:
+        retryable = code in self.codes or (busy and code == grpc.StatusCode.ALREADY_EXISTS)
+        if not retryable or self.failures > self.retries:
             raise error
         delay = min(5.0, self.base_s * 2 ** (self.failures - 1))
         log.warning(
@@ -189,6 +238,17 @@ class _Backoff:
             error.details() if hasattr(error, "details") else "",
         )
         return delay
+
+
+def _code(error: BaseException) -> grpc.StatusCode | None:
+    code = getattr(error, "code", None)
+    return code() if callable(code) else None
+
+
+def _busy(error: grpc.RpcError, resume: bool, answered: bool) -> bool:
+    """True when a fresh attempt was refused ALREADY_EXISTS before any result: it is
+    retried as a fresh call (a resume would take over a stream that may be another's)."""
+    return not resume and not answered and _code(error) == grpc.StatusCode.ALREADY_EXISTS
 
 
 def _channel_options() -> list[tuple[str, object]]:
@@ -288,8 +348,12 @@ class ScorerClient:
 
         Yields each frame's own result (PENDING until its decision is final) and the
         closing result (``end_of_stream``) last; after a resume, also the resume answer
-        when it carries decisions the client had not seen. Reconnects and resumes on
-        UNAVAILABLE / ABORTED up to ``retries`` consecutive failures.
+        when it carries decisions the client had not seen. Each frame's final decision
+        comes exactly once; a frame sent again after a resume that found no stream (the
+        server restarted) is answered again, so its own result may come twice.
+        Reconnects and resumes on UNAVAILABLE / ABORTED / INTERNAL, and retries a fresh
+        call refused ALREADY_EXISTS before its first result as a fresh call, up to
+        ``retries`` consecutive failures.
         """
         progress = _Progress(recording_id, camera_id, want_heatmap)
         source = iter(frames)
@@ -298,8 +362,10 @@ class ScorerClient:
         while not progress.finished:
             feeder = _Feeder(progress, source, self.window, resume)
             call = self._stub.ScoreStream(feeder.requests(), metadata=self._metadata)
+            answered = False
             try:
                 for result in call:
+                    answered = True
                     backoff.failures = 0
                     out = feeder.on_result(result)
                     if out is not None:
@@ -308,8 +374,9 @@ class ScorerClient:
                         break
             except grpc.RpcError as error:
                 feeder.stop()
-                time.sleep(backoff.next_delay(error))
-                resume = True
+                busy = _busy(error, resume, answered)
+                time.sleep(backoff.next_delay(error, busy))
+                resume = not busy
             finally:
                 feeder.stop()
                 call.cancel()
@@ -356,11 +423,14 @@ class _Feeder:
             yield progress.resume_message()
             if not self._wait(lambda: self._resumed):
                 return
-            # after any frame an earlier attempt's thread was still pulling is booked
-            with progress.pull_lock, self._cond:
-                again = list(progress.unacked)
-            for frame in again:  # sent before the cut, not taken by the server
-                yield progress.message(frame)
+        # after any frame an earlier attempt's thread was still pulling is booked
+        with progress.pull_lock, self._cond:
+            again = list(progress.unacked)
+        for frame in again:  # sent by an earlier attempt, not taken by this server
+            index = frame.frame_index
+            if not self._wait(lambda i=index: progress.in_flight_before(i) < self.window):
+                return
+            yield progress.message(frame)
         while True:
             if not self._wait(lambda: len(progress.unacked) < self.window):
                 return
@@ -463,17 +533,14 @@ class AsyncScorerClient:
         changed = asyncio.Event()
         pull_lock = asyncio.Lock()
         while not progress.finished:
-            resumed, over = asyncio.Event(), asyncio.Event()
-            if not resume:
-                resumed.set()
+            answered, over = asyncio.Event(), asyncio.Event()
             call = self._stub.ScoreStream(
-                self._requests(progress, source, resume, resumed, changed, over, pull_lock),
+                self._requests(progress, source, resume, answered, changed, over, pull_lock),
                 metadata=self._metadata,
             )
             try:
                 async for result in call:
-                    if result.HasField("resume"):
-                        resumed.set()
+                    answered.set()
                     backoff.failures = 0
                     out = progress.accept(result)
                     changed.set()
@@ -484,8 +551,9 @@ class AsyncScorerClient:
             except grpc.RpcError as error:
                 over.set()
                 changed.set()
-                await asyncio.sleep(backoff.next_delay(error))
-                resume = True
+                busy = _busy(error, resume, answered.is_set())
+                await asyncio.sleep(backoff.next_delay(error, busy))
+                resume = not busy
             finally:
                 over.set()
                 changed.set()
@@ -496,22 +564,41 @@ class AsyncScorerClient:
         progress: _Progress,
         source: AsyncIterator[StreamFrame],
         resume: bool,
-        resumed: asyncio.Event,
+        answered: asyncio.Event,
         changed: asyncio.Event,
         over: asyncio.Event,
         pull_lock: asyncio.Lock,
     ) -> AsyncIterator[pb.Frame]:
-        if resume:
-            yield progress.resume_message()
-            await resumed.wait()
-            async with pull_lock:  # an earlier attempt may be pulling a frame still
-                again = list(progress.unacked)
-            for frame in again:
-                yield progress.message(frame)
-        while True:
-            while len(progress.unacked) >= self.window and not over.is_set():
+        """The request side of one attempt.
+
+        Nothing follows a call's first message until the server has answered it: a
+        refusal (ALREADY_EXISTS) then reaches the client as it is, where a write racing
+        it would have turned it into INTERNAL in grpc's asyncio client.
+        """
+
+        async def until(ready: Callable[[], bool]) -> bool:
+            """Wait until ``ready()`` or the attempt is over; True when ready."""
+            while not ready() and not over.is_set():
                 changed.clear()
                 await changed.wait()
+            return not over.is_set()
+
+        if resume:
+            yield progress.resume_message()
+            if not await until(answered.is_set):
+                return
+        async with pull_lock:  # an earlier attempt may be pulling a frame still
+            again = list(progress.unacked)
+        for frame in again:  # sent by an earlier attempt, not taken by this server
+            index = frame.frame_index
+            if not await until(lambda i=index: progress.in_flight_before(i) < self.window):
+                return
+            yield progress.message(frame)
+            if not await until(answered.is_set):
+                return
+        while True:
+            if not await until(lambda: len(progress.unacked) < self.window):
+                return
             async with pull_lock:
                 if over.is_set():
                     return  # this attempt is over: the next one sends what comes next
@@ -522,6 +609,8 @@ class AsyncScorerClient:
                 yield progress.end_message()
                 return
             yield progress.message(frame)
+            if not await until(answered.is_set):
+                return
 
 
 async def _aiter(
