@@ -95,6 +95,40 @@ def test_human_labeling_round_pauses_and_resumes(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_fleet_labeling_round_pauses_and_resumes(tmp_path: Path) -> None:
+    from alscout.trainer.fleet.pool import LabelPool
+    from alscout.trainer.fleet.tasks import export_tasks, import_labels
+
+    config = replace(
+        load_experiment(TINY, out=tmp_path), methods=("random",), cycles=1, oracle="fleet"
+    )
+    with pytest.raises(LabelingPending, match="export-tasks"):
+        run_experiment(config)
+    cycle_dir = tmp_path / "seed0" / "random" / "cycle01"
+    root = cycle_dir / "label_pool"
+    exported = export_tasks(LabelPool(root), tmp_path / "tasks")
+    assert exported.count == 5  # b = 3 picks and 2 control frames
+    tasks = json.loads(exported.coco.read_text())
+    # The labeler finds one person in each frame.
+    labels = {
+        **tasks,
+        "annotations": [
+            {"id": n, "image_id": image["id"], "category_id": 1, "bbox": [4, 4, 10, 28]}
+            for n, image in enumerate(tasks["images"], 1)
+        ],
+        "categories": [{"id": 1, "name": "person"}],
+    }
+    (tmp_path / "labels.json").write_text(json.dumps(labels))
+    assert import_labels(LabelPool(root), tmp_path / "labels.json").images == 5
+    run_experiment(config)
+    state = _state(tmp_path, "random")
+    assert len(state["cycles"]) == 1 and state["cycles"][0]["labeled"] == 3
+    selection = json.loads((cycle_dir / "selection.json").read_text())
+    ids = [image["id"] for image in tasks["images"]]
+    assert sorted(ids) == sorted(selection["picks"] + selection["control"])
+
+
+@pytest.mark.slow
 def test_a_given_checkpoint_is_w_l(tmp_path: Path) -> None:
     first = replace(load_experiment(TINY, out=tmp_path / "a"), methods=("random",), cycles=1)
     run_experiment(first)

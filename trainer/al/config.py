@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 _SYNTH_KINDS = ("stills", "video")
-_ORACLES = ("ground_truth", "files")
+_ORACLES = ("ground_truth", "files", "fleet")
 
 
 @dataclass(frozen=True)
@@ -142,8 +142,10 @@ class ExperimentConfig:
     per cycle besides the method's (the control slice); ``train_on_control``: whether
     they join the training set. ``include_initial``: finetune on the initial labeled
     set plus the picks (False: the picks only, as the paper). ``threads``: CPU threads
-    for PyTorch and ONNX Runtime. ``oracle``: "ground_truth", or "files" (a human
-    labeling round: the run pauses until the cycle's labels file exists).
+    for PyTorch and ONNX Runtime. ``oracle``: "ground_truth", "files" (a human
+    labeling round: the run pauses until the cycle's labels file exists) or "fleet"
+    (the same through a fleet label pool and ``alscout fleet export-tasks`` /
+    ``import-labels``).
     ``initial_checkpoint``: use this trained detector as ``w_l`` of every seed instead
     of training one on ``initial`` (which then only joins finetuning).
     """

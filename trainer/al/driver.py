@@ -36,7 +36,7 @@ from alscout.runtime.temporal import select_random
 from alscout.trainer.al.config import ExperimentConfig
 from alscout.trainer.al.data import count_instances, is_video, load_spec, sequences
 from alscout.trainer.al.methods import METHODS, Method, TemporalRules, choose
-from alscout.trainer.al.oracle import FileOracle, GroundTruthOracle, Oracle
+from alscout.trainer.al.oracle import FileOracle, FleetOracle, GroundTruthOracle, Oracle
 from alscout.trainer.al.pool import PoolScores, export_model, score_pool, spearman
 from alscout.trainer.data.annotations import Dataset, ImageRecord
 
@@ -87,6 +87,8 @@ class Experiment:
     def oracle(self) -> Oracle:
         if self.config.oracle == "files":
             return FileOracle(self.pool)
+        if self.config.oracle == "fleet":
+            return FleetOracle(self.pool)
         return GroundTruthOracle(self.pool)
 
 

@@ -6,29 +6,37 @@
   number and size) and raises :class:`LabelingPending`; the driver has saved its
   state, so ``alscout al run`` exits and, run again once ``labels.json`` (COCO, the
   request's ``image_id`` s) exists next to the request, resumes with those labels.
-  The fleet's labeling export/import (``alscout fleet export-tasks`` /
-  ``import-labels``) produces and consumes exactly these two files.
+  Any tool that answers COCO keyed by the request's image ids closes the loop.
+- :class:`FleetOracle`: a human labeling round through the fleet's tools. The first
+  call writes the cycle's frames as a fleet :class:`~alscout.trainer.fleet.pool.LabelPool`
+  (``cycle_dir/label_pool/``, item id = the frame's image id) and pauses;
+  ``alscout fleet export-tasks`` exports it for the labeling tool and ``alscout fleet
+  import-labels`` imports the tool's COCO into it. Once every item is labeled, the
+  run resumes with those labels.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from alscout.errors import CapacityError, DataError
 from alscout.files import write_atomic
 from alscout.trainer.data.annotations import Box, Dataset, ImageRecord
 
-__all__ = ["Oracle", "GroundTruthOracle", "FileOracle", "LabelingPending"]
+__all__ = ["Oracle", "GroundTruthOracle", "FileOracle", "FleetOracle", "LabelingPending"]
 
 log = logging.getLogger(__name__)
 
 REQUEST_FILE = "to_label.json"
 LABELS_FILE = "labels.json"
+LABEL_POOL_DIR = "label_pool"
 
 
 class LabelingPending(CapacityError):  # noqa: N818 (a state the caller waits out, not a fault)
@@ -88,6 +96,83 @@ class FileOracle:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, json.dumps(entries, indent=1).encode("utf-8"))
         log.info("labeling request written path=%s frames=%d", path, len(entries))
+
+
+class FleetOracle:
+    """Asks a person through the fleet's export/import: ``cycle_dir/label_pool/``."""
+
+    def __init__(self, pool: Dataset) -> None:
+        self.pool = pool
+
+    def label(self, positions: Sequence[int], cycle_dir: Path) -> list[ImageRecord]:
+        """Labels from the cycle's label pool; while any frame lacks them, pause.
+
+        The first call stores the frames (PNG, full size, so labels are in the
+        frames' own pixels) and the pool's manifest, then raises
+        :class:`LabelingPending` with the commands that close the round.
+        """
+        from alscout.trainer.fleet.pool import LabelPool
+
+        root = cycle_dir / LABEL_POOL_DIR
+        records = [self.pool[int(p)] for p in positions]
+        label_pool = LabelPool(root)
+        if not label_pool.items:
+            _fill_label_pool(label_pool, records, cycle_dir.name)
+        items = {item.item_id: item for item in label_pool.items}
+        foreign = [r.image_id for r in records if r.image_id not in items]
+        if foreign or len(items) != len(records):
+            raise DataError(
+                f"{label_pool.manifest_path}: holds other frames than this cycle asks for "
+                f"(missing image ids {foreign[:10]}); move the folder away and run again"
+            )
+        waiting = sum(not items[r.image_id].labeled for r in records)
+        if waiting:
+            raise LabelingPending(
+                f"{waiting} of {len(records)} frames wait for labels: alscout fleet "
+                f"export-tasks --pool {root} --out {root / 'tasks'}; label them; alscout "
+                f"fleet import-labels --pool {root} LABELS.json; then run again"
+            )
+        return [replace(r, boxes=tuple(items[r.image_id].boxes or ())) for r in records]
+
+
+def _fill_label_pool(label_pool: Any, records: Sequence[ImageRecord], round_name: str) -> None:
+    """Store ``records``' pixels in ``label_pool`` and list them, unlabeled, in its manifest."""
+    import cv2
+
+    from alscout.trainer.data.images import load_image
+    from alscout.trainer.fleet.pool import PoolItem, now_iso
+
+    if len({r.image_id for r in records}) != len(records):
+        raise DataError(f"{label_pool.root}: the frames to label repeat an image id")
+    items = []
+    for record in records:
+        image = load_image(record)
+        height, width = image.shape[:2]
+        if (width, height) != (record.width, record.height):
+            raise DataError(
+                f"{record.source}: frame {record.frame} is {width}x{height}, its record says "
+                f"{record.width}x{record.height}"
+            )
+        ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise DataError(f"{record.source}: frame {record.frame} could not be encoded as PNG")
+        data = encoded.tobytes()
+        name = record.sequence or Path(record.source).stem
+        recording = re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "al"
+        frame = record.frame if record.frame is not None else record.image_id
+        relative = f"images/{recording}/al/{record.image_id:08d}.png"
+        label_pool.write_image(relative, data)
+        items.append(
+            PoolItem(
+                item_id=record.image_id, file=relative, recording_id=recording,
+                camera_id="al", frame_index=int(frame), width=width, height=height,
+                phash="", sha256=hashlib.sha256(data).hexdigest(),
+                source=f"alscout al {round_name}", ingested=now_iso(),
+            )
+        )  # fmt: skip
+    with label_pool.edit() as state:
+        state.items.extend(items)
+    log.info("label pool written root=%s frames=%d", label_pool.root, len(items))
 
 
 def _read_labels(path: Path, records: Sequence[ImageRecord]) -> list[ImageRecord]:
