@@ -43,7 +43,6 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import grpc
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
@@ -60,6 +59,18 @@ from alscout.server.client import ScorerClient, StreamFrame  # noqa: E402
 log = logging.getLogger(__name__)
 
 CAMERA = "front"
+
+
+class _BusyCounter(logging.Handler):
+    """Counts the client's retries of a fresh call refused ALREADY_EXISTS."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "code=ALREADY_EXISTS" in record.getMessage():
+            self.count += 1
 
 
 class CrashRun:
@@ -93,6 +104,9 @@ class CrashRun:
     def run(self) -> CrashReport:
         """Run every round, drain, verify; processes left are killed on the way out."""
         started = time.monotonic()
+        busy = _BusyCounter()
+        client_log = logging.getLogger("alscout.server.client")
+        client_log.addHandler(busy)
         try:
             self._start_server()
             self.uploader.start()
@@ -108,6 +122,8 @@ class CrashRun:
                 index += 1
             self._finish()
         finally:
+            client_log.removeHandler(busy)
+            self.report.busy = busy.count
             self.stopping.set()
             if self.watcher.is_alive():
                 self.watcher.join()
@@ -124,18 +140,9 @@ class CrashRun:
         """Stream a recording to its end; True when a kill made the client start it anew.
 
         A fresh call can find the recording still held by the call it replaces (the
-        server has not yet seen that call end): ALREADY_EXISTS, retried shortly after.
+        server has not yet seen that call end): the client retries it as a fresh call
+        itself (ALREADY_EXISTS; counted from its warnings by :class:`_BusyCounter`).
         """
-        while True:
-            try:
-                return self._attempt(name, frames)
-            except grpc.RpcError as error:
-                if error.code() != grpc.StatusCode.ALREADY_EXISTS or self.report.busy > 100:
-                    raise
-                self.report.busy += 1
-                time.sleep(0.05)
-
-    def _attempt(self, name: str, frames: list[bytes]) -> bool:
         source = (StreamFrame(i, data) for i, data in enumerate(frames))
         with (
             ScorerClient(self.target, retries=12, backoff_s=0.02) as client,
