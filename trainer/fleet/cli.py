@@ -3,6 +3,8 @@
 Examples::
 
     alscout fleet ingest --pool pool/ uploads/car-1 uploads/car-2
+    alscout fleet ingest --pool pool/ uploads/car-1 \\
+        's3://fleet-uploads/car-2?endpoint_url=https://minio.local:9000&region=eu-west-1'
     alscout fleet export-tasks --pool pool/ --out tasks/cycle1
     alscout fleet import-labels --pool pool/ tasks/cycle1/labels.json
     alscout fleet oracle --pool pool/ --ground-truth rec-1=data/rec1/annotations.json \\
@@ -13,8 +15,10 @@ Examples::
     alscout fleet publish --registry models/ --model model.onnx --metrics '{"mr_fppi1": 0.3}'
 
 ``ingest`` exits with 1 when it rejected an upload (each is named on stderr; the
-rest are ingested). The server picks up a published version by watching the
-registry (``alscout serve --model-registry``) or by an admin ``ReloadModel`` call.
+rest are ingested), and with 2 (one line naming the URL, nothing written) when a sink
+cannot be read at all: a missing folder or bucket, refused credentials.
+The server picks up a published version by watching the registry
+(``alscout serve --model-registry``) or by an admin ``ReloadModel`` call.
 """
 
 from __future__ import annotations
@@ -43,8 +47,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     sub = parser.add_subparsers(dest="fleet_command", metavar="ACTION", required=True)
 
-    ingest = sub.add_parser("ingest", help="gather upload sink folders into the labeling pool")
-    ingest.add_argument("sinks", type=Path, nargs="+", help="upload sink folders (one per car)")
+    ingest = sub.add_parser("ingest", help="gather upload sinks into the labeling pool")
+    ingest.add_argument(
+        "sinks",
+        nargs="+",
+        metavar="SINK",
+        help="upload sinks, one per car: folders or s3://bucket/prefix[?endpoint_url=..&region=..]"
+        " (as the car's --sink; credentials from boto3's usual chain)",
+    )
     ingest.add_argument("--pool", type=Path, required=True, help="labeling pool folder")
     ingest.add_argument(
         "--max-distance", type=int, default=8, help="near-duplicate Hamming distance (of 64)"

@@ -1,6 +1,8 @@
 """Gather the uploads of many vehicles into the labeling pool, dropping near-duplicates.
 
-An upload sink folder holds what the vehicles' uploaders wrote (``server/uploader.py``
+Sinks are folders or S3 buckets (``s3://bucket/prefix``), read through
+:mod:`alscout.trainer.fleet.sources`; after reading, every upload takes the same path.
+An upload sink holds what the vehicles' uploaders wrote (``server/uploader.py``
 into a ``DirectorySink``): a JSON record per flagged frame at
 ``frames/<recording>/<camera>/<frame:012d>.json`` (the fields of
 ``FlaggedFrame.sidecar()``: ``recording_id``, ``camera_id``, ``frame_index``,
@@ -11,11 +13,12 @@ written last, so a record names files that are all there. A plain folder of imag
 with a ``.json`` sidecar next to each (``DirectoryOutbox``'s layout) is read too.
 Heat maps and context frames are not the labeling pool's business.
 
-For each upload, in sorted path order: the record is checked, the image's bytes
+For each upload, in sorted path order: the record is checked (a frame already in
+the pool, same recording, camera and frame index, is skipped here, its image not
+read again), the image's bytes
 checked against the SHA-256 in its blob name, and the image decoded (a bad one is
 *rejected*: logged, recorded in the pool with a message naming the file, and
-skipped; the rest go on); a frame already in the pool (same recording, camera and
-frame index) is skipped; a frame whose perceptual hash lies within ``max_distance``
+skipped; the rest go on); a frame whose perceptual hash lies within ``max_distance``
 bits of a pool item's *from another recording* (another vehicle, or the same place
 driven again) is recorded as a duplicate of that item; the rest become new items.
 Frames of one recording are never duplicates of each other: the selector already
@@ -29,11 +32,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import cv2
@@ -44,12 +46,12 @@ from alscout.errors import AlscoutError, ConfigError, DataError
 from alscout.runtime.decode import decode_frame
 from alscout.trainer.fleet.dedup import NearDuplicateIndex, perceptual_hash
 from alscout.trainer.fleet.pool import Duplicate, LabelPool, PoolItem, Rejection, now_iso
+from alscout.trainer.fleet.sources import IMAGE_SUFFIXES, FolderSource, UploadSource, open_source
 
 __all__ = ["IngestConfig", "Upload", "IngestReport", "find_uploads", "read_upload", "ingest"]
 
 log = logging.getLogger(__name__)
 
-_IMAGE_SUFFIXES = {"jpeg": ".jpg", "png": ".png", "raw": ".raw"}
 _REQUIRED = ("recording_id", "camera_id", "frame_index", "image_format")
 #: ids become folder names in the pool, as on the vehicle: a safe alphabet, no "..".
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -72,10 +74,11 @@ class IngestConfig:
 
 @dataclass(frozen=True)
 class Upload:
-    """One upload, read and checked: ``image`` RGB uint8 ``[H, W, 3]``; ``data`` the
-    bytes the pool stores (raw frames re-encoded as PNG) with suffix ``suffix``."""
+    """One upload, read and checked: ``sidecar`` its record's locator (a path or an
+    ``s3://`` URL); ``image`` RGB uint8 ``[H, W, 3]``; ``data`` the bytes the pool
+    stores (raw frames re-encoded as PNG) with suffix ``suffix``."""
 
-    sidecar: Path
+    sidecar: str
     recording_id: str
     camera_id: str
     frame_index: int
@@ -105,43 +108,34 @@ class IngestReport:
 
 
 def find_uploads(sink: str | Path) -> list[Path]:
-    """The records of the uploads under ``sink``, sorted.
+    """The records of the uploads under the sink folder ``sink``, sorted.
 
     With a ``frames/`` folder (the uploader's layout): every ``.json`` under it.
     Otherwise: every ``.json`` sidecar next to an image file of the same name.
     """
-    sink = Path(sink)
-    if not sink.is_dir():
-        raise DataError(f"{sink}: upload sink folder not found")
-    frames = sink / "frames"
-    if frames.is_dir():
-        found = [p for p in frames.rglob("*.json") if not p.name.startswith(".")]
-    else:
-        found = [
-            path
-            for path in sink.rglob("*.json")
-            if not path.name.startswith(".")  # temporary files of a writer at work
-            and path.with_name(path.name.removesuffix(".json")).suffix in _IMAGE_SUFFIXES.values()
-        ]
-    return sorted(found)
+    return FolderSource(sink).record_paths()
 
 
-def _image_path(record: dict[str, Any], sidecar: Path, root: Path | None) -> tuple[Path, str]:
-    """The image file of an upload and the SHA-256 its name promises ("" if none)."""
-    keys = record.get("keys")
-    if keys is None:
-        return sidecar.with_name(sidecar.name.removesuffix(".json")), ""
-    key = keys.get("image") if isinstance(keys, dict) else None
-    if not isinstance(key, str) or not _SAFE_KEY.fullmatch(key) or ".." in key.split("/"):
-        raise DataError(f"{sidecar}: keys.image must be a safe object key, got {key!r}")
-    if root is None:
-        root = sidecar.parents[3]  # frames/<recording>/<camera>/<frame>.json
-    path = root / key
-    stem = path.name.split(".")[0]
-    return path, stem if re.fullmatch(r"[0-9a-f]{64}", stem) else ""
+@dataclass(frozen=True)
+class _Record:
+    """An upload's checked record: ``image`` the locator of its image, ``sha256`` the
+    hex SHA-256 its key promises ("" when the key names none)."""
+
+    locator: str
+    fields: dict[str, Any]
+    recording_id: str
+    camera_id: str
+    frame_index: int
+    image_format: str
+    image: str
+    sha256: str
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return self.recording_id, self.camera_id, self.frame_index
 
 
-def _field(record: dict[str, Any], key: str, kind: type, sidecar: Path) -> Any:
+def _field(record: dict[str, Any], key: str, kind: type, sidecar: str) -> Any:
     value = record.get(key)
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise DataError(f"{sidecar}: field {key!r} must be an integer, got {value!r}")
@@ -150,16 +144,12 @@ def _field(record: dict[str, Any], key: str, kind: type, sidecar: Path) -> Any:
     return value
 
 
-def read_upload(sidecar: str | Path, vehicle: str = "", root: str | Path | None = None) -> Upload:
-    """Read and check one upload; :class:`DataError` naming the file when it is bad.
-
-    ``root``: the sink folder that object keys are relative to (default: found from
-    the record's place, ``root/frames/<recording>/<camera>/<frame>.json``).
-    """
-    sidecar = Path(sidecar)
+def _read_record(source: UploadSource, sidecar: str) -> _Record:
+    """Read and check an upload's record (not its image); :class:`DataError` naming it."""
+    text = source.read(sidecar)
     try:
-        record = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        record = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise DataError(f"{sidecar}: unreadable upload sidecar ({error})") from None
     if not isinstance(record, dict):
         raise DataError(f"{sidecar}: upload sidecar is not a JSON object")
@@ -178,61 +168,109 @@ def read_upload(sidecar: str | Path, vehicle: str = "", root: str | Path | None 
             )
     if frame_index < 0:
         raise DataError(f"{sidecar}: frame_index must be >= 0, got {frame_index}")
-    image_path, sha256 = _image_path(record, sidecar, None if root is None else Path(root))
-    if _IMAGE_SUFFIXES.get(image_format) != image_path.suffix:
-        raise DataError(f"{sidecar}: image_format {image_format!r} does not match {image_path}")
+    sha256 = ""
+    keys = record.get("keys")
+    if keys is None:
+        image = source.image_of(sidecar, None)
+    else:
+        key = keys.get("image") if isinstance(keys, dict) else None
+        if not isinstance(key, str) or not _SAFE_KEY.fullmatch(key) or ".." in key.split("/"):
+            raise DataError(f"{sidecar}: keys.image must be a safe object key, got {key!r}")
+        image = source.image_of(sidecar, key)
+        stem = PurePosixPath(key).name.split(".")[0]
+        sha256 = stem if re.fullmatch(r"[0-9a-f]{64}", stem) else ""
+    if IMAGE_SUFFIXES.get(image_format) != PurePosixPath(image).suffix:
+        raise DataError(f"{sidecar}: image_format {image_format!r} does not match {image}")
+    return _Record(
+        sidecar, record, recording_id, camera_id, frame_index, image_format, image, sha256
+    )
+
+
+def _read_image(source: UploadSource, record: _Record, vehicle: str) -> Upload:
+    """Fetch, check (SHA-256) and decode the image of a checked record."""
+    image_path, image_format, fields = record.image, record.image_format, record.fields
     try:
-        data = image_path.read_bytes()
-    except OSError as error:
-        raise DataError(f"{image_path}: cannot read the image of {sidecar} ({error})") from None
-    if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+        data = source.read(image_path)
+    except DataError as error:
+        raise DataError(f"{error}: the image of {record.locator}") from None
+    if record.sha256 and hashlib.sha256(data).hexdigest() != record.sha256:
         raise DataError(f"{image_path}: bytes do not match the SHA-256 in the name (corrupt)")
     try:
         image = decode_frame(
             data,
             encoding=image_format,
-            width=int(record.get("width") or 0),
-            height=int(record.get("height") or 0),
-            pixel_format=str(record.get("pixel_format") or "rgb8"),
+            width=int(fields.get("width") or 0),
+            height=int(fields.get("height") or 0),
+            pixel_format=str(fields.get("pixel_format") or "rgb8"),
         )
     except (AlscoutError, ValueError, TypeError) as error:
         raise DataError(f"{image_path}: not a decodable {image_format} frame ({error})") from None
-    suffix = _IMAGE_SUFFIXES[image_format]
+    suffix = IMAGE_SUFFIXES[image_format]
     if image_format == "raw":
         ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         if not ok:
             raise DataError(f"{image_path}: could not re-encode the raw frame as PNG")
         data, suffix = png.tobytes(), ".png"
-    metadata = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
+    metadata = fields.get("metadata") if isinstance(fields.get("metadata"), dict) else {}
+    try:
+        z, smoothed = float(fields.get("z", 0.0)), float(fields.get("smoothed", 0.0))
+    except (TypeError, ValueError):
+        raise DataError(f"{record.locator}: z and smoothed must be numbers") from None
     return Upload(
-        sidecar=sidecar,
-        recording_id=recording_id,
-        camera_id=camera_id,
-        frame_index=frame_index,
+        sidecar=record.locator,
+        recording_id=record.recording_id,
+        camera_id=record.camera_id,
+        frame_index=record.frame_index,
         image=image,
         data=data,
         suffix=suffix,
         vehicle=str(metadata.get("vehicle_id") or vehicle),
-        model_version=str(record.get("model_version", "")),
-        z=float(record.get("z", 0.0)),
-        smoothed=float(record.get("smoothed", 0.0)),
+        model_version=str(fields.get("model_version", "")),
+        z=z,
+        smoothed=smoothed,
     )
+
+
+def read_upload(
+    sidecar: str | Path,
+    vehicle: str = "",
+    root: str | Path | None = None,
+    *,
+    source: UploadSource | None = None,
+) -> Upload:
+    """Read and check one upload; :class:`DataError` naming the file when it is bad.
+
+    ``sidecar``: the record's locator in ``source`` (default: a file of the sink
+    folder ``root``, found from the record's place,
+    ``root/frames/<recording>/<camera>/<frame>.json``, when not given).
+    """
+    if source is None:
+        path = Path(sidecar)
+        if root is None:
+            root = path.parents[3] if len(path.parents) > 3 else path.parent
+        source = FolderSource(root, vehicle)
+    return _read_image(source, _read_record(source, str(sidecar)), vehicle or source.vehicle)
 
 
 def ingest(
     pool: LabelPool,
-    sinks: Sequence[str | Path],
+    sinks: Sequence[str | Path | UploadSource],
     config: IngestConfig | None = None,
     progress: bool = False,
 ) -> IngestReport:
-    """Add the uploads of every sink folder to ``pool``; returns what happened.
+    """Add the uploads of every sink to ``pool``; returns what happened.
 
-    A sink's folder name is the vehicle name unless a sidecar's metadata has
-    ``vehicle_id``. Bad uploads are rejected one by one; the pool's manifest is
-    written once, at the end, and only when the whole ingest succeeded.
+    ``sinks``: folders, ``s3://bucket/prefix?...`` URLs or :class:`UploadSource` s,
+    mixed freely. A sink's folder name (an S3 prefix's last segment, else the bucket)
+    is the vehicle name unless a record's metadata has ``vehicle_id``. Bad uploads are
+    rejected one by one; an upload already in the pool is skipped before its image is
+    read; the pool's manifest is written once, at the end, and only when the whole
+    ingest succeeded (a sink that cannot be read at all ends it, writing nothing).
     """
     config = config or IngestConfig()
     report = IngestReport()
+    sources = [open_source(sink) for sink in sinks]
+    records = [(source, record) for source in sources for record in source.records()]
     with pool.edit() as state:
         index = NearDuplicateIndex(config.max_distance, seed=config.seed)
         for item in state.items:
@@ -241,13 +279,16 @@ def ingest(
         keys = {item.key for item in state.items}
         keys.update((d.recording_id, d.camera_id, d.frame_index) for d in state.duplicates)
         next_id = max((item.item_id for item in state.items), default=0) + 1
-        sidecars = [(Path(sink), s) for sink in sinks for s in find_uploads(sink)]
-        for sink, sidecar in tqdm(sidecars, desc="ingest", disable=not progress):
+        for source, sidecar in tqdm(records, desc="ingest", disable=not progress):
             try:
-                upload = read_upload(sidecar, sink.name, sink)
+                record = _read_record(source, sidecar)
+                if record.key in keys:
+                    report.already += 1
+                    continue
+                upload = _read_image(source, record, source.vehicle)
             except DataError as error:
                 log.warning("upload rejected %s", error)
-                rejection = Rejection(source=str(sidecar), reason=str(error), when=now_iso())
+                rejection = Rejection(source=sidecar, reason=str(error), when=now_iso())
                 if not any(
                     (r.source, r.reason) == (rejection.source, rejection.reason)
                     for r in state.rejected
@@ -255,10 +296,7 @@ def ingest(
                     state.rejected.append(rejection)
                 report.rejected.append(rejection)
                 continue
-            key = (upload.recording_id, upload.camera_id, upload.frame_index)
-            if key in keys:
-                report.already += 1
-                continue
+            key = record.key
             keys.add(key)
             value = perceptual_hash(upload.image)
             twin = None
@@ -268,7 +306,7 @@ def ingest(
                 )
             if twin is not None:
                 duplicate = Duplicate(
-                    source=str(sidecar),
+                    source=sidecar,
                     recording_id=upload.recording_id,
                     camera_id=upload.camera_id,
                     frame_index=upload.frame_index,
@@ -306,7 +344,7 @@ def _store(pool: LabelPool, upload: Upload, item_id: int, phash: int) -> PoolIte
         height=int(height),
         phash=f"{phash:016x}",
         sha256=hashlib.sha256(upload.data).hexdigest(),
-        source=os.fspath(upload.sidecar),
+        source=upload.sidecar,
         vehicle=upload.vehicle,
         ingested=now_iso(),
         model_version=upload.model_version,
