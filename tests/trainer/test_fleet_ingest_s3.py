@@ -198,7 +198,12 @@ def test_transient_errors_are_retried_with_backoff(s3_endpoint, tmp_path):
         {"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}}, "GetObject"
     )
     client = Recording(base.client, fail=3, error=busy)
-    source = S3Source("flaky", "car-4", client, attempts=4, backoff_base_s=0.5, sleep=waits.append)
+    source = S3Source(
+        "flaky", "car-4", client, page_size=1, attempts=4, backoff_base_s=0.5, sleep=waits.append
+    )
+    assert source.records() == [  # one key per page: the listing follows continuation tokens
+        f"s3://flaky/car-4/frames/rec/front/{i:012d}.json" for i in (0, 50)
+    ]
     report = ingest(LabelPool(tmp_path / "pool"), [source])
     assert len(report.added) == 2 and report.rejected == []
     assert len(waits) == 3 and all(0 <= w <= 0.5 * 2**i for i, w in enumerate(waits))

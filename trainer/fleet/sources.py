@@ -125,7 +125,8 @@ class FolderSource:
 class S3Source:
     """An S3 sink's uploads (the uploader's layout under ``prefix``), by plain boto3.
 
-    ``client``: a boto3 S3 client (e.g. ``S3Sink.client``). ``attempts``: tries per
+    ``client``: a boto3 S3 client (e.g. ``S3Sink.client``). ``page_size``: keys per
+    ``ListObjectsV2`` page (S3's maximum is 1000). ``attempts``: tries per
     request for transient errors; ``backoff_base_s``/``backoff_cap_s`` as the
     uploader's; ``sleep`` waits (injectable for tests).
     """
@@ -137,6 +138,7 @@ class S3Source:
         client: Any,
         *,
         vehicle: str = "",
+        page_size: int = 1000,
         attempts: int = 5,
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 10.0,
@@ -145,8 +147,11 @@ class S3Source:
     ) -> None:
         from alscout.server.uploader import Backoff
 
-        if attempts < 1:
-            raise ConfigError(f"attempts must be >= 1, got {attempts}")
+        if attempts < 1 or not 1 <= page_size <= 1000:
+            raise ConfigError(
+                f"need attempts >= 1 and page_size 1..1000, got {attempts}, {page_size}"
+            )
+        self.page_size = page_size
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.client = client
@@ -171,7 +176,7 @@ class S3Source:
 
     def records(self) -> list[str]:
         found: list[str] = []
-        request = {"Bucket": self.bucket, "Prefix": self._key("frames/")}
+        request = {"Bucket": self.bucket, "Prefix": self._key("frames/"), "MaxKeys": self.page_size}
         while True:
             page = self._call("list", self.url, self.client.list_objects_v2, **request)
             for entry in page.get("Contents", []):
