@@ -76,9 +76,9 @@ def _enter_row(src, old, col, e_new):
     bad = 0
     for j in range(col.shape[0]):
         p = np.float64(src[j])
-        bad += (p < 0.0) | (p > 1.0) | (p != p)
+        bad += not ((p >= 0.0) & (p <= 1.0))  # NaN included
         col[j] += p - np.float64(old[j])
-        e_new[j] += _entropy(min(max(p, 0.0), 1.0))
+        e_new[j] += _entropy(p)  # meaningless for a bad p, which fails the frame
     return bad
 
 
@@ -109,7 +109,7 @@ def _advance(probs, n, entering, leaving, col, e_rows, scratch, zeros_in, zeros)
 
 @kernel
 def _running_sums(a, b, width, n, out_a, out_b):
-    """``out[j] = sum(padded[j+1 : j+1+width])`` for two padded rows at once.
+    """``out[j] = sum(padded[j+1 : j+1+width])`` for two zero-padded rows at once.
 
     A running sum is a chain of dependent adds; two rows times two halves of the
     row give four independent chains, so the adds overlap instead of waiting on
@@ -151,13 +151,83 @@ def _running_sums(a, b, width, n, out_a, out_b):
 
 
 @kernel
+def _running_sums_clipped(a, b, radius, out_a, out_b):
+    """``out[j] = sum(row[j-radius : j+radius+1])`` for two rows, straight from the rows.
+
+    Needs ``n >= 4 radius + 4``. Two rows times two halves give four independent add
+    chains; the edges (windows clipped to the row) run as their own short loops.
+    """
+    n = a.shape[0]
+    half = n // 2
+    # chain 0 covers [0, half), chain 1 [half, n)
+    sa0 = 0.0
+    sb0 = 0.0
+    for t in range(radius):
+        sa0 += a[t]
+        sb0 += b[t]
+    lead_a = a[radius:]
+    lead_b = b[radius:]
+    for j in range(radius + 1):  # left edge: the window only grows
+        sa0 += lead_a[j]
+        sb0 += lead_b[j]
+        out_a[j] = sa0
+        out_b[j] = sb0
+    sa1 = 0.0
+    sb1 = 0.0
+    for t in range(half - radius, half + radius + 1):
+        sa1 += a[t]
+        sb1 += b[t]
+    out_a[half] = sa1
+    out_b[half] = sb1
+    # interior: out[j] = out[j-1] + row[j+radius] - row[j-radius-1]
+    steps = half - radius - 1
+    add0_a = a[2 * radius + 1 :]
+    add0_b = b[2 * radius + 1 :]
+    add1_a = a[half + radius + 1 :]
+    add1_b = b[half + radius + 1 :]
+    sub1_a = a[half - radius :]
+    sub1_b = b[half - radius :]
+    o0_a = out_a[radius + 1 :]
+    o0_b = out_b[radius + 1 :]
+    o1_a = out_a[half + 1 :]
+    o1_b = out_b[half + 1 :]
+    for t in range(steps):
+        sa0 += add0_a[t] - a[t]
+        sb0 += add0_b[t] - b[t]
+        sa1 += add1_a[t] - sub1_a[t]
+        sb1 += add1_b[t] - sub1_b[t]
+        o0_a[t] = sa0
+        o0_b[t] = sb0
+        o1_a[t] = sa1
+        o1_b[t] = sb1
+    for t in range(steps, n - radius - half - 1):  # chain 1 is one longer for odd n
+        sa1 += add1_a[t] - sub1_a[t]
+        sb1 += add1_b[t] - sub1_b[t]
+        o1_a[t] = sa1
+        o1_b[t] = sb1
+    for j in range(n - radius, n):  # right edge: the window only shrinks
+        sa1 -= a[j - radius - 1]
+        sb1 -= b[j - radius - 1]
+        out_a[j] = sa1
+        out_b[j] = sb1
+
+
+@kernel
 def window_sums(col, radius, pad, sums):
     """``sums[k, j] = sum(col[k, j-radius : j+radius+1])``, the window clipped to the row.
 
-    col, sums [rows, W]; pad [rows, W + 2 radius + 2] scratch: each row is copied
-    into zeros so the running sums need no edge cases.
+    col, sums [rows, W]. Rows of at least 4 radius + 4 are summed in place; shorter
+    ones are copied into zeros in ``pad`` [rows, W + 2 radius + 2] first so the running
+    sums need no edge cases. Either way the cost does not depend on the radius.
     """
     rows, n = col.shape
+    if n >= 4 * radius + 4:
+        for k in range(0, rows - 1, 2):
+            _running_sums_clipped(col[k], col[k + 1], radius, sums[k], sums[k + 1])
+        if rows % 2:
+            last = rows - 1
+            _running_sums_clipped(col[last], col[last], radius, sums[last], sums[last])
+        return
     width = 2 * radius + 1
     pad[:, : radius + 1] = 0.0
     pad[:, radius + n + 1 :] = 0.0

@@ -84,6 +84,9 @@ def _divergence(batch: np.ndarray, radius: int) -> np.ndarray:
     out = np.empty((batch.shape[0], batch.shape[2], batch.shape[3]), np.float32)
     band = _band_rows(batch.shape[0], batch.shape[2])
     bad = np.zeros(batch.shape[0] * -(-batch.shape[2] // band), np.int64)
+    # A radius past the frame's size gives the same (whole-frame) windows; clipping it
+    # bounds the kernel's scratch, which grows with the radius.
+    radius = min(radius, max(batch.shape[2], batch.shape[3]))
     _kernels.divergence_kernel(batch, radius, band, out, bad)
     if bad.any():
         _check_probabilities(batch, "probs")

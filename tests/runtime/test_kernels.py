@@ -48,7 +48,7 @@ def test_entropy_matches_numpy_to_1e_14(dtype):
     assert got[x == 0.0].max() == 0.0 and got[x == 1.0].max() == 0.0
 
 
-@pytest.mark.parametrize("width", [1, 2, 3, 7, 18, 19, 20, 64, 641])
+@pytest.mark.parametrize("width", [1, 2, 3, 7, 18, 19, 20, 39, 40, 41, 64, 123, 124, 125, 640, 641])
 @pytest.mark.parametrize("radius", [0, 1, 4, 9, 30])
 @pytest.mark.parametrize("rows", [1, 2, 3, 6])
 def test_window_sums_equal_clipped_box_sums(width, radius, rows):
@@ -86,3 +86,12 @@ def test_divergence_kernel_counts_each_bad_value_once_whatever_the_bands():
         bad = np.zeros((30 + band_rows - 1) // band_rows, np.int64)
         _kernels.divergence_kernel(probs, 9, band_rows, np.empty((1, 30, 11), np.float32), bad)
         assert bad.sum() == 3, band_rows
+
+
+def test_a_huge_radius_scores_like_the_whole_frame():
+    from alscout.runtime.scoring import pixel_scores
+
+    probs = np.random.default_rng(3).random((2, 9, 13)).astype(np.float32)
+    whole = pixel_scores(probs, radius=13)
+    np.testing.assert_array_equal(pixel_scores(probs, radius=10**9), whole)
+    np.testing.assert_allclose(whole, naive_pixel_scores(probs, 13), rtol=1e-5, atol=1e-9)
