@@ -21,6 +21,7 @@ __all__ = [
     "StreamBusyError",
     "StreamTakenOverError",
     "SinkError",
+    "SinkUnavailableError",
     "ServiceUnavailableError",
 ]
 
@@ -75,6 +76,11 @@ class StreamTakenOverError(CapacityError):
 
 class SinkError(AlscoutError):
     """An upload failed or was not confirmed; the uploader retries it later."""
+
+
+class SinkUnavailableError(SinkError):
+    """A whole sink cannot be read (missing bucket, bad credentials, a store that keeps
+    failing): ends a fleet ingest with nothing written; the message names the sink."""
 
 
 class ServiceUnavailableError(AlscoutError):

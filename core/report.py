@@ -510,9 +510,10 @@ def _uploads_section(outbox: Path | None, sink: Path | None, frames: list[FrameV
 
 def _next_section(info: dict[str, Any], sink: Path | None) -> str:
     commands = info.get("next_commands") or [
-        ("ingest the uploads", f"alscout fleet ingest --sink {sink or 'UPLOADS'} --pool POOL"),
+        ("ingest the uploads", f"alscout fleet ingest --pool POOL {sink or 'UPLOADS'}"),
         ("label", "alscout fleet export-tasks --pool POOL --out TASKS"),
-        ("finetune", "alscout fleet finetune --pool POOL --init runs/src/last.pt"),
+        ("import the labels", "alscout fleet import-labels --pool POOL TASKS/labels.json"),
+        ("finetune", "alscout fleet finetune --pool POOL --init runs/src/last.pt --out CYCLE1"),
         ("reload the car's model", "alscout serve --model NEW.onnx  (or ReloadModel)"),
     ]
     lines = "\n".join(f"# {what}\n{command}" for what, command in commands)

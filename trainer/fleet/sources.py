@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from alscout.errors import ConfigError, DataError, SinkError
+from alscout.errors import ConfigError, DataError, SinkUnavailableError
 
 __all__ = [
     "UploadSource",
@@ -52,11 +52,6 @@ _TRANSIENT = {
     "RequestLimitExceeded",
 }
 _FATAL_BOTO = ("NoCredentialsError", "PartialCredentialsError", "ParamValidationError")
-
-
-class SinkUnavailableError(SinkError):
-    """A whole sink cannot be read: missing bucket, bad credentials, a store that keeps
-    failing. Ends the ingest (nothing is written); the message names the sink's URL."""
 
 
 @runtime_checkable
