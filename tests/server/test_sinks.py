@@ -6,37 +6,13 @@ import hashlib
 import os
 import socket
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
+from moto_s3 import make_bucket
 
 from alscout.errors import ConfigError, SinkError
 from alscout.server.sinks import DirectorySink, S3Sink, Sink, check_key, open_sink
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """A real S3 API on loopback (moto's server mode) with throwaway credentials."""
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
-def bucket(endpoint: str, name: str):
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    client.create_bucket(Bucket=name)
-    return client
 
 
 def sha(data: bytes) -> str:
@@ -64,7 +40,7 @@ def test_directory_sink(tmp_path):
 
 
 def test_s3_sink_put_and_has(s3_endpoint):
-    client = bucket(s3_endpoint, "small-objects")
+    client = make_bucket(s3_endpoint, "small-objects")
     sink = open_sink(f"s3://small-objects/car7/?endpoint_url={s3_endpoint}&region=us-east-1")
     assert isinstance(sink, S3Sink) and isinstance(sink, Sink)
     data = b"\xff\xd8 a jpeg"
@@ -80,7 +56,7 @@ def test_s3_sink_put_and_has(s3_endpoint):
 
 @pytest.mark.slow
 def test_s3_multipart_upload(s3_endpoint):
-    client = bucket(s3_endpoint, "large-objects")
+    client = make_bucket(s3_endpoint, "large-objects")
     sink = S3Sink("large-objects", endpoint_url=s3_endpoint, region="us-east-1",
                   multipart_bytes=5 * MIB, part_bytes=5 * MIB)  # fmt: skip
     data = os.urandom(11 * MIB)
@@ -115,7 +91,7 @@ class Tampering:
 
 
 def test_s3_unconfirmed_bytes_are_an_error(s3_endpoint):
-    client = bucket(s3_endpoint, "tampered")
+    client = make_bucket(s3_endpoint, "tampered")
     sink = S3Sink("tampered", client=Tampering(client, etag='"' + "0" * 32 + '"'))
     with pytest.raises(SinkError, match="confirmed other bytes"):
         sink.put("blobs/a.jpg", b"data", sha(b"data"))
@@ -123,7 +99,7 @@ def test_s3_unconfirmed_bytes_are_an_error(s3_endpoint):
 
 @pytest.mark.slow
 def test_s3_failed_multipart_is_aborted(s3_endpoint):
-    client = bucket(s3_endpoint, "aborted")
+    client = make_bucket(s3_endpoint, "aborted")
     tampering = Tampering(client, fail_part=2)
     sink = S3Sink("aborted", multipart_bytes=5 * MIB, part_bytes=5 * MIB, client=tampering)
     data = os.urandom(11 * MIB)

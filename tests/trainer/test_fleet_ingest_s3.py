@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
-from moto.server import ThreadedMotoServer
+from moto_s3 import make_bucket
 
 from alscout.cli import main as cli_main
 from alscout.server.durable_outbox import DurableOutbox
@@ -24,29 +23,6 @@ from alscout.server.uploader import Uploader
 from alscout.trainer.fleet.ingest import ingest
 from alscout.trainer.fleet.pool import LabelPool
 from alscout.trainer.fleet.sources import S3Source, SinkUnavailableError, open_source
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """A real S3 API on loopback (moto's server mode) with throwaway credentials."""
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
-def make_bucket(endpoint: str, name: str):
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    client.create_bucket(Bucket=name)
-    return client
 
 
 def s3_url(endpoint: str, bucket: str, prefix: str) -> str:
