@@ -17,7 +17,7 @@ from alscout.errors import ConfigError
 from alscout.trainer.model import DetectorConfig
 from alscout.trainer.targets import TargetConfig
 
-__all__ = ["TrainConfig", "load_toml"]
+__all__ = ["TrainConfig", "build_table", "load_toml", "read_toml"]
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
         if isinstance(self.targets, dict):
-            object.__setattr__(self, "targets", _build(TargetConfig, self.targets, "targets"))
+            object.__setattr__(self, "targets", build_table(TargetConfig, self.targets, "targets"))
         if self.epochs < 1:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -87,14 +87,18 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        return _build(cls, values, "train")
+        return build_table(cls, values, "train")
 
     def with_overrides(self, **changes: Any) -> TrainConfig:
         """A copy with the given fields changed (``None`` values are skipped)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-def _build(cls: type, values: dict[str, Any], table: str) -> Any:
+def build_table(cls: type, values: Any, table: str) -> Any:
+    """``cls(**values)`` for the TOML table ``[table]``: a ConfigError names unknown keys
+    and values of the wrong kind."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"[{table}] must be a table")
     known = {f.name for f in fields(cls)}
     unknown = set(values) - known
     if unknown:

@@ -14,13 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from alscout.errors import ConfigError
 from alscout.trainer.al.methods import METHODS
-from alscout.trainer.config import TrainConfig, read_toml
+from alscout.trainer.config import TrainConfig, build_table, read_toml
 from alscout.trainer.model import DetectorConfig
 
 __all__ = [
@@ -207,26 +207,13 @@ def _path(value: Any, base: Path, key: str) -> Path:
     return path if path.is_absolute() else (base / path).resolve()
 
 
-def _build(cls: type, values: Any, table: str) -> Any:
-    if not isinstance(values, dict):
-        raise ConfigError(f"[{table}] must be a table")
-    known = {f.name for f in fields(cls)}
-    unknown = set(values) - known
-    if unknown:
-        raise ConfigError(f"unknown keys in [{table}]: {sorted(unknown)}; known: {sorted(known)}")
-    try:
-        return cls(**values)
-    except TypeError as error:
-        raise ConfigError(f"bad value in [{table}]: {error}") from error
-
-
 def _data(values: Any, base: Path, name: str) -> DataSpec:
     values = dict(values) if isinstance(values, dict) else values
     if isinstance(values, dict):
         for key in ("annotations", "images"):
             if key in values:
                 values[key] = _path(values[key], base, f"data.{name}.{key}")
-    return _build(DataSpec, values, f"data.{name}")
+    return build_table(DataSpec, values, f"data.{name}")
 
 
 def load_experiment(path: Path | str, out: Path | str | None = None) -> ExperimentConfig:
@@ -259,7 +246,7 @@ def load_experiment(path: Path | str, out: Path | str | None = None) -> Experime
             )
         train = TrainConfig.from_dict(dict(data.get("train", {})))
         finetune = train.with_overrides(**dict(data.get("finetune", {})))
-        return _build(
+        return build_table(
             ExperimentConfig,
             {
                 **experiment,
@@ -269,8 +256,10 @@ def load_experiment(path: Path | str, out: Path | str | None = None) -> Experime
                 "detector": DetectorConfig.from_dict(dict(data.get("detector", {}))),
                 "train": train,
                 "finetune": finetune,
-                "scoring": _build(ScoringConfig, data.get("scoring", {}), "scoring"),
-                "evaluation": _build(EvaluationConfig, data.get("evaluation", {}), "evaluation"),
+                "scoring": build_table(ScoringConfig, data.get("scoring", {}), "scoring"),
+                "evaluation": build_table(
+                    EvaluationConfig, data.get("evaluation", {}), "evaluation"
+                ),
             },
             "experiment",
         )
