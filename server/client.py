@@ -32,6 +32,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 import grpc
 
@@ -251,25 +252,11 @@ def _busy(error: grpc.RpcError, resume: bool, answered: bool) -> bool:
     return not resume and not answered and _code(error) == grpc.StatusCode.ALREADY_EXISTS
 
 
-def _channel_options() -> list[tuple[str, object]]:
-    return [
-        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-        ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ]
+class _Client:
+    """What both clients hold: the channel (``_api``: ``grpc`` or ``grpc.aio``), the stub,
+    the call metadata and the retry settings (arguments: see :class:`ScorerClient`)."""
 
-
-class ScorerClient:
-    """Blocking client of ``alscout.v1.Scorer``; a context manager that closes its channel.
-
-    Args:
-        target: ``host:port``.
-        credentials: TLS channel credentials
-            (:func:`alscout.server.security.channel_credentials`); None: plain TCP.
-        token: bearer token sent with every call, or None.
-        retries: consecutive failed attempts tolerated per call before the error is raised.
-        backoff_s: first wait between attempts, doubled after each failure (at most 5 s).
-        window: most frames sent whose own result has not come back.
-    """
+    _api: Any = grpc
 
     def __init__(
         self,
@@ -281,15 +268,33 @@ class ScorerClient:
         backoff_s: float = 0.1,
         window: int = 32,
     ) -> None:
+        options = [
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ]
         if credentials is None:
-            self._channel = grpc.insecure_channel(target, options=_channel_options())
+            self._channel = self._api.insecure_channel(target, options=options)
         else:
-            self._channel = grpc.secure_channel(target, credentials, options=_channel_options())
+            self._channel = self._api.secure_channel(target, credentials, options=options)
         self._stub = alscout_pb2_grpc.ScorerStub(self._channel)
         self._metadata = _metadata(token)
         self.retries = retries
         self.backoff_s = backoff_s
         self.window = window
+
+
+class ScorerClient(_Client):
+    """Blocking client of ``alscout.v1.Scorer``; a context manager that closes its channel.
+
+    Args:
+        target: ``host:port``.
+        credentials: TLS channel credentials
+            (:func:`alscout.server.security.channel_credentials`); None: plain TCP.
+        token: bearer token sent with every call, or None.
+        retries: consecutive failed attempts tolerated per call before the error is raised.
+        backoff_s: first wait between attempts, doubled after each failure (at most 5 s).
+        window: most frames sent whose own result has not come back.
+    """
 
     def close(self) -> None:
         """Close the channel."""
@@ -447,28 +452,10 @@ class _Feeder:
             yield progress.message(frame)
 
 
-class AsyncScorerClient:
+class AsyncScorerClient(_Client):
     """The asyncio twin of :class:`ScorerClient` (same arguments, ``async`` methods)."""
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        credentials: grpc.ChannelCredentials | None = None,
-        token: str | None = None,
-        retries: int = 5,
-        backoff_s: float = 0.1,
-        window: int = 32,
-    ) -> None:
-        if credentials is None:
-            self._channel = grpc.aio.insecure_channel(target, options=_channel_options())
-        else:
-            self._channel = grpc.aio.secure_channel(target, credentials, options=_channel_options())
-        self._stub = alscout_pb2_grpc.ScorerStub(self._channel)
-        self._metadata = _metadata(token)
-        self.retries = retries
-        self.backoff_s = backoff_s
-        self.window = window
+    _api = grpc.aio
 
     async def close(self) -> None:
         """Close the channel."""
