@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scenes import scene
 
 from alscout.errors import ConfigError, InvalidInputError
 from alscout.trainer.fleet.dedup import (
@@ -103,18 +104,8 @@ def test_bad_arguments():
         perceptual_hash(np.zeros((8, 8, 4), np.uint8))
 
 
-def scene(seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    image = cv2.GaussianBlur(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8), (21, 21), 0)
-    for _ in range(6):
-        x, y = int(rng.integers(0, 140)), int(rng.integers(0, 90))
-        color = tuple(int(c) for c in rng.integers(0, 256, 3))
-        cv2.rectangle(image, (x, y), (x + 20, y + 30), color, -1)
-    return image
-
-
 def test_perceptual_hash_is_robust_to_recompression_and_resizing():
-    image = scene(0)
+    image = scene(0, 120, 160)
     ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 60])
     assert ok
     recompressed = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
@@ -124,7 +115,7 @@ def test_perceptual_hash_is_robust_to_recompression_and_resizing():
     assert 0 <= base < 2**64
     for variant in (recompressed, resized, brighter):
         assert hamming(base, perceptual_hash(variant)) <= 6
-    others = [hamming(base, perceptual_hash(scene(s))) for s in range(1, 8)]
+    others = [hamming(base, perceptual_hash(scene(s, 120, 160))) for s in range(1, 8)]
     assert min(others) > 12
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     assert hamming(base, perceptual_hash(grey)) <= 2

@@ -9,21 +9,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from scenes import scene
 
 from alscout.errors import ConfigError, DataError
 from alscout.trainer.fleet.ingest import IngestConfig, find_uploads, ingest, read_upload
 from alscout.trainer.fleet.pool import LabelPool
-
-
-def scene(seed: int, height: int = 96, width: int = 128) -> np.ndarray:
-    """An RGB street-ish scene: smooth noise and a few coloured blocks."""
-    rng = np.random.default_rng(seed)
-    image = cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), (21, 21), 0)
-    for _ in range(6):
-        x, y = int(rng.integers(0, width - 20)), int(rng.integers(0, height - 30))
-        color = tuple(int(c) for c in rng.integers(0, 256, 3))
-        cv2.rectangle(image, (x, y), (x + 20, y + 30), color, -1)
-    return image
 
 
 def upload(

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from moto_s3 import make_bucket
+from scenes import scene
 
 from alscout.cli import main as cli_main
 from alscout.server.durable_outbox import DurableOutbox
@@ -27,17 +28,6 @@ from alscout.trainer.fleet.sources import S3Source, SinkUnavailableError, open_s
 
 def s3_url(endpoint: str, bucket: str, prefix: str) -> str:
     return f"s3://{bucket}/{prefix}?endpoint_url={endpoint}&region=us-east-1"
-
-
-def scene(seed: int, height: int = 96, width: int = 128) -> np.ndarray:
-    """An RGB street-ish scene: smooth noise and a few coloured blocks."""
-    rng = np.random.default_rng(seed)
-    image = cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), (21, 21), 0)
-    for _ in range(6):
-        x, y = int(rng.integers(0, width - 20)), int(rng.integers(0, height - 30))
-        color = tuple(int(c) for c in rng.integers(0, 256, 3))
-        cv2.rectangle(image, (x, y), (x + 20, y + 30), color, -1)
-    return image
 
 
 def jpeg(image: np.ndarray, quality: int = 90) -> bytes:
