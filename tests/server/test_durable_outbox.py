@@ -10,25 +10,12 @@ import threading
 
 import numpy as np
 import pytest
+from outbox_frames import flagged, sized
 from prometheus_client import CollectorRegistry
 
 from alscout.errors import ConfigError, DataError, OutboxFullError
 from alscout.server.durable_outbox import DurableOutbox
-from alscout.server.outbox import ContextFrame, FlaggedFrame, Outbox
-
-
-def flagged(index: int, **kw) -> FlaggedFrame:
-    base = dict(recording_id="rec-1", camera_id="front", frame_index=index,
-                image=b"\xff\xd8 jpeg bytes %d" % index, image_format="jpeg", z=0.5,
-                smoothed=0.4, threshold=0.1, model_version="v1", model_hash="ab" * 32)  # fmt: skip
-    base.update(kw)
-    return FlaggedFrame(**base)
-
-
-def sized(index: int, nbytes: int, smoothed: float, **kw) -> FlaggedFrame:
-    """A frame whose image is exactly ``nbytes`` long and unique to ``index``."""
-    head = b"frame %06d|" % index
-    return flagged(index, image=head + b"x" * (nbytes - len(head)), smoothed=smoothed, **kw)
+from alscout.server.outbox import ContextFrame, Outbox
 
 
 def test_durable_round_trip_with_heatmap_and_context(tmp_path):
