@@ -21,6 +21,7 @@ test: $(STAMP) lint pytest
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python tools/typecheck.py
 
 pytest: $(STAMP) interop
 	$(BIN)/python -m pytest

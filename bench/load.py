@@ -207,7 +207,7 @@ def start_server(model: Path, args: argparse.Namespace) -> tuple[subprocess.Pope
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = dict(os.environ, ALSCOUT_PIPELINE_BATCH_SIZE=str(args.batch_size))
-    command = [sys.executable, "-m", "alscout.cli", "serve", "--model", str(model)]
+    command = [sys.executable, "-m", "alscout.apps.cli", "serve", "--model", str(model)]
     command += ["--host", "127.0.0.1", "--port", str(port), "--backend", args.backend]
     command += ["--threads", str(args.threads), "--workers", str(args.workers), "--grace", "1"]
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

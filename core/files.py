@@ -1,4 +1,7 @@
-"""Crash-safe file writes: a reader sees the old file or the new one, never half of one."""
+"""Files every layer handles: crash-safe writes, and which files hold images.
+
+A crash-safe write leaves a reader the old file or the new one, never half of one.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,11 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_atomic", "fsync_dir"]
+__all__ = ["IMAGE_FILE_SUFFIXES", "write_atomic", "fsync_dir"]
+
+#: Lower-case suffixes of the image files read from a frame folder, in the order
+#: messages list them (compare ``path.suffix.lower()``).
+IMAGE_FILE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def write_atomic(

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from alscout.errors import DataError
-from alscout.export.frames import IMAGE_SUFFIXES, iter_frames
+from alscout.export.frames import iter_frames
+from alscout.files import IMAGE_FILE_SUFFIXES
 from alscout.runtime.backends.profiles import ShapeProfile
 from alscout.runtime.backends.tensorrt import cuda_call, import_cudart, import_tensorrt
 from alscout.runtime.model_info import ModelInfo
@@ -86,7 +87,9 @@ class CalibrationBatches:
         batch size and input size. Goes into the engine cache key."""
         digest = hashlib.sha256()
         if self.source.is_dir():
-            files = sorted(p for p in self.source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(
+                p for p in self.source.iterdir() if p.suffix.lower() in IMAGE_FILE_SUFFIXES
+            )
         else:
             files = [self.source]
         if not files or not all(f.is_file() for f in files):
@@ -109,7 +112,8 @@ def make_calibrator(batches: CalibrationBatches, cache_file: str | Path | None =
     cudart = import_cudart()
     cache = Path(cache_file) if cache_file else None
 
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc, name-defined]
+    # tensorrt is a module object imported at run time: mypy cannot see its classes
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[name-defined]
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
             self._batches = iter(batches)

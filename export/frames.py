@@ -10,12 +10,11 @@ import cv2
 import numpy as np
 
 from alscout.errors import DataError
+from alscout.files import IMAGE_FILE_SUFFIXES
 
-__all__ = ["IMAGE_SUFFIXES", "iter_frames", "read_frames"]
+__all__ = ["iter_frames", "read_frames"]
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 
 
 def iter_frames(
@@ -56,7 +55,7 @@ def read_frames(
 
 
 def _folder_frames(folder: Path, stride: int) -> Iterator[np.ndarray]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_FILE_SUFFIXES)
     for file in files[::stride]:
         image = cv2.imread(str(file), cv2.IMREAD_COLOR)
         if image is None:

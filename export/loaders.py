@@ -37,4 +37,5 @@ def resolve(value: T | Callable[[], T]) -> T:
     """
     if isinstance(value, Loader | types.FunctionType | types.MethodType | functools.partial):
         return value()
+    # any other callable is a value: mypy cannot tell T from Callable[[], T] here
     return value  # type: ignore[return-value]

@@ -100,7 +100,9 @@ class OnnxFromTorch(Loader[Any]):
                 torch.onnx.export(
                     module,
                     (example,),
-                    buffer,
+                    # torch types ``f`` as a path, but the TorchScript exporter
+                    # (dynamo=False) writes to a file object as well
+                    buffer,  # type: ignore[arg-type]
                     input_names=[INPUT_NAME],
                     output_names=[OUTPUT_NAME],
                     opset_version=self.opset,

@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 from llvmlite import ir
@@ -64,6 +66,14 @@ def _bits_float_py(bits: int) -> float:
     return float(np.int64(bits).view(np.float64))
 
 
-# With NUMBA_DISABLE_JIT=1 the kernels run as Python, where intrinsics cannot.
-float_bits = _float_bits_py if config.DISABLE_JIT else _float_bits
-bits_float = _bits_float_py if config.DISABLE_JIT else _bits_float
+# numba.config sets its flags at import time through globals(): mypy cannot see them.
+_DISABLE_JIT = bool(config.DISABLE_JIT)  # type: ignore[attr-defined]
+# With NUMBA_DISABLE_JIT=1 the kernels run as Python, where intrinsics cannot. Inside a
+# kernel an intrinsic takes the arguments after ``typingctx``; numba's stubs type a call
+# as the definition's (and as always raising), hence the kernel-side signatures here.
+float_bits: Callable[[float], int] = (
+    _float_bits_py if _DISABLE_JIT else cast("Callable[[float], int]", _float_bits)
+)
+bits_float: Callable[[int], float] = (
+    _bits_float_py if _DISABLE_JIT else cast("Callable[[int], float]", _bits_float)
+)

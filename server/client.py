@@ -21,235 +21,34 @@ import asyncio
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
+    Awaitable,
     Callable,
     Iterable,
     Iterator,
-    Mapping,
 )
-from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
-from alscout.errors import InvalidInputError
 from alscout.server._proto import alscout_pb2 as pb
 from alscout.server._proto import alscout_pb2_grpc
+from alscout.server.client_progress import StreamFrame, StreamProgress
+from alscout.server.client_retries import (
+    RETRYABLE,
+    RETRYABLE_UNARY,
+    Retries,
+    refused_busy,
+)
 
 __all__ = ["StreamFrame", "ScorerClient", "AsyncScorerClient", "RETRYABLE", "RETRYABLE_UNARY"]
 
 log = logging.getLogger(__name__)
 
-#: status codes after which a stream reconnects and resumes (resuming is always safe;
-#: grpc's asyncio client reports a write on a cut connection as INTERNAL)
-RETRYABLE = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED, grpc.StatusCode.INTERNAL}
-)
-#: status codes after which a unary call is sent again
-RETRYABLE_UNARY = frozenset({grpc.StatusCode.UNAVAILABLE})
-_ENCODINGS = {"jpeg": pb.ENCODING_JPEG, "png": pb.ENCODING_PNG}
-_PIXEL_FORMATS = {
-    "rgb8": pb.PIXEL_FORMAT_RGB8,
-    "bgr8": pb.PIXEL_FORMAT_BGR8,
-    "gray8": pb.PIXEL_FORMAT_GRAY8,
-}
-
-
-@dataclass(frozen=True)
-class StreamFrame:
-    """One frame to send: its index in the stream and its bytes.
-
-    ``encoding``: "jpeg" | "png" (compressed bytes) or "raw" (``height * width *
-    channels`` bytes, row-major, with ``width``, ``height`` in pixels and
-    ``pixel_format`` "rgb8" | "bgr8" | "gray8"). ``capture_time_ns``: ns since the epoch.
-    """
-
-    frame_index: int
-    image: bytes
-    encoding: str = "jpeg"
-    width: int = 0
-    height: int = 0
-    pixel_format: str = ""
-    capture_time_ns: int = 0
-    metadata: Mapping[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.frame_index, bool) or not isinstance(self.frame_index, int):
-            raise InvalidInputError(f"frame_index must be an int, got {self.frame_index!r}")
-        if self.encoding == "raw":
-            if self.pixel_format not in _PIXEL_FORMATS or self.width < 1 or self.height < 1:
-                raise InvalidInputError(
-                    f"frame {self.frame_index}: raw frames need width, height >= 1 and "
-                    f"pixel_format in {sorted(_PIXEL_FORMATS)}"
-                )
-        elif self.encoding not in _ENCODINGS:
-            raise InvalidInputError(
-                f"frame {self.frame_index}: encoding must be jpeg, png or raw, got "
-                f"{self.encoding!r}"
-            )
-
-    def message(self, recording_id: str, camera_id: str, want_heatmap: bool) -> pb.Frame:
-        """The ``Frame`` message of this frame."""
-        frame = pb.Frame(
-            recording_id=recording_id,
-            camera_id=camera_id,
-            frame_index=self.frame_index,
-            metadata=dict(self.metadata),
-            want_heatmap=want_heatmap,
-        )
-        if self.capture_time_ns:
-            seconds, nanos = divmod(self.capture_time_ns, 1_000_000_000)
-            frame.capture_timestamp.seconds, frame.capture_timestamp.nanos = seconds, nanos
-        if self.encoding == "raw":
-            frame.raw.data = self.image
-            frame.raw.width, frame.raw.height = self.width, self.height
-            frame.raw.pixel_format = _PIXEL_FORMATS[self.pixel_format]
-        else:
-            frame.encoded.data = self.image
-            frame.encoded.encoding = _ENCODINGS[self.encoding]
-        return frame
-
-
-class _Progress:
-    """What one stream has sent and seen, across reconnects (shared by both clients).
-
-    ``undecided``: every frame sent whose final decision has not been handed on (index
-    > ``last_decided``), oldest first; final decisions arrive in frame order, so a
-    frame is released as soon as its own comes, and the deque holds at most the
-    selector's lag plus the window. ``unacked``: the frames among them due to be sent
-    (again) or whose own result has not arrived. ``last_decided``: the highest frame
-    whose final decision was handed on.
-    """
-
-    def __init__(self, recording_id: str, camera_id: str, want_heatmap: bool) -> None:
-        self.recording_id = recording_id
-        self.camera_id = camera_id
-        self.want_heatmap = want_heatmap
-        self.undecided: deque[StreamFrame] = deque()
-        self.unacked: deque[StreamFrame] = deque()
-        self.last_decided = -1
-        self.last_sent = -1
-        self.finished = False
-        #: held while a frame is taken from the source and booked (blocking client)
-        self.pull_lock = threading.Lock()
-
-    def book(self, frame: StreamFrame) -> None:
-        """Record ``frame`` as sent (checks that indices increase)."""
-        if frame.frame_index <= self.last_sent:
-            raise InvalidInputError(
-                f"frame indices must strictly increase: {frame.frame_index} after {self.last_sent}"
-            )
-        self.undecided.append(frame)
-        self.unacked.append(frame)
-        self.last_sent = frame.frame_index
-
-    def in_flight_before(self, frame_index: int) -> int:
-        """How many unacknowledged frames come before ``frame_index`` (re-send window)."""
-        n = 0
-        for frame in self.unacked:
-            if frame.frame_index >= frame_index:
-                break
-            n += 1
-        return n
-
-    def resume_message(self) -> pb.Frame:
-        return pb.Frame(
-            recording_id=self.recording_id,
-            camera_id=self.camera_id,
-            resume=pb.ResumeRequest(last_decided_frame=self.last_decided),
-        )
-
-    def message(self, frame: StreamFrame) -> pb.Frame:
-        message = frame.message(self.recording_id, self.camera_id, self.want_heatmap)
-        message.resumable = True
-        return message
-
-    def end_message(self) -> pb.Frame:
-        return pb.Frame(
-            recording_id=self.recording_id, camera_id=self.camera_id, end_of_stream=True
-        )
-
-    def accept(self, result: pb.FrameResult) -> pb.FrameResult | None:
-        """Book a result; returns it (decisions already seen removed) or None to skip.
-
-        A resume answer with ``found = false`` (the server restarted, or the stream
-        expired) means the server holds none of this stream's frames: every frame not
-        yet decided is due again, oldest first, so the new stream decides it.
-        """
-        if result.HasField("resume"):
-            if result.resume.found:
-                last = result.resume.last_received_frame
-                while self.unacked and self.unacked[0].frame_index <= last:
-                    self.unacked.popleft()  # the server has it: never sent again
-            else:
-                self.unacked.clear()
-                self.unacked.extend(self.undecided)
-                log.warning(
-                    "stream %s/%s not found on resume: sending %d undecided frames again",
-                    self.recording_id,
-                    self.camera_id,
-                    len(self.unacked),
-                )
-        elif not result.end_of_stream:
-            while self.unacked and self.unacked[0].frame_index <= result.frame_index:
-                self.unacked.popleft()
-        if result.end_of_stream:
-            self.finished = True
-        fresh = [d for d in result.final_decisions if d.frame_index > self.last_decided]
-        if len(fresh) != len(result.final_decisions):
-            del result.final_decisions[:]
-            result.final_decisions.extend(fresh)
-        if fresh:
-            self.last_decided = fresh[-1].frame_index
-            while self.undecided and self.undecided[0].frame_index <= self.last_decided:
-                self.undecided.popleft()
-        if result.HasField("resume") and not fresh and not result.end_of_stream:
-            return None
-        return result
-
-
-class _Backoff:
-    def __init__(self, retries: int, base_s: float, codes: frozenset = RETRYABLE) -> None:
-        self.retries = retries
-        self.base_s = base_s
-        self.codes = codes
-        self.failures = 0
-
-    def next_delay(self, error: grpc.RpcError, busy: bool = False) -> float:
-        """Seconds to wait before the next attempt; raises ``error`` when out of retries.
-
-        ``busy``: ALREADY_EXISTS is retried too (a fresh call that found the stream
-        still held by the call it replaces, which the server has not yet seen end).
-        """
-        code = _code(error)
-        self.failures += 1
-        retryable = code in self.codes or (busy and code == grpc.StatusCode.ALREADY_EXISTS)
-        if not retryable or self.failures > self.retries:
-            raise error
-        delay = min(5.0, self.base_s * 2 ** (self.failures - 1))
-        log.warning(
-            "stream call failed code=%s attempt=%d retry_in_s=%.2f details=%s",
-            getattr(code, "name", code),
-            self.failures,
-            delay,
-            error.details() if hasattr(error, "details") else "",
-        )
-        return delay
-
-
-def _code(error: BaseException) -> grpc.StatusCode | None:
-    code = getattr(error, "code", None)
-    return code() if callable(code) else None
-
-
-def _busy(error: grpc.RpcError, resume: bool, answered: bool) -> bool:
-    """True when a fresh attempt was refused ALREADY_EXISTS before any result: it is
-    retried as a fresh call (a resume would take over a stream that may be another's)."""
-    return not resume and not answered and _code(error) == grpc.StatusCode.ALREADY_EXISTS
+_T = TypeVar("_T")
 
 
 class _Client:
@@ -333,11 +132,11 @@ class ScorerClient(_Client):
         request = pb.ReloadModelRequest(model_file=model_file)
         return self._stub.ReloadModel(request, timeout=timeout, metadata=self._metadata)
 
-    def _unary(self, method: object, request: object, timeout: float | None) -> object:
-        backoff = _Backoff(self.retries, self.backoff_s, RETRYABLE_UNARY)
+    def _unary(self, method: Callable[..., _T], request: object, timeout: float | None) -> _T:
+        backoff = Retries(self.retries, self.backoff_s, RETRYABLE_UNARY)
         while True:
             try:
-                return method(request, timeout=timeout, metadata=self._metadata)  # type: ignore[operator]
+                return method(request, timeout=timeout, metadata=self._metadata)
             except grpc.RpcError as error:
                 time.sleep(backoff.next_delay(error))
 
@@ -360,9 +159,9 @@ class ScorerClient(_Client):
         call refused ALREADY_EXISTS before its first result as a fresh call, up to
         ``retries`` consecutive failures.
         """
-        progress = _Progress(recording_id, camera_id, want_heatmap)
+        progress = StreamProgress(recording_id, camera_id, want_heatmap)
         source = iter(frames)
-        backoff = _Backoff(self.retries, self.backoff_s)
+        backoff = Retries(self.retries, self.backoff_s)
         resume = False
         while not progress.finished:
             feeder = _Feeder(progress, source, self.window, resume)
@@ -379,7 +178,7 @@ class ScorerClient(_Client):
                         break
             except grpc.RpcError as error:
                 feeder.stop()
-                busy = _busy(error, resume, answered)
+                busy = refused_busy(error, resume, answered)
                 time.sleep(backoff.next_delay(error, busy))
                 resume = not busy
             finally:
@@ -391,7 +190,7 @@ class _Feeder:
     """The request side of one attempt of a blocking stream call (runs in a grpc thread)."""
 
     def __init__(
-        self, progress: _Progress, source: Iterator[StreamFrame], window: int, resume: bool
+        self, progress: StreamProgress, source: Iterator[StreamFrame], window: int, resume: bool
     ) -> None:
         self.progress = progress
         self.source = source
@@ -402,7 +201,7 @@ class _Feeder:
         self._stopped = False
 
     def on_result(self, result: pb.FrameResult) -> pb.FrameResult | None:
-        """Book a result (under the lock the request thread shares); see _Progress.accept."""
+        """Book a result (under the lock the request thread shares); see StreamProgress.accept."""
         with self._cond:
             if result.HasField("resume"):
                 self._resumed = True
@@ -415,15 +214,20 @@ class _Feeder:
             self._stopped = True
             self._cond.notify_all()
 
-    def _wait(self, ready: object) -> bool:
-        """Wait until ``ready()`` or stop; True when ready."""
+    def _wait(self, ready: Callable[..., bool]) -> bool:
+        """Wait until ``ready()`` or stop; True when ready.
+
+        ``ready`` is called with no arguments; ``...`` lets a lambda in a loop bind its
+        loop variable as a default argument (``lambda i=index: ...``).
+        """
         with self._cond:
-            while not self._stopped and not ready():  # type: ignore[operator]
+            while not self._stopped and not ready():
                 self._cond.wait(0.1)
             return not self._stopped
 
     def requests(self) -> Iterator[pb.Frame]:
         progress = self.progress
+        frame: StreamFrame | None
         if self.resume:
             yield progress.resume_message()
             if not self._wait(lambda: self._resumed):
@@ -496,11 +300,13 @@ class AsyncScorerClient(_Client):
         request = pb.ReloadModelRequest(model_file=model_file)
         return await self._stub.ReloadModel(request, timeout=timeout, metadata=self._metadata)
 
-    async def _unary(self, method: object, request: object, timeout: float | None) -> object:
-        backoff = _Backoff(self.retries, self.backoff_s, RETRYABLE_UNARY)
+    async def _unary(
+        self, method: Callable[..., Awaitable[_T]], request: object, timeout: float | None
+    ) -> _T:
+        backoff = Retries(self.retries, self.backoff_s, RETRYABLE_UNARY)
         while True:
             try:
-                return await method(request, timeout=timeout, metadata=self._metadata)  # type: ignore[operator]
+                return await method(request, timeout=timeout, metadata=self._metadata)
             except grpc.RpcError as error:
                 await asyncio.sleep(backoff.next_delay(error))
 
@@ -513,9 +319,9 @@ class AsyncScorerClient(_Client):
         want_heatmap: bool = False,
     ) -> AsyncIterator[pb.FrameResult]:
         """As :meth:`ScorerClient.stream`; ``frames`` may be an async iterable."""
-        progress = _Progress(recording_id, camera_id, want_heatmap)
+        progress = StreamProgress(recording_id, camera_id, want_heatmap)
         source = _aiter(frames)
-        backoff = _Backoff(self.retries, self.backoff_s)
+        backoff = Retries(self.retries, self.backoff_s)
         resume = False
         changed = asyncio.Event()
         pull_lock = asyncio.Lock()
@@ -538,7 +344,7 @@ class AsyncScorerClient(_Client):
             except grpc.RpcError as error:
                 over.set()
                 changed.set()
-                busy = _busy(error, resume, answered.is_set())
+                busy = refused_busy(error, resume, answered.is_set())
                 await asyncio.sleep(backoff.next_delay(error, busy))
                 resume = not busy
             finally:
@@ -548,7 +354,7 @@ class AsyncScorerClient(_Client):
 
     async def _requests(
         self,
-        progress: _Progress,
+        progress: StreamProgress,
         source: AsyncIterator[StreamFrame],
         resume: bool,
         answered: asyncio.Event,
@@ -563,13 +369,14 @@ class AsyncScorerClient(_Client):
         it would have turned it into INTERNAL in grpc's asyncio client.
         """
 
-        async def until(ready: Callable[[], bool]) -> bool:
-            """Wait until ``ready()`` or the attempt is over; True when ready."""
+        async def until(ready: Callable[..., bool]) -> bool:
+            """Wait until ``ready()`` or the attempt is over; True when ready (see _wait)."""
             while not ready() and not over.is_set():
                 changed.clear()
                 await changed.wait()
             return not over.is_set()
 
+        frame: StreamFrame | None
         if resume:
             yield progress.resume_message()
             if not await until(answered.is_set):

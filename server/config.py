@@ -246,8 +246,7 @@ def _tuples(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_seconds(name: str, value: object, low: float, high: float) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not low <= value <= high:  # type: ignore[operator]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
         raise ConfigError(f"{name} must be a number in [{low}, {high}], got {value!r}")
 
 

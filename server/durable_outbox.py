@@ -35,10 +35,8 @@ from alscout.errors import (
     OutboxFullError,
 )
 from alscout.files import fsync_dir, write_atomic
-from alscout.server.outbox import (
-    SUFFIXES,
-    FlaggedFrame,
-)
+from alscout.server.outbox import FlaggedFrame
+from alscout.storage.layout import SUFFIXES
 
 __all__ = [
     "DurableOutbox",

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypedDict, runtime_checkable
 
 import numpy as np
 
@@ -25,35 +24,19 @@ from alscout.errors import (
     InvalidInputError,
 )
 from alscout.files import write_atomic
+from alscout.storage.layout import SUFFIXES, check_id
 
 __all__ = [
     "FramePayload",
+    "PayloadFields",
     "ContextFrame",
     "FlaggedFrame",
     "Outbox",
     "MemoryOutbox",
     "DirectoryOutbox",
-    "check_id",
-    "ID_PATTERN",
-    "SUFFIXES",
 ]
 
 log = logging.getLogger(__name__)
-
-#: recording and camera ids become folder names and object keys: a safe alphabet, no "..".
-ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
-#: image format -> file suffix
-SUFFIXES = {"jpeg": ".jpg", "png": ".png", "raw": ".raw"}
-
-
-def check_id(kind: str, value: str) -> str:
-    """Return ``value`` if it is a safe id (:data:`ID_PATTERN`, no ".."), else raise."""
-    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value) or ".." in value:
-        raise InvalidInputError(
-            f"{kind} {value!r} is not allowed: use 1-128 characters of A-Z a-z 0-9 . _ - "
-            "without '..' (ids become folder names)"
-        )
-    return value
 
 
 def _check_format(image_format: str) -> None:
@@ -61,6 +44,21 @@ def _check_format(image_format: str) -> None:
         raise InvalidInputError(
             f"unknown image format {image_format!r}; use one of {sorted(SUFFIXES)}"
         )
+
+
+class PayloadFields(TypedDict):
+    """:meth:`FramePayload.as_fields`: one key per field of :class:`FramePayload`."""
+
+    image: bytes
+    image_format: str
+    model_version: str
+    model_hash: str
+    capture_time_ns: int
+    width: int
+    height: int
+    pixel_format: str
+    metadata: dict[str, str]
+    heatmap: np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -94,11 +92,20 @@ class FramePayload:
                 )
             object.__setattr__(self, "heatmap", np.ascontiguousarray(heatmap, np.float32))
 
-    def as_fields(self) -> dict[str, object]:
+    def as_fields(self) -> PayloadFields:
         """The payload's fields by name (metadata copied), to build a FlaggedFrame from."""
-        values = {f.name: getattr(self, f.name) for f in fields(FramePayload)}
-        values["metadata"] = dict(self.metadata)
-        return values
+        return PayloadFields(
+            image=self.image,
+            image_format=self.image_format,
+            model_version=self.model_version,
+            model_hash=self.model_hash,
+            capture_time_ns=self.capture_time_ns,
+            width=self.width,
+            height=self.height,
+            pixel_format=self.pixel_format,
+            metadata=dict(self.metadata),
+            heatmap=self.heatmap,
+        )
 
 
 @dataclass(frozen=True)

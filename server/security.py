@@ -13,9 +13,10 @@ from __future__ import annotations
 import hmac
 import logging
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 
@@ -33,6 +34,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
 
 #: methods a caller may use without a token: the standard health probes
 OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
@@ -141,9 +145,12 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails],
+            Awaitable[grpc.RpcMethodHandler[_Request, _Response] | None],
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[_Request, _Response] | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or method in OPEN_METHODS:
@@ -153,9 +160,9 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         log.info("call refused: missing or wrong bearer token method=%s", method)
         return _refusal(handler)
 
-    def _authorized(self, metadata: object) -> bool:
+    def _authorized(self, metadata: Iterable[tuple[str, str | bytes]]) -> bool:
         found = False
-        for key, value in metadata:  # type: ignore[attr-defined]
+        for key, value in metadata:
             if key.lower() != "authorization":
                 continue
             given = value.encode() if isinstance(value, str) else bytes(value)
@@ -164,7 +171,9 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         return found
 
 
-def _refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def _refusal(
+    handler: grpc.RpcMethodHandler[_Request, _Response],
+) -> grpc.RpcMethodHandler[_Request, _Response]:
     """A handler of the same kind as ``handler`` that ends the call UNAUTHENTICATED."""
 
     async def deny(request: object, context: grpc.aio.ServicerContext) -> None:
@@ -173,17 +182,14 @@ def _refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
             "missing or wrong bearer token: send 'authorization: Bearer <token>' metadata",
         )
 
-    kw = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
+    deserialize, serialize = handler.request_deserializer, handler.response_serializer
     if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(deny, **kw)
+        return grpc.stream_stream_rpc_method_handler(deny, deserialize, serialize)
     if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(deny, **kw)
+        return grpc.stream_unary_rpc_method_handler(deny, deserialize, serialize)
     if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(deny, **kw)
-    return grpc.unary_unary_rpc_method_handler(deny, **kw)
+        return grpc.unary_stream_rpc_method_handler(deny, deserialize, serialize)
+    return grpc.unary_unary_rpc_method_handler(deny, deserialize, serialize)
 
 
 def _check_token(token: object, error: type[Exception]) -> str:

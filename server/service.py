@@ -40,7 +40,7 @@ from alscout.server.messages import (
 )
 from alscout.server.metrics import ServerMetrics
 from alscout.server.models import ModelHolder
-from alscout.server.outbox import FlaggedFrame, Outbox, check_id
+from alscout.server.outbox import FlaggedFrame, FramePayload, Outbox
 from alscout.server.status import abort_with, status_for
 from alscout.server.streams import (
     MAX_STREAMS_PER_CALL,
@@ -49,6 +49,7 @@ from alscout.server.streams import (
     StreamState,
     StreamTakenOverError,
 )
+from alscout.storage.layout import check_id
 
 __all__ = ["ModelHolder", "ScorerService", "model_info_message"]
 
@@ -418,7 +419,7 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
         return result
 
     async def _settle(
-        self, state: StreamState, call: _Call, frame_index: int, z: float, data: object
+        self, state: StreamState, call: _Call, frame_index: int, z: float, data: FramePayload
     ) -> list[Decision]:
         """Push, store and log as one step that a cancelled call cannot cut in two."""
         async with state.lock:

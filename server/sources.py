@@ -288,6 +288,8 @@ class McapSource(FrameSource):
                     return
                 except McapError as error:  # truncated or corrupt past the summary
                     raise DataError(f"{self.name}: message {index}: {error}") from error
+                # the topic was chosen among channels with a schema (__init__)
+                assert schema is not None
                 stamp = ros.header.stamp.sec * 1_000_000_000 + ros.header.stamp.nanosec
                 meta = {"topic": self.topic, "frame_id": ros.header.frame_id}
                 yield self._frame(index, schema.name, ros, stamp or message.log_time, meta)
@@ -306,7 +308,8 @@ class McapSource(FrameSource):
                 index, bytes(ros.data), encoding, capture_time_ns=stamp, metadata=meta
             )
         pixels = self._raw_pixels(index, ros)
-        pixel_format = _ROS_RAW.get(ros.encoding.lower(), _ROS_ALPHA.get(ros.encoding.lower()))[0]
+        # _raw_pixels refused any encoding in neither table
+        pixel_format = (_ROS_RAW.get(ros.encoding.lower()) or _ROS_ALPHA[ros.encoding.lower()])[0]
         return _pixels_frame(index, pixels, pixel_format, stamp, meta, "raw", 95)
 
     def _raw_pixels(self, index: int, ros: Any) -> np.ndarray:
@@ -328,7 +331,7 @@ class McapSource(FrameSource):
                 f"{step} does not fit its {data.size} data bytes"
             )
         rows = data[: step * height].reshape(height, step)[:, : width * channels]
-        pixels = rows.reshape(height, width, channels)
+        pixels: np.ndarray = rows.reshape(height, width, channels)
         if encoding in _ROS_ALPHA:
             pixels = cv2.cvtColor(pixels, _ROS_ALPHA[encoding][1])
         return pixels

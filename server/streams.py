@@ -21,7 +21,8 @@ from dataclasses import fields
 from alscout.errors import CapacityError, InvalidInputError, StreamBusyError, StreamTakenOverError
 from alscout.runtime.temporal import Decision, OnlineSelector, SelectorConfig
 from alscout.server.metrics import ServerMetrics
-from alscout.server.outbox import ContextFrame, FlaggedFrame, FramePayload, check_id
+from alscout.server.outbox import ContextFrame, FlaggedFrame, FramePayload
+from alscout.storage.layout import check_id
 
 __all__ = [
     "StreamState",
@@ -164,11 +165,11 @@ class StreamState:
         return flagged
 
     def _flagged(self, decision: Decision, payload: FramePayload) -> FlaggedFrame:
-        values = payload.as_fields()
+        context: tuple[ContextFrame, ...] = ()
         if "context" in _FLAGGED_FIELDS and self.context_frames:
             n = self.context_frames
             after = [(i, p) for i, p in self._pending.items() if i > decision.frame][:n]
-            values["context"] = tuple(_context(i, p) for i, p in [*self._before, *after])
+            context = tuple(_context(i, p) for i, p in [*self._before, *after])
         return FlaggedFrame(
             recording_id=self.recording_id,
             camera_id=self.camera_id,
@@ -176,7 +177,8 @@ class StreamState:
             z=decision.z,
             smoothed=decision.smoothed,
             threshold=decision.threshold,
-            **values,
+            context=context,
+            **payload.as_fields(),
         )
 
 

@@ -1,4 +1,4 @@
-"""The uploader: drains a :class:`DurableOutbox` to a :class:`~alscout.server.sinks.Sink`.
+"""The uploader: drains a :class:`DurableOutbox` to a :class:`~alscout.storage.sinks.Sink`.
 
 A background thread (:meth:`Uploader.start`) or its own process::
 
@@ -30,15 +30,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from alscout.errors import AlscoutError, ConfigError, DataError, SinkError
 from alscout.server.durable_outbox import DurableOutbox, StoredFrame
-from alscout.server.sinks import Sink
+from alscout.storage.backoff import Backoff
+from alscout.storage.layout import blob_key, record_key
+from alscout.storage.sinks import Sink
 
 __all__ = [
     "UploaderConfig",
     "TokenBucket",
-    "Backoff",
     "Uploader",
-    "blob_key",
-    "record_key",
     "configure",
     "run",
     "main",
@@ -118,29 +117,6 @@ class TokenBucket:
         self._stamp = now
 
 
-class Backoff:
-    """Exponential backoff with full jitter (delays drawn from a seeded generator)."""
-
-    def __init__(self, base_s: float, cap_s: float, rng: np.random.Generator) -> None:
-        self.base_s = base_s
-        self.cap_s = cap_s
-        self.rng = rng
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait after ``attempt`` + 1 consecutive failures (attempt >= 0)."""
-        return float(self.rng.uniform(0.0, min(self.cap_s, self.base_s * 2.0 ** min(attempt, 60))))
-
-
-def blob_key(name: str) -> str:
-    """Object key of a content-addressed file ``<sha256><suffix>``."""
-    return f"blobs/{name}"
-
-
-def record_key(frame: StoredFrame) -> str:
-    """Object key of a frame's JSON record."""
-    return f"frames/{frame.recording_id}/{frame.camera_id}/{frame.frame_index:012d}.json"
-
-
 class Uploader:
     """Moves frames from ``outbox`` to ``sink``; metrics on ``registry`` when given."""
 
@@ -216,7 +192,8 @@ class Uploader:
                 self._send(key, data, ref.sha256)
             keys[ref.role] = key
         record = json.dumps(frame.record | {"keys": keys}, sort_keys=True).encode("utf-8")
-        self._send(record_key(frame), record, hashlib.sha256(record).hexdigest())
+        key = record_key(frame.recording_id, frame.camera_id, frame.frame_index)
+        self._send(key, record, hashlib.sha256(record).hexdigest())
         self.outbox.mark_uploaded(frame.id)
         self.uploaded.inc()
         log.info(
@@ -327,7 +304,7 @@ def run(args: argparse.Namespace) -> int:
 
     from prometheus_client import start_http_server
 
-    from alscout.server.sinks import open_sink
+    from alscout.storage.sinks import open_sink
 
     config = UploaderConfig(poll_s=args.poll, bandwidth_bytes_per_s=args.bandwidth)
     registry = CollectorRegistry()

@@ -7,7 +7,7 @@ Examples::
         --input-size 480x360 --width 8 --epochs 8 --cache-images
     alscout train --data al/cycle3.json --init runs/wl/last.pt --out runs/cycle3
     alscout train --resume runs/pets/last.pt --data gt.txt --images vtest.avi --out runs/pets
-    torchrun --nproc-per-node 4 -m alscout.cli train --data ... --out ...   # 4 GPUs
+    torchrun --nproc-per-node 4 -m alscout.apps.cli train --data ... --out ...   # 4 GPUs
 
 Settings come from the defaults (the paper's), then ``--config FILE.toml``, then the
 flags here. PyTorch is imported only when the command runs.

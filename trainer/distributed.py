@@ -2,7 +2,7 @@
 
 Launch the same command in every process, e.g. on one node with 4 GPUs::
 
-    torchrun --nproc-per-node 4 -m alscout.cli train --data ... --out runs/x
+    torchrun --nproc-per-node 4 -m alscout.apps.cli train --data ... --out runs/x
 
 :func:`init_distributed` reads torchrun's environment (``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``); without it the run is a single
@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -138,7 +139,7 @@ def make_loader(
         raise ConfigError(
             f"batch size {batch_size} does not divide by {context.world_size} processes"
         )
-    sampler = DistributedSampler(
+    sampler: DistributedSampler[Any] = DistributedSampler(
         dataset,
         num_replicas=context.world_size,
         rank=context.rank,

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from alscout.errors import ConfigError, InvalidInputError
+from alscout.trainer.evaluation.detections import DEFAULT_BOXES as PAPER_DEFAULT_BOXES
 
 __all__ = [
     "DetectorConfig",
@@ -37,14 +38,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: (height, width) in pixels at the 640x480 reference input, head 0 first (paper §3).
-PAPER_DEFAULT_BOXES: tuple[tuple[float, float], ...] = (
-    (270.0, 160.0),
-    (225.0, 130.0),
-    (145.0, 80.0),
-    (80.0, 50.0),
-    (55.0, 31.0),
-)
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -212,7 +205,7 @@ class Detector(nn.Module):
             out = w * 2 ** min(i, 3)
             if out <= channels[-1]:  # a downsampling block must add channels
                 out = channels[-1] + w
-            blocks = [Downsample(channels[-1], out, norm)]
+            blocks: list[nn.Module] = [Downsample(channels[-1], out, norm)]
             blocks += [FireResidual(out, norm) for _ in range(config.fires_per_level)]
             levels.append(nn.Sequential(*blocks))
             channels.append(out)
@@ -227,6 +220,7 @@ class Detector(nn.Module):
             for _ in range(k)
         )
         self.logits = nn.Conv2d(config.head_channels, 1, 1)  # shared by every block
+        assert self.logits.bias is not None  # Conv2d's default bias=True
         # Start near the N2P prior (1 positive per 15 negatives) so early steps are calm.
         nn.init.constant_(self.logits.bias, -float(np.log(15.0)))
 

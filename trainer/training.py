@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from alscout.errors import ConfigError
@@ -354,7 +355,9 @@ def fit(
         last_epoch = min(last_epoch, first_epoch + stop_after)
     for epoch in range(first_epoch, last_epoch):
         train_set.set_epoch(epoch)
-        loader.sampler.set_epoch(epoch)  # type: ignore[union-attr]
+        sampler = loader.sampler
+        assert isinstance(sampler, DistributedSampler)  # make_loader's, in every case
+        sampler.set_epoch(epoch)
         stats = train_one_epoch(
             model, loader, optimizer, scheduler, scaler, epoch, context, progress
         )
@@ -386,5 +389,7 @@ def fit(
 def _unwrap(model: torch.nn.Module) -> Detector:
     """The :class:`Detector` inside DDP and :class:`DetectorLogits` wrappers."""
     while not isinstance(model, Detector):
-        model = model.module if hasattr(model, "module") else model.detector
+        inner = model.module if hasattr(model, "module") else model.detector
+        assert isinstance(inner, torch.nn.Module)  # DDP's module, DetectorLogits' detector
+        model = inner
     return model

@@ -8,6 +8,7 @@ they live here, below both.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from alscout.errors import ConfigError
 
@@ -54,7 +55,11 @@ class ShapeProfile:
 
     @classmethod
     def from_json(cls, data: dict[str, list[int]]) -> ShapeProfile:
-        return cls(min=tuple(data["min"]), opt=tuple(data["opt"]), max=tuple(data["max"]))
+        def nhw(key: str) -> tuple[int, int, int]:
+            # of any length here: __post_init__ checks it and says what was wrong
+            return cast("tuple[int, int, int]", tuple(data[key]))
+
+        return cls(min=nhw("min"), opt=nhw("opt"), max=nhw("max"))
 
 
 def default_profiles(

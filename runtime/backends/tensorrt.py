@@ -121,7 +121,8 @@ class TensorRTBackend(Backend):
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
 
     def _io_meta(self, trt: Any) -> tuple[list[TensorMeta], list[TensorMeta]]:
-        inputs, outputs = [], []
+        inputs: list[TensorMeta] = []
+        outputs: list[TensorMeta] = []
         for i in range(self._engine.num_io_tensors):
             name = self._engine.get_tensor_name(i)
             dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(name))).name

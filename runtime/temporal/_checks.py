@@ -29,6 +29,7 @@ def check_count(
     if isinstance(value, bool | np.bool_):
         raise error(f"{name} must be an integer, got the boolean {value!r}")
     try:
+        # any object: operator.index's TypeError is the check
         number = operator.index(value)  # type: ignore[arg-type]
     except TypeError:
         raise error(f"{name} must be an integer, got {value!r}") from None

@@ -8,6 +8,7 @@ simply drives the same class, so both give the same flags by construction.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import logging
 import math
 from collections import deque
@@ -96,11 +97,7 @@ class OnlineSelector:
     @classmethod
     def from_config(cls, config: SelectorConfig, earlier: Iterable[int] = ()) -> OnlineSelector:
         """A selector with the settings of ``config`` (validated once, reusable per stream)."""
-        c = config
-        return cls(
-            c.dt, c.sigma, c.dt1, c.dt2, c.threshold, earlier, c.max_flags, c.per_frames,
-            target_rate=c.target_rate, history=c.history, min_history=c.min_history,
-        )  # fmt: skip
+        return cls(earlier=earlier, **dataclasses.asdict(config))
 
     @property
     def last_frame(self) -> int | None:
@@ -294,19 +291,10 @@ class OnlineSelector:
 
 def flag_recording(
     z: Iterable[float],
-    dt: int = 5,
-    sigma: float = 2.5,
-    dt1: int = 15,
-    dt2: int = 2,
-    threshold: float | Literal["adaptive"] = 0.0,
+    config: SelectorConfig | None = None,
     earlier: Iterable[int] = (),
-    max_flags: int | None = None,
-    per_frames: int | None = None,
     *,
     frames: Iterable[int] | None = None,
-    target_rate: float = 0.01,
-    history: int = 9000,
-    min_history: int = 900,
 ) -> list[Decision]:
     """The online rule over a whole recording at once: one :class:`Decision` per frame.
 
@@ -315,8 +303,9 @@ def flag_recording(
 
     Args:
         z: raw image-level scores ``[T]``.
+        config: the selector's settings; default ``SelectorConfig()``.
+        earlier: frames of this recording uploaded in an earlier cycle (indices >= 0).
         frames: frame indices ``[T]``, strictly increasing; default ``0..T-1``.
-        The rest: as :class:`OnlineSelector`.
 
     Returns:
         ``T`` decisions in frame order.
@@ -325,10 +314,7 @@ def flag_recording(
     if scores.ndim != 1:
         raise InvalidInputError(f"z must be 1-D [T], got shape {scores.shape}")
     index = np.arange(scores.shape[0]) if frames is None else np.asarray(frames)
-    selector = OnlineSelector(
-        dt, sigma, dt1, dt2, threshold, earlier, max_flags, per_frames,
-        target_rate=target_rate, history=history, min_history=min_history,
-    )  # fmt: skip
+    selector = OnlineSelector.from_config(SelectorConfig() if config is None else config, earlier)
     decisions = selector.push_many(index, scores)
     decisions.extend(selector.finish())
     return decisions

@@ -22,15 +22,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from alscout.cli import main
+from alscout.apps.cli import main
 from alscout.runtime.model_registry import ModelRegistry
 from alscout.runtime.temporal import SelectorConfig, flag_recording
 from alscout.server._proto import alscout_pb2 as pb
 from alscout.server.app import create_server
 from alscout.server.client import ScorerClient, StreamFrame
 from alscout.server.config import ServerConfig
-from alscout.server.sinks import DirectorySink
 from alscout.server.uploader import Uploader
+from alscout.storage.sinks import DirectorySink
 from alscout.trainer.config import TrainConfig
 from alscout.trainer.fleet.finetune import export_onnx, publish_model
 from alscout.trainer.fleet.pool import LabelPool

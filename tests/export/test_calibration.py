@@ -10,7 +10,6 @@ from alscout.errors import DataError
 from alscout.export.calibration import CalibrationBatches, make_calibrator
 from alscout.runtime.model_info import ModelInfo, Normalisation
 
-VIDEO = Path(__file__).resolve().parents[3] / "shared" / "data" / "pets09_s2l1" / "vtest.avi"
 INFO = ModelInfo(
     name="m",
     version="1",
@@ -59,9 +58,8 @@ def test_too_few_frames_is_a_data_error(folder, tmp_path):
         CalibrationBatches(folder, INFO, batch_size=8, limit=4)
 
 
-@pytest.mark.skipif(not VIDEO.is_file(), reason="PETS09 video not present (../shared/data)")
-def test_batches_from_a_video():
-    batches = CalibrationBatches(VIDEO, INFO, batch_size=4, limit=8, stride=50)
+def test_batches_from_a_video(pets_video):
+    batches = CalibrationBatches(pets_video, INFO, batch_size=4, limit=8, stride=50)
     got = list(batches)
     assert len(got) == 2 and got[0].shape == (4, 3, 24, 32)
     assert len(batches.digest()) == 64

@@ -9,8 +9,6 @@ import pytest
 from alscout.errors import DataError
 from alscout.export.frames import iter_frames, read_frames
 
-VIDEO = Path(__file__).resolve().parents[3] / "shared" / "data" / "pets09_s2l1" / "vtest.avi"
-
 
 @pytest.fixture
 def folder(tmp_path) -> Path:
@@ -51,8 +49,7 @@ def test_errors_are_data_errors(folder, tmp_path):
         read_frames(bad_video)
 
 
-@pytest.mark.skipif(not VIDEO.is_file(), reason="PETS09 video not present (../shared/data)")
-def test_video_frames():
-    frames = list(iter_frames(VIDEO, limit=3, stride=100))
+def test_video_frames(pets_video):
+    frames = list(iter_frames(pets_video, limit=3, stride=100))
     assert len(frames) == 3 and frames[0].shape == (360, 480, 3) and frames[0].dtype == np.uint8
     assert not np.array_equal(frames[0], frames[1])

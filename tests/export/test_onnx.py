@@ -22,8 +22,6 @@ from alscout.runtime.model_info import ModelInfo
 torch = pytest.importorskip("torch", reason="export needs torch (the train extra)")
 from alscout.trainer.model import Detector, DetectorConfig  # noqa: E402
 
-VIDEO = Path(__file__).resolve().parents[3] / "shared" / "data" / "pets09_s2l1" / "vtest.avi"
-
 
 @pytest.fixture(scope="module")
 def detector():
@@ -82,13 +80,12 @@ def test_onnx_runtime_equals_pytorch_on_random_inputs(detector, exported):
     assert random.inputs == 6 and random.max_abs <= 1e-4
 
 
-@pytest.mark.skipif(not VIDEO.is_file(), reason="PETS09 video not present (../shared/data)")
-def test_onnx_runtime_equals_pytorch_on_real_frames(detector, exported):
+def test_onnx_runtime_equals_pytorch_on_real_frames(pets_video, detector, exported):
     from alscout.export.frames import read_frames
     from alscout.runtime.backends.torch_reference import TorchBackend
 
     info, path, _ = exported
-    frames = read_frames(VIDEO, limit=8, stride=90)
+    frames = read_frames(pets_video, limit=8, stride=90)
     with TorchBackend(detector, info) as ref, open_backend(path, "onnxruntime-cpu") as ort:
         report = verify_export(ref, ort, ONNX_TOLERANCE, frames=frames, top=4)
     assert report.passed, report.describe()

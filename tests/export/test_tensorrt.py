@@ -3,44 +3,33 @@ engine needs tensorrt, cuda-python and an NVIDIA GPU and skips with a reason els
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from shared_inputs import PETS09_VIDEO, load_asset
 
 from alscout.errors import BackendUnavailableError, ConfigError
 from alscout.export.calibration import CalibrationBatches
 from alscout.export.tensorrt import EngineFromOnnx, SaveEngine, engine_sidecar
 from alscout.runtime.backends.profiles import default_profiles
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
-VIDEO = Path(__file__).resolve().parents[3] / "shared" / "data" / "pets09_s2l1" / "vtest.avi"
 PROFILES = default_profiles((96, 128), max_batch=16, batch_sizes=(16,))
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    spec = importlib.util.spec_from_file_location("asset_tiny", ASSETS / "tiny_detector.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.write(tmp_path_factory.mktemp("tiny") / "tiny.onnx")
-
-
-def test_builder_options_are_checked_before_any_work(tiny):
+def test_builder_options_are_checked_before_any_work(tiny_model):
     with pytest.raises(ConfigError, match="precision"):
-        EngineFromOnnx(tiny, precision="fp8", profiles=PROFILES)
+        EngineFromOnnx(tiny_model, precision="fp8", profiles=PROFILES)
     with pytest.raises(ConfigError, match="calibration frames"):
-        EngineFromOnnx(tiny, precision="int8", profiles=PROFILES)
+        EngineFromOnnx(tiny_model, precision="int8", profiles=PROFILES)
     with pytest.raises(ConfigError, match="at least one"):
-        EngineFromOnnx(tiny, profiles=())
+        EngineFromOnnx(tiny_model, profiles=())
     with pytest.raises(ConfigError, match="workspace"):
-        EngineFromOnnx(tiny, profiles=PROFILES, workspace_gib=0)
+        EngineFromOnnx(tiny_model, profiles=PROFILES, workspace_gib=0)
 
 
-def test_tensorrt_is_imported_only_when_an_engine_is_built(tiny, tmp_path):
+def test_tensorrt_is_imported_only_when_an_engine_is_built(tiny_model, tmp_path):
     def never_called():
         raise AssertionError("the ONNX loader ran before tensorrt was available")
 
@@ -58,19 +47,12 @@ def test_tensorrt_is_imported_only_when_an_engine_is_built(tiny, tmp_path):
 # --- the build, cache, verify and CLI flow, on the fake tensorrt/cudart of tests/assets ---
 
 
-def load_asset(name: str):
-    spec = importlib.util.spec_from_file_location(f"asset_{name}", ASSETS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def fake_trt(monkeypatch):
     return load_asset("fake_tensorrt").install(monkeypatch)
 
 
-def test_fp16_engine_is_built_cached_and_verified(fake_trt, tiny, tmp_path):
+def test_fp16_engine_is_built_cached_and_verified(fake_trt, tiny_model, tmp_path):
     from alscout.export.cache import EngineCache
     from alscout.export.tensorrt import build_engine
     from alscout.export.verify import ENGINE_TOLERANCES, verify_export
@@ -78,22 +60,22 @@ def test_fp16_engine_is_built_cached_and_verified(fake_trt, tiny, tmp_path):
 
     cache = EngineCache(tmp_path / "cache")
     out = tmp_path / "tiny.engine"
-    path, hit = build_engine(tiny, out, precision="fp16", profiles=PROFILES, cache=cache)
+    path, hit = build_engine(tiny_model, out, precision="fp16", profiles=PROFILES, cache=cache)
     assert (path, hit) == (out, False)
     sidecar = json.loads(out.with_name("tiny.engine.json").read_text())
     assert sidecar["gpu"] == {"name": "Fake GPU 9000", "compute_capability": "9.0"}
     assert sidecar["precision"] == "fp16" and sidecar["tensorrt_version"] == "10.99.0-fake"
     assert len(sidecar["profiles"]) == 2 and sidecar["cache_key"]["precision"] == "fp16"
-    assert build_engine(tiny, out, precision="fp16", profiles=PROFILES, cache=cache)[1]
-    assert not build_engine(tiny, out, precision="fp32", profiles=PROFILES, cache=cache)[1]
-    with open_backend(tiny) as ort, open_backend(out, "tensorrt") as engine:
+    assert build_engine(tiny_model, out, precision="fp16", profiles=PROFILES, cache=cache)[1]
+    assert not build_engine(tiny_model, out, precision="fp32", profiles=PROFILES, cache=cache)[1]
+    with open_backend(tiny_model) as ort, open_backend(out, "tensorrt") as engine:
         report = verify_export(ort, engine, ENGINE_TOLERANCES["fp32"], frames=frames(24))
     assert report.passed, report.describe()
     assert report.rankings[0].top == 20
     assert fake_trt.live_allocations == {}
 
 
-def test_int8_build_feeds_the_calibrator_every_batch(fake_trt, tiny, tmp_path):
+def test_int8_build_feeds_the_calibrator_every_batch(fake_trt, tiny_model, tmp_path):
     from alscout.export.cache import EngineCache
     from alscout.export.tensorrt import build_engine
     from alscout.runtime.backends import open_backend
@@ -102,7 +84,7 @@ def test_int8_build_feeds_the_calibrator_every_batch(fake_trt, tiny, tmp_path):
     folder.mkdir()
     for i, frame in enumerate(frames(10)):
         cv2.imwrite(str(folder / f"{i:02d}.png"), frame[:, :, ::-1])
-    info = open_backend(tiny).model_info
+    info = open_backend(tiny_model).model_info
     calibration = CalibrationBatches(folder, info, batch_size=4, limit=10)
     cache = EngineCache(tmp_path / "cache")
     fed = []
@@ -116,7 +98,7 @@ def test_int8_build_feeds_the_calibrator_every_batch(fake_trt, tiny, tmp_path):
     CalibrationBatches.__iter__ = counting
     try:
         out, _ = build_engine(
-            tiny, tmp_path / "int8.engine", precision="int8", profiles=PROFILES,
+            tiny_model, tmp_path / "int8.engine", precision="int8", profiles=PROFILES,
             calibration=calibration, cache=cache,
         )  # fmt: skip
     finally:
@@ -135,9 +117,9 @@ def test_unparsable_onnx_is_a_model_error(fake_trt, tmp_path):
 
 
 def test_cli_builds_and_on_failed_verification_leaves_nothing(
-    fake_trt, tiny, tmp_path, capsys, monkeypatch
+    fake_trt, tiny_model, tmp_path, capsys, monkeypatch
 ):
-    from alscout.cli import main
+    from alscout.apps.cli import main
     from alscout.export import verify
 
     folder = tmp_path / "frames"
@@ -145,7 +127,7 @@ def test_cli_builds_and_on_failed_verification_leaves_nothing(
     for i, frame in enumerate(frames(4)):
         cv2.imwrite(str(folder / f"{i}.png"), frame[:, :, ::-1])
     out = tmp_path / "m.engine"
-    args = ["export", "trt", "--onnx", str(tiny), "--out", str(out),
+    args = ["export", "trt", "--onnx", str(tiny_model), "--out", str(out),
             "--cache-dir", str(tmp_path / "cache"), "--verify-frames", str(folder)]  # fmt: skip
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -187,10 +169,10 @@ def real_onnx(tmp_path_factory):
 
 
 def frames(n: int) -> list[np.ndarray]:
-    if VIDEO.is_file():
+    if PETS09_VIDEO.is_file():
         from alscout.export.frames import read_frames
 
-        return read_frames(VIDEO, limit=n, stride=795 // n)
+        return read_frames(PETS09_VIDEO, limit=n, stride=795 // n)
     rng = np.random.default_rng(0)
     return [
         cv2.GaussianBlur(rng.integers(0, 256, (120, 160, 3), np.uint8), (5, 5), 2) for _ in range(n)
@@ -250,13 +232,13 @@ def test_int8_engine_with_calibration(gpu, real_onnx, tmp_path):
     assert report.passed, report.describe()
 
 
-def test_sidecar_holds_what_the_runtime_reads(tiny):
+def test_sidecar_holds_what_the_runtime_reads(tiny_model):
     from alscout.export.cache import EngineKey, GpuIdentity
     from alscout.runtime.backends import open_backend
 
-    info = open_backend(tiny).model_info
+    info = open_backend(tiny_model).model_info
     key = EngineKey("f" * 64, "10.9", GpuIdentity("G", "9.0"), "fp16", PROFILES)
-    sidecar = engine_sidecar(tiny, key, info.to_metadata())
+    sidecar = engine_sidecar(tiny_model, key, info.to_metadata())
     assert sidecar["metadata"] == info.to_metadata()
     assert sidecar["onnx_sha256"] == "f" * 64 and sidecar["tensorrt_version"] == "10.9"
     assert sidecar["profiles"][0] == PROFILES[0].to_json()

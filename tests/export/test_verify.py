@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -18,16 +15,6 @@ from alscout.export.verify import (
 )
 from alscout.runtime.backends import open_backend
 from alscout.runtime.backends.base import Backend
-
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    spec = importlib.util.spec_from_file_location("asset_tiny", ASSETS / "tiny_detector.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.write(tmp_path_factory.mktemp("tiny") / "tiny.onnx")
 
 
 class Perturbed(Backend):
@@ -56,8 +43,8 @@ def frames(n: int) -> list[np.ndarray]:
     return [rng.integers(0, 256, (72, 96, 3), dtype=np.uint8) for _ in range(n)]
 
 
-def test_identical_backends_pass_every_check(tiny):
-    with open_backend(tiny) as a, open_backend(tiny) as b:
+def test_identical_backends_pass_every_check(tiny_model):
+    with open_backend(tiny_model) as a, open_backend(tiny_model) as b:
         report = verify_export(a, b, ONNX_TOLERANCE, frames=frames(6), top=3)
     assert report.passed
     assert all(c.max_abs == 0 for c in report.comparisons)
@@ -66,13 +53,13 @@ def test_identical_backends_pass_every_check(tiny):
     assert "ok" in report.describe()
 
 
-def test_small_noise_passes_fp16_tolerance_but_not_onnx_tolerance(tiny):
+def test_small_noise_passes_fp16_tolerance_but_not_onnx_tolerance(tiny_model):
     def noise(probs, images):
         return probs + np.float32(1.5e-3) * np.sign(np.sin(np.arange(probs.size))).reshape(
             probs.shape
         )
 
-    with open_backend(tiny) as a, Perturbed(open_backend(tiny), noise) as b:
+    with open_backend(tiny_model) as a, Perturbed(open_backend(tiny_model), noise) as b:
         strict = verify_export(a, b, ONNX_TOLERANCE)
         loose = verify_export(a, b, ENGINE_TOLERANCES["fp16"])
     assert not strict.passed and loose.passed
@@ -81,7 +68,7 @@ def test_small_noise_passes_fp16_tolerance_but_not_onnx_tolerance(tiny):
         strict.raise_for_failure()
 
 
-def test_a_candidate_that_reorders_frames_fails_the_ranking(tiny):
+def test_a_candidate_that_reorders_frames_fails_the_ranking(tiny_model):
     # Frames the reference finds informative become uniform maps, which score 0.
     def flatten_busy_frames(probs, images):
         busy = images.std(axis=(1, 2, 3)) > 0.5
@@ -92,7 +79,10 @@ def test_a_candidate_that_reorders_frames_fails_the_ranking(tiny):
     batch = frames(8)
     for f in batch[::2]:
         f[...] = 128 + (f // 8)  # low-contrast frames
-    with open_backend(tiny) as a, Perturbed(open_backend(tiny), flatten_busy_frames) as b:
+    with (
+        open_backend(tiny_model) as a,
+        Perturbed(open_backend(tiny_model), flatten_busy_frames) as b,
+    ):
         report = verify_export(a, b, Tolerance(max_abs=1.0, mean_abs=1.0), frames=batch, top=4)
     ranking = report.rankings[0]
     assert not ranking.passed and ranking.overlap < 1.0
@@ -119,8 +109,8 @@ def test_comparison_thresholds_are_inclusive():
     assert not Comparison("nothing compared", 0.0, 0.0, 0, tol).passed
 
 
-def test_compare_backends_counts_frames(tiny):
-    with open_backend(tiny) as a:
+def test_compare_backends_counts_frames(tiny_model):
+    with open_backend(tiny_model) as a:
         inputs = [np.zeros((2, 3, 32, 32), np.float32), np.ones((3, 3, 40, 24), np.float32)]
         result = compare_backends("same", a, a, inputs, ONNX_TOLERANCE)
     assert result.inputs == 5 and result.passed and result.max_abs == 0.0

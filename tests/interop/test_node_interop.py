@@ -11,7 +11,6 @@ folder installs the pinned packages).
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import math
 import shutil
@@ -35,7 +34,6 @@ from alscout.server.config import ServerConfig
 from alscout.server.outbox import MemoryOutbox
 
 HERE = Path(__file__).resolve().parent
-ASSETS = HERE.parent / "assets"
 SCRIPT = HERE / "stream_folder.js"
 NODE = shutil.which("node")
 
@@ -50,13 +48,6 @@ pytestmark = [
 SELECTOR = SelectorConfig(dt=2, sigma=1.0, dt1=3, dt2=1, threshold=0.0)
 PIPELINE = PipelineConfig(batch_size=4, radius=3, region=16, heatmap_stride=16)
 N_FRAMES = 40
-
-
-def _tiny_model(path: Path) -> Path:
-    spec = importlib.util.spec_from_file_location("interop_tiny", ASSETS / "tiny_detector.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.write(path)
 
 
 @pytest.fixture(scope="module")
@@ -74,14 +65,13 @@ def frames_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tiny_model):
     """(target, model path) of a real server in a background event loop."""
-    model = _tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     config = ServerConfig(
-        model_path=model,
+        model_path=tiny_model,
         port=0,
         backend="onnxruntime-cpu",
         threads=1,
@@ -96,7 +86,7 @@ def server(tmp_path_factory):
         return scoring, port
 
     scoring, port = asyncio.run_coroutine_threadsafe(start(), loop).result(60)
-    yield f"127.0.0.1:{port}", model
+    yield f"127.0.0.1:{port}", tiny_model
     asyncio.run_coroutine_threadsafe(scoring.stop(0.0), loop).result(60)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
@@ -131,9 +121,7 @@ def offline_decisions(model: Path, folder: Path):
     backend = open_backend(model, "onnxruntime-cpu", threads=1)
     with ScoringPipeline(backend, PIPELINE) as pipeline:
         z = [pipeline.score([decode_frame(p.read_bytes(), encoding="jpeg")])[0].z for p in files]
-    return flag_recording(
-        z, SELECTOR.dt, SELECTOR.sigma, SELECTOR.dt1, SELECTOR.dt2, SELECTOR.threshold
-    )
+    return flag_recording(z, SELECTOR)
 
 
 def test_node_client_gets_the_decisions_of_the_python_client_and_the_offline_driver(

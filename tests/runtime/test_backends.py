@@ -7,7 +7,6 @@ machines without them.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -16,27 +15,13 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper
+from shared_inputs import load_asset
 
 from alscout.errors import BackendUnavailableError, ConfigError, InvalidInputError, ModelError
 from alscout.runtime.backends import OnnxRuntimeBackend, OrtOptions, open_backend
 from alscout.runtime.backends.profiles import ShapeProfile, default_profiles
 from alscout.runtime.backends.tensorrt import sidecar_path
 from alscout.runtime.model_info import ModelInfo
-
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
-
-
-def load_asset(name: str):
-    spec = importlib.util.spec_from_file_location(f"asset_{name}", ASSETS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """The tiny contract-following ONNX model of tests/assets/tiny_detector.py."""
-    return load_asset("tiny_detector").write(tmp_path_factory.mktemp("tiny") / "tiny.onnx")
 
 
 def gpu_backend_or_skip(name: str, path: Path):
@@ -149,8 +134,8 @@ def test_contract_lifecycle_and_input_checks(backend_case):
 # --- load-time model checks (ONNX Runtime) -----------------------------------------
 
 
-def tiny_variant(tiny: Path, tmp_path: Path, edit) -> Path:
-    model = onnx.load(str(tiny))
+def tiny_variant(tiny_model: Path, tmp_path: Path, edit) -> Path:
+    model = onnx.load(str(tiny_model))
     edit(model)
     path = tmp_path / f"variant{len(list(tmp_path.iterdir()))}.onnx"
     onnx.save(model, str(path))
@@ -204,31 +189,33 @@ def dynamic_k(model):
         ),
     ],
 )
-def test_mismatched_models_fail_at_load(tiny, tmp_path, edit, message):
-    path = tiny_variant(tiny, tmp_path, edit)
+def test_mismatched_models_fail_at_load(tiny_model, tmp_path, edit, message):
+    path = tiny_variant(tiny_model, tmp_path, edit)
     with pytest.raises(ModelError, match=message) as caught:
         open_backend(path, "onnxruntime-cpu")
     assert str(path) in str(caught.value)
 
 
-def test_problems_only_a_run_shows_fail_at_activation_not_first_frame(tiny, tmp_path):
+def test_problems_only_a_run_shows_fail_at_activation_not_first_frame(tiny_model, tmp_path):
     def wrong_k_hidden(model):
         dynamic_k(model)
         set_meta(model, "alscout.num_heads", "4")
         set_meta(model, "alscout.default_boxes", json.dumps([[1, 1]] * 4))
 
-    backend = open_backend(tiny_variant(tiny, tmp_path, wrong_k_hidden), "onnxruntime-cpu")
+    backend = open_backend(tiny_variant(tiny_model, tmp_path, wrong_k_hidden), "onnxruntime-cpu")
     with pytest.raises(ModelError, match="metadata says K=4"):
         backend.activate()
     assert not backend.is_active
-    logits = open_backend(tiny_variant(tiny, tmp_path, sigmoid_to_identity), "onnxruntime-cpu")
+    logits = open_backend(
+        tiny_variant(tiny_model, tmp_path, sigmoid_to_identity), "onnxruntime-cpu"
+    )
     with pytest.raises(ModelError, match=r"not probabilities in \[0, 1\]"):
         logits.activate()
 
 
-def test_corrupt_and_missing_files_are_model_errors(tiny, tmp_path):
+def test_corrupt_and_missing_files_are_model_errors(tiny_model, tmp_path):
     corrupt = tmp_path / "corrupt.onnx"
-    corrupt.write_bytes(tiny.read_bytes()[:300])
+    corrupt.write_bytes(tiny_model.read_bytes()[:300])
     with pytest.raises(ModelError, match="cannot load"):
         open_backend(corrupt, "onnxruntime-cpu")
     with pytest.raises(ModelError, match="not found"):
@@ -238,11 +225,11 @@ def test_corrupt_and_missing_files_are_model_errors(tiny, tmp_path):
 # --- registry --------------------------------------------------------------------------
 
 
-def test_auto_picks_the_best_available_and_says_why(tiny, caplog):
+def test_auto_picks_the_best_available_and_says_why(tiny_model, caplog):
     import onnxruntime
 
     caplog.set_level(logging.INFO, logger="alscout.runtime.backends.registry")
-    backend = open_backend(tiny)
+    backend = open_backend(tiny_model)
     available = onnxruntime.get_available_providers()
     if "CUDAExecutionProvider" not in available:
         assert backend.name == "onnxruntime-cpu"
@@ -252,22 +239,22 @@ def test_auto_picks_the_best_available_and_says_why(tiny, caplog):
     assert len(backend.model_info.sha256) == 64
 
 
-def test_registry_refuses_unknown_names_formats_and_mismatches(tiny, tmp_path):
+def test_registry_refuses_unknown_names_formats_and_mismatches(tiny_model, tmp_path):
     with pytest.raises(ConfigError, match="unknown backend"):
-        open_backend(tiny, "openvino")
+        open_backend(tiny_model, "openvino")
     with pytest.raises(ConfigError, match="cannot run a onnx file"):
-        open_backend(tiny, "tensorrt")
+        open_backend(tiny_model, "tensorrt")
     with pytest.raises(ModelError, match=r"unknown model format '\.tflite'"):
         open_backend(tmp_path / "m.tflite")
 
 
-def test_unavailable_gpu_providers_raise_instead_of_falling_back(tiny):
+def test_unavailable_gpu_providers_raise_instead_of_falling_back(tiny_model):
     import onnxruntime
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("this onnxruntime has CUDA; the fallback case cannot be shown here")
     with pytest.raises(BackendUnavailableError, match="no CUDAExecutionProvider"):
-        open_backend(tiny, "onnxruntime-cuda")
+        open_backend(tiny_model, "onnxruntime-cuda")
 
 
 def test_engine_without_sidecar_or_metadata_fails_at_load(tmp_path):
@@ -280,10 +267,10 @@ def test_engine_without_sidecar_or_metadata_fails_at_load(tmp_path):
         open_backend(engine)
 
 
-def test_engine_with_metadata_needs_tensorrt_or_is_refused_by_it(tiny, tmp_path):
+def test_engine_with_metadata_needs_tensorrt_or_is_refused_by_it(tiny_model, tmp_path):
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"not an engine")
-    info = open_backend(tiny).model_info
+    info = open_backend(tiny_model).model_info
     sidecar_path(engine).write_text(json.dumps({"metadata": info.to_metadata()}))
     try:
         import tensorrt  # noqa: F401
@@ -295,12 +282,12 @@ def test_engine_with_metadata_needs_tensorrt_or_is_refused_by_it(tiny, tmp_path)
         open_backend(engine)
 
 
-def test_ort_options_are_validated(tiny):
+def test_ort_options_are_validated(tiny_model):
     with pytest.raises(ConfigError, match="graph_optimization"):
         OrtOptions(graph_optimization="max")
     with pytest.raises(ConfigError):
         OrtOptions(intra_op_threads=-1)
-    backend = OnnxRuntimeBackend(tiny, options=OrtOptions(intra_op_threads=1))
+    backend = OnnxRuntimeBackend(tiny_model, options=OrtOptions(intra_op_threads=1))
     with backend:
         assert backend.infer(np.zeros((1, 3, 40, 40), np.float32)).shape == (1, 5, 40, 40)
 
@@ -329,7 +316,7 @@ def test_model_info_is_the_same_through_every_reader(detector_files):
 
 
 @pytest.fixture
-def fake_engine(tiny, tmp_path, monkeypatch):
+def fake_engine(tiny_model, tmp_path, monkeypatch):
     fake = load_asset("fake_tensorrt")
     cudart = fake.install(monkeypatch)
     profiles = [
@@ -337,24 +324,24 @@ def fake_engine(tiny, tmp_path, monkeypatch):
         [(1, 3, 32, 32), (8, 3, 96, 128), (8, 3, 192, 256)],
     ]
     engine = tmp_path / "tiny.engine"
-    engine.write_bytes(fake.engine_bytes(tiny.read_bytes(), profiles, precision="fp32"))
-    info = open_backend(tiny).model_info
+    engine.write_bytes(fake.engine_bytes(tiny_model.read_bytes(), profiles, precision="fp32"))
+    info = open_backend(tiny_model).model_info
     sidecar = {"metadata": info.to_metadata(), "onnx_sha256": info.sha256,
                "tensorrt_version": fake.VERSION}  # fmt: skip
     sidecar_path(engine).write_text(json.dumps(sidecar))
     return engine, cudart, fake
 
 
-def test_tensorrt_backend_picks_profiles_and_manages_buffers(tiny, fake_engine):
+def test_tensorrt_backend_picks_profiles_and_manages_buffers(tiny_model, fake_engine):
     engine, cudart, _ = fake_engine
     backend = open_backend(engine)
     assert backend.name == "tensorrt"
     assert backend.model_info.file_format == "tensorrt"
-    assert backend.model_info.source_sha256 == open_backend(tiny).model_info.sha256
+    assert backend.model_info.source_sha256 == open_backend(tiny_model).model_info.sha256
     assert backend.profiles[0] == ShapeProfile((4, 96, 128), (4, 96, 128), (4, 96, 128))
     assert backend.probe_shape() == (4, 3, 96, 128)
     rng = np.random.default_rng(0)
-    with backend, open_backend(tiny) as reference:
+    with backend, open_backend(tiny_model) as reference:
         for shape, profile in [((4, 3, 96, 128), 0), ((3, 3, 50, 60), 1), ((8, 3, 192, 256), 1)]:
             images = rng.standard_normal(shape, dtype=np.float32)
             np.testing.assert_allclose(backend.infer(images), reference.infer(images), atol=1e-6)
@@ -365,7 +352,7 @@ def test_tensorrt_backend_picks_profiles_and_manages_buffers(tiny, fake_engine):
     assert cudart.live_allocations == {}
 
 
-def test_tensorrt_backend_refuses_bad_engines_at_load(tiny, fake_engine):
+def test_tensorrt_backend_refuses_bad_engines_at_load(tiny_model, fake_engine):
     engine, _, fake = fake_engine
     sidecar = json.loads(sidecar_path(engine).read_text())
     sidecar_path(engine).write_text(json.dumps({**sidecar, "tensorrt_version": "8.6.1"}))
@@ -375,7 +362,7 @@ def test_tensorrt_backend_refuses_bad_engines_at_load(tiny, fake_engine):
     engine.write_bytes(b"garbage")
     with pytest.raises(ModelError, match="could not deserialize"):
         open_backend(engine)
-    engine.write_bytes(fake.engine_bytes(tiny.read_bytes(), [[(1, 3, 32, 32)] * 3]))
+    engine.write_bytes(fake.engine_bytes(tiny_model.read_bytes(), [[(1, 3, 32, 32)] * 3]))
     sidecar["metadata"]["alscout.num_heads"] = "4"
     sidecar["metadata"]["alscout.default_boxes"] = json.dumps([[1, 1]] * 4)
     sidecar_path(engine).write_text(json.dumps(sidecar))

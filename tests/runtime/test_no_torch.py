@@ -8,21 +8,18 @@ process computes.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from shared_inputs import write_tiny_detector
 
 from alscout.runtime.backends import open_backend
 from alscout.runtime.pipeline import ScoringPipeline
-
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 CHILD = r"""
 import json, pkgutil, sys
@@ -69,10 +66,7 @@ print(json.dumps({
 
 
 def test_runtime_imports_and_scores_without_torch(tmp_path):
-    spec = importlib.util.spec_from_file_location("asset_tiny", ASSETS / "tiny_detector.py")
-    asset = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(asset)
-    model = asset.write(tmp_path / "tiny.onnx")
+    model = write_tiny_detector(tmp_path / "tiny.onnx")
     (tmp_path / "tiny.pt2").write_bytes(b"placeholder that must never be opened")
     rng = np.random.default_rng(3)
     frames = [rng.integers(0, 256, (60 + 10 * i, 80, 3), dtype=np.uint8) for i in range(3)]

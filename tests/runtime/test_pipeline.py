@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-import importlib.util
 import threading
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -18,21 +16,6 @@ from alscout.runtime.pipeline import (
     resize_frame,
 )
 from alscout.runtime.scoring import aggregate, pixel_scores
-
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
-VIDEO = Path(__file__).resolve().parents[3] / "shared" / "data" / "pets09_s2l1" / "vtest.avi"
-
-
-def load_asset(name: str):
-    spec = importlib.util.spec_from_file_location(f"asset_{name}", ASSETS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return load_asset("tiny_detector").write(tmp_path_factory.mktemp("tiny") / "tiny.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +51,9 @@ def reference_z(backend, frames, config: PipelineConfig) -> np.ndarray:
 
 
 @pytest.mark.parametrize("double", [True, False])
-def test_scores_equal_the_steps_done_by_hand(tiny, frames, double):
+def test_scores_equal_the_steps_done_by_hand(tiny_model, frames, double):
     config = PipelineConfig(batch_size=3, double_evaluation=double, radius=4, region=20)
-    with ScoringPipeline(open_backend(tiny, "onnxruntime-cpu"), config) as pipeline:
+    with ScoringPipeline(open_backend(tiny_model, "onnxruntime-cpu"), config) as pipeline:
         scores = pipeline.score(frames)
         expected = reference_z(pipeline.backend, frames, config)
     assert len(scores) == len(frames)
@@ -79,19 +62,19 @@ def test_scores_equal_the_steps_done_by_hand(tiny, frames, double):
     assert len({round(s.z, 6) for s in scores}) > 3  # the frames really differ
 
 
-def test_batch_size_does_not_change_scores(tiny, frames):
-    backend = open_backend(tiny, "onnxruntime-cpu")
+def test_batch_size_does_not_change_scores(tiny_model, frames):
+    backend = open_backend(tiny_model, "onnxruntime-cpu")
     with backend:
         one = ScoringPipeline(backend, PipelineConfig(batch_size=1)).score(frames)
         all_at_once = ScoringPipeline(backend, PipelineConfig(batch_size=16)).score(frames)
     np.testing.assert_allclose([s.z for s in one], [s.z for s in all_at_once], rtol=1e-5)
 
 
-def test_double_evaluation_makes_scores_mirror_invariant(tiny, frames):
+def test_double_evaluation_makes_scores_mirror_invariant(tiny_model, frames):
     # Regions tile from the left; with a width the region divides, mirroring the frame
     # mirrors the merged maps exactly, so z must not change.
     config = PipelineConfig(region=32, input_size=(96, 128))
-    with ScoringPipeline(open_backend(tiny, "onnxruntime-cpu"), config) as pipeline:
+    with ScoringPipeline(open_backend(tiny_model, "onnxruntime-cpu"), config) as pipeline:
         z = [s.z for s in pipeline.score(frames[:4])]
         z_mirrored = [s.z for s in pipeline.score([f[:, ::-1] for f in frames[:4]])]
         single = ScoringPipeline(
@@ -103,9 +86,9 @@ def test_double_evaluation_makes_scores_mirror_invariant(tiny, frames):
     assert not np.allclose(z_single, z_single_m, rtol=1e-5)
 
 
-def test_heatmaps_are_block_maxima_of_the_score_map(tiny, frames):
+def test_heatmaps_are_block_maxima_of_the_score_map(tiny_model, frames):
     config = PipelineConfig(heatmap_stride=16)
-    with ScoringPipeline(open_backend(tiny, "onnxruntime-cpu"), config) as pipeline:
+    with ScoringPipeline(open_backend(tiny_model, "onnxruntime-cpu"), config) as pipeline:
         scores = pipeline.score(frames[:2], heatmaps=True)
         maps = pixel_scores(pipeline.probabilities(frames[:2]))
     for score, score_map in zip(scores, maps, strict=True):
@@ -115,8 +98,8 @@ def test_heatmaps_are_block_maxima_of_the_score_map(tiny, frames):
         assert score.heatmap.max() == pytest.approx(score_map.max())
 
 
-def test_frame_scores_carry_the_model_identity_and_timings(tiny, frames):
-    with ScoringPipeline(open_backend(tiny, "onnxruntime-cpu")) as pipeline:
+def test_frame_scores_carry_the_model_identity_and_timings(tiny_model, frames):
+    with ScoringPipeline(open_backend(tiny_model, "onnxruntime-cpu")) as pipeline:
         score = pipeline.score(frames[:2])[0]
         info = pipeline.model_info
     assert score.model_version == info.version == "test-1"
@@ -144,8 +127,8 @@ def test_resize_follows_the_trainers_rule():
     assert resize_frame(big, 40, 60) is big
 
 
-def test_bad_frames_are_refused_by_index(tiny, frames):
-    with ScoringPipeline(open_backend(tiny, "onnxruntime-cpu")) as pipeline:
+def test_bad_frames_are_refused_by_index(tiny_model, frames):
+    with ScoringPipeline(open_backend(tiny_model, "onnxruntime-cpu")) as pipeline:
         with pytest.raises(InvalidInputError, match="frame 1 must be"):
             pipeline.score([frames[0], frames[0].astype(np.float32)])
         with pytest.raises(InvalidInputError, match="frame 0 must be"):
@@ -172,15 +155,15 @@ def test_config_is_validated(kwargs):
         PipelineConfig(**kwargs)
 
 
-def test_pipeline_activates_at_start_and_a_bad_model_fails_there(tiny, tmp_path):
+def test_pipeline_activates_at_start_and_a_bad_model_fails_there(tiny_model, tmp_path):
     import onnx
 
-    backend = open_backend(tiny, "onnxruntime-cpu")
+    backend = open_backend(tiny_model, "onnxruntime-cpu")
     pipeline = ScoringPipeline(backend)
     assert backend.is_active
     pipeline.close()
     assert not backend.is_active
-    model = onnx.load(str(tiny))
+    model = onnx.load(str(tiny_model))
     model.graph.node[-1].op_type = "Identity"  # logits instead of probabilities
     bad = tmp_path / "logits.onnx"
     onnx.save(model, str(bad))
@@ -188,8 +171,10 @@ def test_pipeline_activates_at_start_and_a_bad_model_fails_there(tiny, tmp_path)
         ScoringPipeline(open_backend(bad, "onnxruntime-cpu"))
 
 
-def test_concurrent_callers_get_their_own_results(tiny, frames):
-    with ScoringPipeline(open_backend(tiny, "onnxruntime-cpu"), PipelineConfig(batch_size=2)) as p:
+def test_concurrent_callers_get_their_own_results(tiny_model, frames):
+    with ScoringPipeline(
+        open_backend(tiny_model, "onnxruntime-cpu"), PipelineConfig(batch_size=2)
+    ) as p:
         expected = [s.z for s in p.score(frames)]
         results: dict[int, list[float]] = {}
 
@@ -206,13 +191,12 @@ def test_concurrent_callers_get_their_own_results(tiny, frames):
         np.testing.assert_allclose(got, expected[i:] + expected[:i], rtol=1e-6)
 
 
-@pytest.mark.skipif(not VIDEO.is_file(), reason="PETS09 video not present (../shared/data)")
-def test_real_video_frames_score_and_vary(tiny):
+def test_real_video_frames_score_and_vary(pets_video, tiny_model):
     from alscout.export.frames import read_frames
 
-    frames = read_frames(VIDEO, limit=6, stride=40)
+    frames = read_frames(pets_video, limit=6, stride=40)
     assert frames[0].shape == (360, 480, 3)
-    with ScoringPipeline(open_backend(tiny, "onnxruntime-cpu")) as pipeline:
+    with ScoringPipeline(open_backend(tiny_model, "onnxruntime-cpu")) as pipeline:
         z = np.array([s.z for s in pipeline.score(frames)])
     assert np.isfinite(z).all() and (z > 0).all()
     assert np.unique(np.round(z, 6)).size == len(frames)

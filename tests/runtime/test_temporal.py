@@ -62,8 +62,9 @@ def test_temporal_imports_without_torch() -> None:
                     raise ImportError(f"{name} is not allowed on the vehicle")
         sys.meta_path.insert(0, Block())
         import numpy as np
-        from alscout.runtime.temporal import flag_recording, select_video
-        flag_recording(np.arange(50.0), threshold="adaptive", history=20, min_history=5)
+        from alscout.runtime.temporal import SelectorConfig, flag_recording, select_video
+        config = SelectorConfig(threshold="adaptive", history=20, min_history=5)
+        flag_recording(np.arange(50.0), config)
         select_video(np.arange(50.0), 2)
         assert "torch" not in sys.modules
         """

@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alscout.runtime.temporal import AdaptiveThreshold, OnlineSelector, flag_recording, smooth
+from alscout.runtime.temporal import (
+    AdaptiveThreshold,
+    OnlineSelector,
+    SelectorConfig,
+    flag_recording,
+    smooth,
+)
 
 
 def kth_largest_candidate(window: list[float | None], rate: float) -> float:
@@ -74,9 +80,10 @@ def reference_adaptive(z, dt1, rate, history, min_history):
 )
 def test_adaptive_selector_equals_the_rule(z, dt1, rate, history, data) -> None:
     min_history = data.draw(st.integers(0, history))
-    decisions = flag_recording(
-        z, dt1=dt1, threshold="adaptive", target_rate=rate, history=history, min_history=min_history
+    config = SelectorConfig(
+        dt1=dt1, threshold="adaptive", target_rate=rate, history=history, min_history=min_history
     )
+    decisions = flag_recording(z, config)
     flagged = [d.frame for d in decisions if d.flagged]
     assert flagged == reference_adaptive(z, dt1, rate, history, min_history)
     warming = [d.frame for d in decisions if d.reason == "warming_up"]
@@ -117,7 +124,8 @@ def test_adaptive_threshold_holds_one_percent_on_a_stationary_stream(phi: float,
 def test_adaptive_threshold_follows_a_change_of_score_scale() -> None:
     # A newer model scores on another scale: the rate comes back within one history.
     z = np.concatenate([ar1_scores(30_000, 0.5, 1), 50.0 * ar1_scores(30_000, 0.5, 2)])
-    decisions = flag_recording(z, threshold="adaptive", history=3000, min_history=300)
+    config = SelectorConfig(threshold="adaptive", history=3000, min_history=300)
+    decisions = flag_recording(z, config)
     late = decisions[40_000:]
     rate = sum(d.flagged for d in late) / len(late)
     assert 0.008 <= rate <= 0.012

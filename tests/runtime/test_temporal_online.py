@@ -14,6 +14,7 @@ from alscout.runtime.temporal import (
     Decision,
     OnlineSelector,
     Reason,
+    SelectorConfig,
     flag_recording,
     smooth,
 )
@@ -85,7 +86,8 @@ def test_streaming_equals_the_rule_and_the_whole_recording(stream, p, budget, da
     assert all(b - a > p["dt1"] for a, b in itertools.pairwise(want))
     assert not [t for t in want if any(abs(t - e) <= p["dt2"] for e in earlier)]
     # The whole-recording driver gives the same decisions.
-    assert flag_recording(z, frames=frames, **settings_) == decisions
+    config = SelectorConfig(**p, max_flags=max_flags, per_frames=per_frames)
+    assert flag_recording(z, config, earlier, frames=frames) == decisions
 
 
 @settings(max_examples=60, deadline=None)
@@ -111,7 +113,7 @@ def test_chunked_pushes_equal_frame_by_frame(n: int, cuts: list[int], seed: int)
 def test_reasons_on_a_constructed_stream() -> None:
     z = np.zeros(200)
     z[50], z[60], z[120], z[180] = 5.0, 4.0, 0.5, 3.0
-    decisions = flag_recording(z, threshold=0.3, earlier=[182])
+    decisions = flag_recording(z, SelectorConfig(threshold=0.3), earlier=[182])
     by_frame = {d.frame: d for d in decisions}
     assert [d.frame for d in decisions if d.flagged] == [50]
     assert by_frame[50].reason == Reason.FLAGGED == "flagged"
@@ -126,14 +128,16 @@ def test_tie_goes_to_the_earliest_frame() -> None:
     z = np.zeros(60)
     z[20:23] = 1.0  # a plateau: zhat[20] == zhat[22] by symmetry, zhat[21] is the peak
     z[40] = z[45] = 1.0  # equal peaks 5 apart: the earlier one wins
-    flagged = [d.frame for d in flag_recording(z, dt=0, dt1=6, threshold=0.5) if d.flagged]
+    decisions = flag_recording(z, SelectorConfig(dt=0, dt1=6, threshold=0.5))
+    flagged = [d.frame for d in decisions if d.flagged]
     assert flagged == [20, 40]
 
 
 def test_budget_rule_refuses_without_deferring() -> None:
     # dt = dt1 = 0: every frame is its own local maximum, so only the budget decides.
     z = np.arange(1.0, 31.0)
-    decisions = flag_recording(z, dt=0, dt1=0, threshold=-math.inf, max_flags=2, per_frames=5)
+    config = SelectorConfig(dt=0, dt1=0, threshold=-math.inf, max_flags=2, per_frames=5)
+    decisions = flag_recording(z, config)
     flagged = [d.frame for d in decisions if d.flagged]
     assert flagged == [t for t in range(30) if t % 5 in (0, 1)]
     assert {d.reason for d in decisions if not d.flagged} == {Reason.BUDGET}

@@ -11,6 +11,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from server_harness import harness, served, stub, tiny_model
+from server_harness import harness, served, stub
 
-__all__ = ["harness", "served", "stub", "tiny_model"]
+__all__ = ["harness", "served", "stub"]

@@ -124,7 +124,7 @@ def vehicle_processes(
     env = dict(os.environ, PYTHONPATH=path)
     (folder / "serve.toml").write_text(SERVE_TOML)
     port = free_port()
-    cli = [sys.executable, "-m", "alscout.cli", "-v"]
+    cli = [sys.executable, "-m", "alscout.apps.cli", "-v"]
     serve = ["serve", "--config", str(folder / "serve.toml"), "--model", str(model)]
     serve += ["--port", str(port), "--outbox", str(outbox)]
     upload = ["outbox", "upload", "--outbox", str(outbox), "--sink", str(sink), "--poll", "0.01"]

@@ -46,8 +46,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+for _folder in (HERE.parent, HERE):  # tests/ for shared_inputs, this folder for crash_*
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
 
 from crash_procs import DT2, recording, vehicle_processes  # noqa: E402  # found through the line above
 from crash_report import KINDS, CrashConfig, CrashReport, Round  # noqa: E402
@@ -307,12 +308,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the summary here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    from server_harness import load_asset
+    from shared_inputs import write_tiny_detector
 
     with tempfile.TemporaryDirectory(prefix="alscout-crash-") as tmp:
         folder = args.workdir or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        model = load_asset("tiny_detector").write(folder / "tiny.onnx")
+        model = write_tiny_detector(folder / "tiny.onnx")
         config = CrashConfig(rounds=args.rounds, seed=args.seed, frames=args.frames)
         report = CrashRun(config, folder, model).run()
     summary = report.summary()

@@ -12,8 +12,8 @@ import os
 
 from alscout.server.durable_outbox import DurableOutbox
 from alscout.server.outbox import FlaggedFrame
-from alscout.server.sinks import DirectorySink
 from alscout.server.uploader import Uploader, UploaderConfig
+from alscout.storage.sinks import DirectorySink
 
 RECORDING = "rec-crash"
 CAMERA = "cam0"

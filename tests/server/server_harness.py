@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import queue
 import socket
 import threading
@@ -25,17 +24,9 @@ from alscout.server.app import ScoringServer, create_server
 from alscout.server.config import ServerConfig
 from alscout.server.outbox import MemoryOutbox
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
 #: small windows so a 40-frame stream has several flags and a short latency
 SELECTOR = SelectorConfig(dt=2, sigma=1.0, dt1=3, dt2=1, threshold=0.0)
 PIPELINE = PipelineConfig(batch_size=4, radius=3, region=16, heatmap_stride=16)
-
-
-def load_asset(name: str):
-    spec = importlib.util.spec_from_file_location(f"asset_{name}", ASSETS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class Harness:
@@ -63,11 +54,6 @@ class Harness:
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    return load_asset("tiny_detector").write(tmp_path_factory.mktemp("model") / "tiny.onnx")
 
 
 @pytest.fixture(scope="session")

@@ -23,11 +23,11 @@ from server_harness import (
     SELECTOR,
     Feeder,
     jpeg_frame,
-    load_asset,
     make_config,
     split,
     video_frames,
 )
+from shared_inputs import load_asset
 
 from alscout.runtime.temporal import flag_recording
 from alscout.server._proto import alscout_pb2 as pb
@@ -87,7 +87,7 @@ class NoTorch:
         if name == "torch" or name.startswith("torch."):
             raise ImportError("torch is not installed on the vehicle")
 sys.meta_path.insert(0, NoTorch())
-from alscout.cli import main
+from alscout.apps.cli import main
 code = main(sys.argv[1:])
 assert not any(m == "torch" or m.startswith(("torch.", "alscout.trainer.model"))
                for m in sys.modules), "torch was imported"
@@ -233,8 +233,7 @@ def test_a_cancelled_call_is_cleaned_up_and_the_server_carries_on(served, stub):
     assert metrics.value("alscout_active_streams") == 0
     # the frames it scored are decided as at the end of a stream; flagged ones are kept
     z = [r.z for r in first]
-    c = SELECTOR
-    expected = flag_recording(z, c.dt, c.sigma, c.dt1, c.dt2, c.threshold)
+    expected = flag_recording(z, SELECTOR)
     want = [e.frame for e in expected if e.flagged]
     assert want, "the first frames of the stream should flag one"
     assert [f.frame_index for f in outbox.frames if f.recording_id == "cancelled"] == want

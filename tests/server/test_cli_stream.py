@@ -12,7 +12,7 @@ from server_harness import SELECTOR, video_frames
 from test_security import TOKEN, SecureServer, make_pki
 from test_sources import raw_message, write_mcap, write_video
 
-from alscout.cli import main
+from alscout.apps.cli import main
 from alscout.runtime.temporal import flag_recording
 from alscout.server.cli_stream import default_ids
 from alscout.server.security import TLSConfig
@@ -29,9 +29,7 @@ def read_decisions(path) -> list[dict]:
 def offline(records: list[dict]):
     """The offline driver over the streamed z: the decisions the server must have made."""
     z = [r["z"] for r in records]
-    return flag_recording(
-        z, SELECTOR.dt, SELECTOR.sigma, SELECTOR.dt1, SELECTOR.dt2, SELECTOR.threshold
-    )
+    return flag_recording(z, SELECTOR)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ from server_harness import SELECTOR, Proxy, make_config, split, video_frames
 from alscout.errors import InvalidInputError
 from alscout.runtime.temporal import flag_recording
 from alscout.server._proto import alscout_pb2 as pb
-from alscout.server.client import AsyncScorerClient, ScorerClient, StreamFrame, _Progress
+from alscout.server.client import AsyncScorerClient, ScorerClient, StreamFrame
+from alscout.server.client_progress import StreamProgress
 from alscout.server.outbox import MemoryOutbox
 from alscout.server.security import channel_credentials
 
@@ -46,8 +47,7 @@ def decisions(results) -> dict[int, tuple[int, str, float]]:
 
 
 def offline(z) -> dict[int, tuple[int, str, float]]:
-    c = SELECTOR
-    out = flag_recording(z, c.dt, c.sigma, c.dt1, c.dt2, c.threshold)
+    out = flag_recording(z, SELECTOR)
     flag = {True: pb.DECISION_FLAGGED, False: pb.DECISION_NOT_FLAGGED}
     return {d.frame: (flag[d.flagged], str(d.reason), round(d.smoothed, 9)) for d in out}
 
@@ -70,7 +70,7 @@ def watch_client(monkeypatch):
     """Record the frames the client sends and the resume answers it gets."""
     sent: list[int] = []
     resumes: list[tuple[int, list[int]]] = []
-    message, accept = _Progress.message, _Progress.accept
+    message, accept = StreamProgress.message, StreamProgress.accept
 
     def record_message(self, frame):
         sent.append(frame.frame_index)
@@ -81,8 +81,8 @@ def watch_client(monkeypatch):
             resumes.append((result.resume.last_received_frame, len(sent)))
         return accept(self, result)
 
-    monkeypatch.setattr(_Progress, "message", record_message)
-    monkeypatch.setattr(_Progress, "accept", record_accept)
+    monkeypatch.setattr(StreamProgress, "message", record_message)
+    monkeypatch.setattr(StreamProgress, "accept", record_accept)
     return sent, resumes
 
 

@@ -15,7 +15,8 @@ from server_harness import SELECTOR, Feeder, Proxy, jpeg_frame, make_config, vid
 
 from alscout.server._proto import alscout_pb2 as pb
 from alscout.server._proto import alscout_pb2_grpc
-from alscout.server.client import AsyncScorerClient, ScorerClient, StreamFrame, _Progress
+from alscout.server.client import AsyncScorerClient, ScorerClient, StreamFrame
+from alscout.server.client_progress import StreamProgress
 from alscout.server.outbox import MemoryOutbox
 
 CLIENTS = ["blocking", "asyncio"]
@@ -69,7 +70,7 @@ def watch_resumes(monkeypatch) -> tuple[list[int], list[tuple[bool, int, int]]]:
     """(frame indices sent, (found, last_decided, len(sent)) at each resume answer)."""
     sent: list[int] = []
     resumes: list[tuple[bool, int, int]] = []
-    message, accept = _Progress.message, _Progress.accept
+    message, accept = StreamProgress.message, StreamProgress.accept
 
     def record_message(self, frame):
         sent.append(frame.frame_index)
@@ -80,8 +81,8 @@ def watch_resumes(monkeypatch) -> tuple[list[int], list[tuple[bool, int, int]]]:
             resumes.append((result.resume.found, self.last_decided, len(sent)))
         return accept(self, result)
 
-    monkeypatch.setattr(_Progress, "message", record_message)
-    monkeypatch.setattr(_Progress, "accept", record_accept)
+    monkeypatch.setattr(StreamProgress, "message", record_message)
+    monkeypatch.setattr(StreamProgress, "accept", record_accept)
     return sent, resumes
 
 
@@ -174,13 +175,13 @@ def test_a_fresh_call_waits_for_the_call_it_replaces(busy_server, monkeypatch, c
     rec = f"b-{kind}"
     channel, holder = hold(target, scoring, rec)
     resumes: list[int] = []
-    message = _Progress.resume_message
+    message = StreamProgress.resume_message
 
     def record_resume(self):
         resumes.append(self.last_decided)
         return message(self)
 
-    monkeypatch.setattr(_Progress, "resume_message", record_resume)
+    monkeypatch.setattr(StreamProgress, "resume_message", record_resume)
     release = threading.Timer(0.3, holder.finish)
     release.start()
     try:

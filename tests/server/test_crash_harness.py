@@ -32,8 +32,8 @@ from crash_rounds import CrashRun  # noqa: E402
 from crash_sink import read_sink, verify_crash  # noqa: E402
 
 from alscout.server.durable_outbox import DurableOutbox  # noqa: E402  # after the path set-up
-from alscout.server.sinks import DirectorySink  # noqa: E402
 from alscout.server.uploader import Uploader, UploaderConfig  # noqa: E402
+from alscout.storage.sinks import DirectorySink  # noqa: E402
 
 ROUNDS = 50
 #: every n-th round the uploader is a real ``python -m alscout.server.uploader`` process

@@ -185,7 +185,7 @@ def test_quota_is_remembered_for_readers(tmp_path):
 
 
 def test_alscout_outbox_status_and_check(tmp_path, capsys):
-    from alscout.cli import main
+    from alscout.apps.cli import main
 
     with DurableOutbox(tmp_path, 10_000) as outbox:
         outbox.put(flagged(1))

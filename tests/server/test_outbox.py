@@ -16,8 +16,8 @@ from alscout.server.outbox import (
     FramePayload,
     MemoryOutbox,
     Outbox,
-    check_id,
 )
+from alscout.storage.layout import check_id
 
 
 @pytest.mark.parametrize("bad", ["", "a/b", "..", "a..b", "../x", "x\\y", "é", "a b", "x" * 129])

@@ -13,11 +13,11 @@ from server_harness import (
     SELECTOR,
     Feeder,
     jpeg_frame,
-    load_asset,
     make_config,
     split,
     video_frames,
 )
+from shared_inputs import load_asset
 
 from alscout.errors import OutboxFullError
 from alscout.runtime.temporal import flag_recording
@@ -27,8 +27,7 @@ from alscout.server.outbox import MemoryOutbox
 
 
 def offline(z: list[float], frames: list[int] | None = None):
-    c = SELECTOR
-    return flag_recording(z, c.dt, c.sigma, c.dt1, c.dt2, c.threshold, frames=frames)
+    return flag_recording(z, SELECTOR, frames=frames)
 
 
 def test_streamed_decisions_equal_the_offline_rule(stub, served):

@@ -24,8 +24,6 @@ from alscout.server.sources import (
     paced,
 )
 
-PETS = Path(__file__).resolve().parents[3] / "shared" / "data" / "pets09_s2l1" / "vtest.avi"
-
 HEADER_DEFS = """
 ================================================================================
 MSG: std_msgs/Header
@@ -183,9 +181,8 @@ def test_bad_video_files_are_data_errors(tmp_path):
         list(open_source(junk))
 
 
-@pytest.mark.skipif(not PETS.is_file(), reason=f"the PETS09 video is not at {PETS}")
-def test_pets09_video_reads_as_795_frames():
-    with VideoFileSource(PETS) as source:
+def test_pets09_video_reads_as_795_frames(pets_video):
+    with VideoFileSource(pets_video) as source:
         assert source.total == 795
         first = list(itertools.islice(source, 3))
     assert [(f.width, f.height) for f in first] == [(480, 360)] * 3

@@ -39,7 +39,7 @@ def test_state_matches_the_offline_rule_and_keeps_only_pending_bytes():
     state = StreamState("rec", "cam", CONFIG)
     decisions, flagged = run(state, z)
     assert state.pending_frames == 0
-    expected = flag_recording(z, CONFIG.dt, CONFIG.sigma, CONFIG.dt1, CONFIG.dt2, 0.0)
+    expected = flag_recording(z, CONFIG)
     assert decisions == expected
     assert [f.frame_index for f in flagged] == [e.frame for e in expected if e.flagged]
     assert all(f.image == bytes([f.frame_index]) for f in flagged)

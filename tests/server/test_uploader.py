@@ -18,8 +18,9 @@ from prometheus_client import CollectorRegistry
 from alscout.errors import ConfigError, OutboxFullError, SinkError
 from alscout.server.durable_outbox import DurableOutbox
 from alscout.server.outbox import ContextFrame, FlaggedFrame
-from alscout.server.sinks import DirectorySink, S3Sink
-from alscout.server.uploader import Backoff, TokenBucket, Uploader, UploaderConfig, main
+from alscout.server.uploader import TokenBucket, Uploader, UploaderConfig, main
+from alscout.storage.backoff import Backoff
+from alscout.storage.sinks import DirectorySink, S3Sink
 
 FAST = UploaderConfig(poll_s=0.01, backoff_base_s=0.005, backoff_cap_s=0.02)
 
@@ -278,7 +279,7 @@ def test_uploader_process_entry_point(tmp_path):
 
 
 def test_alscout_outbox_upload(tmp_path):
-    from alscout.cli import main as alscout
+    from alscout.apps.cli import main as alscout
 
     with DurableOutbox(tmp_path / "outbox", 10**6) as outbox:
         outbox.put(flagged(4))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from alscout.cli import main
+from alscout.apps.cli import main
 
 TINY = Path(__file__).resolve().parents[2] / "configs/al/tiny.toml"
 

@@ -102,7 +102,7 @@ def _labels_from_tasks(tasks: Path, boxes: dict[int, list[float]], only: set[int
 def test_fleet_oracle_pauses_until_the_fleet_imports_every_label(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from alscout.cli import main
+    from alscout.apps.cli import main
     from alscout.trainer.al.oracle import FleetOracle
     from alscout.trainer.data.images import read_still
     from alscout.trainer.fleet.pool import LabelPool

@@ -7,12 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from alscout.cli import main
+from alscout.apps.cli import main
 from alscout.trainer.data.coco import read_coco
 from alscout.trainer.data.mot import read_mot
 from alscout.trainer.evaluation.results import read_coco_results, write_coco_results
-
-PETS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "pets09_s2l1"
 
 
 def test_synth_stills_and_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -80,10 +78,10 @@ def test_evaluate_perfect_and_empty_detections(
     assert "unknown image 999" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not PETS.is_dir(), reason="shared PETS09 data not present (../shared/data)")
-def test_convert_real_pets(tmp_path: Path) -> None:
-    convert = ["data", "convert", "--from", "mot", "--to", "coco", "--input", str(PETS / "gt.txt")]
+def test_convert_real_pets(pets_dir: Path, tmp_path: Path) -> None:
+    gt = pets_dir / "gt.txt"
+    convert = ["data", "convert", "--from", "mot", "--to", "coco", "--input", str(gt)]
     out = tmp_path / "pets.json"
-    assert main([*convert, "--images", str(PETS / "vtest.avi"), "--output", str(out)]) == 0
+    assert main([*convert, "--images", str(pets_dir / "vtest.avi"), "--output", str(out)]) == 0
     data = read_coco(out)
     assert len(data) == 795 and data.num_boxes == 4650 and data[0].frame == 0

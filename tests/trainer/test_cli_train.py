@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from alscout.cli import main
+from alscout.apps.cli import main
 from alscout.trainer.checkpoint import load_checkpoint
 from alscout.trainer.data.annotations import Box, Dataset, ImageRecord
 from alscout.trainer.data.coco import write_coco
 
-PETS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "pets09_s2l1"
 SMALL = ["--input-size", "128x96", "--width", "4", "--batch-size", "4", "--threads", "1"]
 
 
@@ -114,15 +113,14 @@ def test_bad_input_ends_in_one_line_and_status_2(coco, tmp_path, capsys):
 
 
 def test_the_command_line_imports_no_pytorch_until_a_command_runs():
-    code = "import sys, alscout.cli as c; c.build_parser(); print('torch' in sys.modules)"
+    code = "import sys, alscout.apps.cli as c; c.build_parser(); print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stderr
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not PETS.is_dir(), reason=f"PETS 2009 data not present at {PETS}")
-def test_trains_and_evaluates_on_real_pets_frames(tmp_path, capsys):
-    gt, video = PETS / "gt.txt", PETS / "vtest.avi"
+def test_trains_and_evaluates_on_real_pets_frames(pets_dir, tmp_path, capsys):
+    gt, video = pets_dir / "gt.txt", pets_dir / "vtest.avi"
     out = tmp_path / "pets"
     data = ["--data", str(gt), "--images", str(video)]
     train = ["train", *data, "--frames", "1-24", "--out", str(out), "--epochs", "1"]

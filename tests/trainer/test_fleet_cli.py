@@ -1,27 +1,18 @@
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from shared_inputs import write_tiny_detector
 
-from alscout.cli import main
+from alscout.apps.cli import main
 from alscout.runtime.model_registry import ModelRegistry
 from alscout.trainer.data.annotations import Box, Dataset, ImageRecord
 from alscout.trainer.data.coco import write_coco
 from alscout.trainer.fleet.pool import LabelPool
-
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
-
-
-def tiny_onnx(path: Path) -> Path:
-    spec = importlib.util.spec_from_file_location("fleet_tiny", ASSETS / "tiny_detector.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.write(path)
 
 
 def upload(sink: Path, recording: str, frame: int, seed: int) -> Path:
@@ -89,7 +80,7 @@ def test_ingest_export_oracle_import(tmp_path, capsys):
 
 
 def test_publish(tmp_path, capsys):
-    model = tiny_onnx(tmp_path / "tiny.onnx")
+    model = write_tiny_detector(tmp_path / "tiny.onnx")
     registry = tmp_path / "registry"
     args = ["fleet", "publish", "--registry", str(registry), "--model", str(model)]
     assert main([*args, "--metrics", '{"mr_fppi1": 0.5}', "--notes", "by hand"]) == 0

@@ -177,10 +177,10 @@ def test_torchrun_finetune_publishes_once_and_matches_one_process(tmp_path, w_l)
     pool = labeled_pool(tmp_path, [5, 25, 45, 59])
     common = ["fleet", "finetune", "--pool", str(pool.root), "--init", str(w_l)]
     common += ["--epochs", "1", "--device", "cpu", "--no-progress"]
-    one = [sys.executable, "-m", "alscout.cli", *common]
+    one = [sys.executable, "-m", "alscout.apps.cli", *common]
     one += ["--out", str(tmp_path / "one"), "--registry", str(tmp_path / "reg1")]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    two = [*torchrun, "--nproc-per-node", "2", "-m", "alscout.cli", *common]
+    two = [*torchrun, "--nproc-per-node", "2", "-m", "alscout.apps.cli", *common]
     two += ["--out", str(tmp_path / "two"), "--registry", str(tmp_path / "reg2")]
     assert "published version=v000001" in run_cli(one, tmp_path)
     assert run_cli(two, tmp_path).count("published version=v000001") == 1  # rank 0 only

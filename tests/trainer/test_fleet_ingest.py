@@ -248,11 +248,10 @@ def test_uploader_sink_layout(tmp_path):
 
 
 def test_ingest_what_the_real_uploader_wrote(tmp_path):
-    pytest.importorskip("alscout.server.uploader", reason="the uploader has not landed")
     from alscout.server.durable_outbox import DurableOutbox
     from alscout.server.outbox import FlaggedFrame
-    from alscout.server.sinks import DirectorySink
     from alscout.server.uploader import Uploader
+    from alscout.storage.sinks import DirectorySink
 
     outbox = DurableOutbox(tmp_path / "outbox")
     # rec-2's frame 70 repeats rec-1's frame 10

@@ -16,11 +16,11 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from moto_s3 import make_bucket
 from scenes import scene
 
-from alscout.cli import main as cli_main
+from alscout.apps.cli import main as cli_main
 from alscout.server.durable_outbox import DurableOutbox
 from alscout.server.outbox import FlaggedFrame
-from alscout.server.sinks import DirectorySink, open_sink
 from alscout.server.uploader import Uploader
+from alscout.storage.sinks import DirectorySink, open_sink
 from alscout.trainer.fleet.ingest import ingest
 from alscout.trainer.fleet.pool import LabelPool
 from alscout.trainer.fleet.sources import S3Source, SinkUnavailableError, open_source

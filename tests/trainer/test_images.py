@@ -13,8 +13,6 @@ from alscout.trainer.data import images
 from alscout.trainer.data.annotations import ImageRecord
 from alscout.trainer.data.images import VideoReader, clear_video_cache, load_image, video_info
 
-PETS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "pets09_s2l1"
-
 
 def _write_video(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48)) -> None:
     """Frames whose mean grey level encodes the frame number (20 * i)."""
@@ -105,8 +103,7 @@ def test_cache_is_bounded(tmp_path: Path) -> None:
     assert len(images._cache) == images._MAX_OPEN_VIDEOS
 
 
-@pytest.mark.skipif(not PETS.is_dir(), reason="shared PETS09 data not present (../shared/data)")
-def test_real_video_frame() -> None:
-    frame = load_image(ImageRecord(0, PETS / "vtest.avi", 480, 360, frame=100))
+def test_real_video_frame(pets_dir: Path) -> None:
+    frame = load_image(ImageRecord(0, pets_dir / "vtest.avi", 480, 360, frame=100))
     assert frame.shape == (360, 480, 3)
     assert frame.std() > 10  # a real scene, not a blank frame

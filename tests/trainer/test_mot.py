@@ -14,8 +14,6 @@ from alscout.trainer.data.formats import read_dataset
 from alscout.trainer.data.images import clear_video_cache, load_image
 from alscout.trainer.data.mot import read_mot, write_mot
 
-PETS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "pets09_s2l1"
-
 
 def _video(path: Path, frames: int = 4) -> Path:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
@@ -116,9 +114,8 @@ def test_write_read_roundtrip(tmp_path: Path) -> None:
         write_mot(two, tmp_path / "t.txt")
 
 
-@pytest.mark.skipif(not PETS.is_dir(), reason="shared PETS09 data not present (../shared/data)")
-def test_real_pets_video() -> None:
-    data = read_mot(PETS / "gt.txt", PETS / "vtest.avi")
+def test_real_pets_video(pets_dir: Path) -> None:
+    data = read_mot(pets_dir / "gt.txt", pets_dir / "vtest.avi")
     assert len(data) == 795 and data.num_boxes == 4650
     assert (data[0].width, data[0].height) == (480, 360)
     assert all(b.x >= 0 and b.x2 <= 480 and b.y2 <= 360 for r in data for b in r.boxes)

@@ -66,7 +66,7 @@ class PoolScores:
 
 def export_model(checkpoint: Path, out: Path, version: str) -> Path:
     """Export ``checkpoint`` to the ONNX file ``out`` (model contract, SPEC §4)."""
-    from alscout.export.checkpoint import export_checkpoint
+    from alscout.trainer.checkpoint_export import export_checkpoint
 
     export_checkpoint(checkpoint, out, version=version, missing_digest="unknown", verify=False)
     return out
@@ -126,7 +126,9 @@ def score_pool(
 
     # One Numba thread per allowed thread: its OpenMP pool is the one PyTorch uses in
     # this process, and a bigger pool left spinning slows the next finetuning ~20x.
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    # (numba.config sets NUMBA_NUM_THREADS at import time through globals(): unseen by mypy)
+    pool_max = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+    numba.set_num_threads(max(1, min(threads, pool_max)))
     n = len(pool)
     z = np.full(n, np.nan)
     fp = np.full(n, -1, np.int64)

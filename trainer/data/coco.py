@@ -166,7 +166,8 @@ def write_coco(dataset: Dataset, path: Path | str, image_root: Path | str | None
             if box.label not in names:
                 names.append(box.label)
     category_ids = {name: i + 1 for i, name in enumerate(names)}
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for record in dataset:
         entry: dict[str, Any] = {
             "id": record.image_id,

@@ -52,7 +52,11 @@ class BoxFilter:
             )
         if (self.train_width is None) != (self.train_height is None):
             raise ConfigError("give both train_width and train_height, or neither")
-        if self.train_width is not None and (self.train_width < 1 or self.train_height < 1):  # type: ignore[operator]
+        if (
+            self.train_width is not None
+            and self.train_height is not None
+            and (self.train_width < 1 or self.train_height < 1)
+        ):
             raise ConfigError(
                 f"training size must be positive, got {self.train_width}x{self.train_height}"
             )

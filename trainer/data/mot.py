@@ -24,21 +24,23 @@ from pathlib import Path
 import cv2
 
 from alscout.errors import DataError, InvalidInputError
+from alscout.files import IMAGE_FILE_SUFFIXES
 from alscout.trainer.data.annotations import Box, Dataset, ImageRecord, clip_to_image
 from alscout.trainer.data.images import video_info
 
-__all__ = ["read_mot", "write_mot", "IMAGE_SUFFIXES"]
+__all__ = ["read_mot", "write_mot"]
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 _IGNORE_CLASSES = {2, 7, 8, 12}
 
 
 def _frame_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_FILE_SUFFIXES)
     if not files:
-        raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in the frame folder")
+        raise DataError(
+            f"{folder}: no images ({', '.join(IMAGE_FILE_SUFFIXES)}) in the frame folder"
+        )
     return files
 
 

@@ -27,9 +27,9 @@ __all__ = [
 
 #: (width, height) at which default boxes are given.
 REFERENCE_SIZE = (640, 480)
-#: The paper's (height, width) default boxes at 640x480, head 0 first. The trainer's
-#: ``PAPER_DEFAULT_BOXES`` holds the same values (a test checks they agree); it is
-#: repeated here so that evaluation does not import PyTorch.
+#: The paper's (height, width) default boxes at 640x480, head 0 first (§3). Defined here,
+#: where no PyTorch is imported, so that the model and the synthetic data take it from
+#: here as ``PAPER_DEFAULT_BOXES`` and evaluation still runs without torch.
 DEFAULT_BOXES: tuple[tuple[float, float], ...] = (
     (270.0, 160.0),
     (225.0, 130.0),

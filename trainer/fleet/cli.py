@@ -11,7 +11,7 @@ Examples::
         --out tasks/cycle1/labels.json          # synthetic data: ground truth labels
     alscout fleet finetune --pool pool/ --init runs/wl/last.pt --out runs/cycle1 \\
         --registry models/ --base-data data/src/annotations.json --val-data val.json
-    torchrun --nproc-per-node 4 -m alscout.cli fleet finetune ...   # 4 GPUs
+    torchrun --nproc-per-node 4 -m alscout.apps.cli fleet finetune ...   # 4 GPUs
     alscout fleet publish --registry models/ --model model.onnx --metrics '{"mr_fppi1": 0.3}'
 
 ``ingest`` exits with 1 when it rejected an upload (each is named on stderr; the

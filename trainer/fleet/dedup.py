@@ -22,6 +22,7 @@ import math
 from collections import defaultdict
 from collections.abc import Hashable, Iterable
 from itertools import combinations
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_Key = TypeVar("_Key", bound=Hashable)
 
 #: bits of :func:`perceptual_hash` (an 8 x 8 DCT hash)
 HASH_BITS = 64
@@ -79,7 +82,7 @@ def _check_hash(value: int) -> int:
     return int(value)
 
 
-class NearDuplicateIndex:
+class NearDuplicateIndex(Generic[_Key]):
     """Hashes with keys; :meth:`query` returns every stored key within ``max_distance``.
 
     ``max_distance``: largest Hamming distance (bits of 64) that counts as a
@@ -109,13 +112,13 @@ class NearDuplicateIndex:
         self._masks = [sum(1 << b for b in group) for group in bit_groups]
         self._probes = [_flips(group, self.radius) for group in bit_groups]
         self._tables: list[dict[int, list[int]]] = [defaultdict(list) for _ in bit_groups]
-        self._keys: list[Hashable] = []
+        self._keys: list[_Key] = []
         self._hashes: list[int] = []
 
     def __len__(self) -> int:
         return len(self._keys)
 
-    def add(self, key: Hashable, value: int) -> None:
+    def add(self, key: _Key, value: int) -> None:
         """Store ``value`` (a 64-bit hash) under ``key``; keys may repeat."""
         value = _check_hash(value)
         slot = len(self._keys)
@@ -141,19 +144,19 @@ class NearDuplicateIndex:
         found.sort()
         return found
 
-    def query(self, value: int) -> list[tuple[Hashable, int]]:
+    def query(self, value: int) -> list[tuple[_Key, int]]:
         """Every ``(key, distance)`` within ``max_distance`` of ``value``, nearest first
         (ties: the earlier added first)."""
         return [(self._keys[slot], distance) for distance, slot in self._near(_check_hash(value))]
 
-    def nearest(self, value: int) -> tuple[Hashable, int] | None:
+    def nearest(self, value: int) -> tuple[_Key, int] | None:
         """The closest stored ``(key, distance)`` within ``max_distance``, or None."""
         hits = self.query(value)
         return hits[0] if hits else None
 
     def pairs(self) -> list[tuple[int, int, int]]:
         """Every near-duplicate pair ``(i, j, distance)``, ``i < j`` in insertion order."""
-        found = []
+        found: list[tuple[int, int, int]] = []
         for i, value in enumerate(self._hashes):
             found.extend((i, j, distance) for distance, j in self._near(value) if j > i)
         return sorted(found)

@@ -142,12 +142,13 @@ def export_onnx(
     ``frames``: real RGB uint8 ``[H, W, 3]`` images to verify on besides random inputs.
     Nothing is written when verification fails (:class:`ModelError`).
     """
-    from alscout.export.checkpoint import export_checkpoint
+    from alscout.trainer.checkpoint_export import export_checkpoint
 
     out = Path(out)
     report = export_checkpoint(
         checkpoint, out, version=version, missing_digest="unknown", frames=frames or []
     )
+    assert report is not None  # verify=True, the default, always reports
     log.info("exported onnx out=%s version=%s %s", out, version, report.describe())
     return out
 

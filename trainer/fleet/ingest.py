@@ -44,9 +44,10 @@ from tqdm import tqdm
 
 from alscout.errors import AlscoutError, ConfigError, DataError
 from alscout.runtime.decode import decode_frame
+from alscout.storage.layout import SUFFIXES
 from alscout.trainer.fleet.dedup import NearDuplicateIndex, perceptual_hash
 from alscout.trainer.fleet.pool import Duplicate, LabelPool, PoolItem, Rejection, now_iso
-from alscout.trainer.fleet.sources import IMAGE_SUFFIXES, FolderSource, UploadSource, open_source
+from alscout.trainer.fleet.sources import FolderSource, UploadSource, open_source
 
 __all__ = ["IngestConfig", "Upload", "IngestReport", "find_uploads", "read_upload", "ingest"]
 
@@ -160,10 +161,10 @@ def _read_record(source: UploadSource, sidecar: str) -> _Record:
     camera_id = _field(record, "camera_id", str, sidecar)
     frame_index = _field(record, "frame_index", int, sidecar)
     image_format = _field(record, "image_format", str, sidecar)
-    for key, value in (("recording_id", recording_id), ("camera_id", camera_id)):
+    for name, value in (("recording_id", recording_id), ("camera_id", camera_id)):
         if not _SAFE_ID.fullmatch(value) or ".." in value:
             raise DataError(
-                f"{sidecar}: {key} {value!r} is not 1-128 characters of A-Z a-z 0-9 . _ - "
+                f"{sidecar}: {name} {value!r} is not 1-128 characters of A-Z a-z 0-9 . _ - "
                 "without '..'"
             )
     if frame_index < 0:
@@ -179,7 +180,7 @@ def _read_record(source: UploadSource, sidecar: str) -> _Record:
         image = source.image_of(sidecar, key)
         stem = PurePosixPath(key).name.split(".")[0]
         sha256 = stem if re.fullmatch(r"[0-9a-f]{64}", stem) else ""
-    if IMAGE_SUFFIXES.get(image_format) != PurePosixPath(image).suffix:
+    if SUFFIXES.get(image_format) != PurePosixPath(image).suffix:
         raise DataError(f"{sidecar}: image_format {image_format!r} does not match {image}")
     return _Record(
         sidecar, record, recording_id, camera_id, frame_index, image_format, image, sha256
@@ -205,13 +206,15 @@ def _read_image(source: UploadSource, record: _Record, vehicle: str) -> Upload:
         )
     except (AlscoutError, ValueError, TypeError) as error:
         raise DataError(f"{image_path}: not a decodable {image_format} frame ({error})") from None
-    suffix = IMAGE_SUFFIXES[image_format]
+    suffix = SUFFIXES[image_format]
     if image_format == "raw":
         ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         if not ok:
             raise DataError(f"{image_path}: could not re-encode the raw frame as PNG")
         data, suffix = png.tobytes(), ".png"
-    metadata = fields.get("metadata") if isinstance(fields.get("metadata"), dict) else {}
+    metadata = fields.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = {}
     try:
         z, smoothed = float(fields.get("z", 0.0)), float(fields.get("smoothed", 0.0))
     except (TypeError, ValueError):
@@ -272,7 +275,7 @@ def ingest(
     sources = [open_source(sink) for sink in sinks]
     records = [(source, record) for source in sources for record in source.records()]
     with pool.edit() as state:
-        index = NearDuplicateIndex(config.max_distance, seed=config.seed)
+        index: NearDuplicateIndex[int] = NearDuplicateIndex(config.max_distance, seed=config.seed)
         for item in state.items:
             index.add(item.item_id, int(item.phash, 16))
         recording_of = {item.item_id: item.recording_id for item in state.items}

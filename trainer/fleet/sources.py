@@ -4,7 +4,7 @@ A source lists the upload records of one sink and reads objects by *locator*: th
 name that messages, rejections and pool items use for it (a file path, or
 ``s3://bucket/key``). :func:`open_source` takes what the vehicles' ``--sink`` took: a
 folder, ``file:///path`` or ``s3://bucket/prefix?endpoint_url=...&region=...``, parsed
-by :func:`alscout.server.sinks.open_sink` (same endpoint and credential settings as
+by :func:`alscout.storage.sinks.open_sink` (same endpoint and credential settings as
 the uploader: boto3's usual chain, ``AWS_ENDPOINT_URL``). The checks of each upload
 are :mod:`alscout.trainer.fleet.ingest`'s, the same for every source.
 
@@ -12,7 +12,7 @@ S3 errors fall in three kinds. An object that is not there (``NoSuchKey``) is th
 upload's problem: a :class:`DataError` naming it, so ingest rejects it and goes on.
 A missing bucket, refused or absent credentials, or any other client error end the
 ingest: :class:`SinkUnavailableError` naming the sink's URL. Network errors, 5xx and
-throttling are retried with the uploader's :class:`~alscout.server.uploader.Backoff`
+throttling are retried with the uploader's :class:`~alscout.storage.backoff.Backoff`
 (exponential, full jitter), ``attempts`` tries in all, then end the ingest too.
 """
 
@@ -28,6 +28,8 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 
 from alscout.errors import ConfigError, DataError, SinkUnavailableError
+from alscout.storage.backoff import Backoff
+from alscout.storage.layout import SUFFIXES
 
 __all__ = [
     "UploadSource",
@@ -35,12 +37,10 @@ __all__ = [
     "S3Source",
     "SinkUnavailableError",
     "open_source",
-    "IMAGE_SUFFIXES",
 ]
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {"jpeg": ".jpg", "png": ".png", "raw": ".raw"}
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _TRANSIENT = {
     "SlowDown",
@@ -97,8 +97,7 @@ class FolderSource:
                 path
                 for path in self.root.rglob("*.json")
                 if not path.name.startswith(".")  # temporary files of a writer at work
-                and path.with_name(path.name.removesuffix(".json")).suffix
-                in IMAGE_SUFFIXES.values()
+                and path.with_name(path.name.removesuffix(".json")).suffix in SUFFIXES.values()
             ]
         return sorted(found)
 
@@ -140,8 +139,6 @@ class S3Source:
         seed: int = 0,
         sleep: Callable[[float], object] = time.sleep,
     ) -> None:
-        from alscout.server.uploader import Backoff
-
         if attempts < 1 or not 1 <= page_size <= 1000:
             raise ConfigError(
                 f"need attempts >= 1 and page_size 1..1000, got {attempts}, {page_size}"
@@ -159,7 +156,7 @@ class S3Source:
     @classmethod
     def from_url(cls, url: str, **options: Any) -> S3Source:
         """The source of ``s3://bucket/prefix?...``, configured as :func:`open_sink` does."""
-        from alscout.server.sinks import S3Sink, open_sink
+        from alscout.storage.sinks import S3Sink, open_sink
 
         sink = open_sink(url)
         if not isinstance(sink, S3Sink):

@@ -94,6 +94,7 @@ class DomainConfig:
 
     def with_(self, **changes: object) -> DomainConfig:
         """A copy with some fields changed (validated again)."""
+        # values of any type: __post_init__ checks them again
         return replace(self, **changes)  # type: ignore[arg-type]
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from alscout.trainer.evaluation.detections import DEFAULT_BOXES as PAPER_DEFAULT_BOXES
 from alscout.trainer.synth.domain import RGB, DomainConfig
 
 __all__ = [
@@ -24,15 +25,6 @@ __all__ = [
     "sample_box_size",
     "draw_pedestrian",
 ]
-
-#: (height, width) in pixels at 640x480, the paper's five default boxes (largest first).
-PAPER_DEFAULT_BOXES: tuple[tuple[float, float], ...] = (
-    (270.0, 160.0),
-    (225.0, 130.0),
-    (145.0, 80.0),
-    (80.0, 50.0),
-    (55.0, 31.0),
-)
 
 _SKIN: tuple[RGB, ...] = (
     (241, 194, 166),
@@ -143,9 +135,10 @@ def draw_pedestrian(
         reach = sign * swing * stride * (w / 2 - limb / 2 - half_hip * 0.3)
         foot = (float(np.clip(hip[0] + reach, x + limb / 2, x + w - limb / 2)), foot_y)
         knee = ((hip[0] + foot[0]) / 2 + facing * 0.04 * w * abs(swing), (hip_y + foot_y) / 2)
-        colour = look.trousers if sign > 0 else tuple(int(c * 0.8) for c in look.trousers)
-        _limb(image, hip, knee, limb * 1.1, colour)  # type: ignore[arg-type]
-        _limb(image, knee, foot, limb, colour)  # type: ignore[arg-type]
+        r, g, b = look.trousers
+        colour = look.trousers if sign > 0 else (int(r * 0.8), int(g * 0.8), int(b * 0.8))
+        _limb(image, hip, knee, limb * 1.1, colour)
+        _limb(image, knee, foot, limb, colour)
         toe = foot[0] + (facing or side) * limb * 0.4
         _ellipse(image, (toe, y + h - 0.025 * h - 1), (limb * 0.75, 0.025 * h), look.shoes)
 

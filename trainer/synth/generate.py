@@ -277,7 +277,7 @@ def generate_video(
         (out / "img1").mkdir(exist_ok=True)
     else:
         writer = cv2.VideoWriter(
-            str(video), cv2.VideoWriter_fourcc(*_CONTAINERS[container]), fps, (width, height)
+            str(video), cv2.VideoWriter.fourcc(*_CONTAINERS[container]), fps, (width, height)
         )
         if not writer.isOpened():
             raise DataError(f"{video}: OpenCV cannot write {container} video here")

@@ -54,7 +54,9 @@ def _texture(rng: np.random.Generator, height: int, width: int, amplitude: float
     """Low-frequency noise ``[H, W, 1]`` float32 with standard deviation ~``amplitude``."""
     coarse = rng.normal(0.0, amplitude, size=(max(2, height // 24), max(2, width // 24), 1))
     fine = rng.normal(0.0, amplitude * 0.4, size=(max(2, height // 4), max(2, width // 4), 1))
-    up = cv2.resize(coarse.astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
+    up: np.ndarray = cv2.resize(
+        coarse.astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC
+    )
     up += cv2.resize(fine.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
     return up[:, :, None]
 
@@ -221,7 +223,7 @@ def finish_frame(rng: np.random.Generator, image: np.ndarray, domain: DomainConf
 
     ``image``: ``[H, W, 3]`` uint8 RGB; returns a new uint8 image of the same shape.
     """
-    pixels = image.astype(np.float32)
+    pixels: np.ndarray = image.astype(np.float32)
     gains = np.array(domain.colour_cast, np.float32) * domain.brightness
     pixels = ((pixels - 128.0) * domain.contrast + 128.0) * gains
     if domain.blur_sigma > 0:

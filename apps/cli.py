@@ -25,18 +25,28 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("alscout.server.cli", "run the gRPC scoring service on the vehicle"),
     "outbox": ("alscout.server.cli_outbox", "status, check and upload of the flagged-frame outbox"),
     "stream": ("alscout.server.cli_stream", "send a video, folder, MCAP or camera to a server"),
-    "export": ("alscout.export.cli", "export a checkpoint to ONNX, .pt2 or a TensorRT engine"),
+    "export": (
+        "alscout.trainer.cli_export",
+        "export a checkpoint to ONNX, .pt2 or a TensorRT engine",
+    ),
     "train": ("alscout.trainer.cli_train", "train or finetune the pedestrian detector"),
     "evaluate": ("alscout.trainer.cli_evaluate", "Caltech miss rate of a trained detector"),
     "al": ("alscout.trainer.al.cli", "active-learning experiments: cycles, baselines, ablations"),
     "fleet": ("alscout.trainer.fleet.cli", "uploads -> labeling pool -> finetune -> publish"),
-    "report": ("alscout.report", "HTML report of a streamed recording: scores, flags, heat maps"),
-    "demo": ("alscout.demo", "train, serve, stream, upload and report on this machine"),
+    "report": (
+        "alscout.apps.report",
+        "HTML report of a streamed recording: scores, flags, heat maps",
+    ),
+    "demo": ("alscout.apps.demo", "train, serve, stream, upload and report on this machine"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full parser; command modules are imported here to add their options."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (to add its options).
+
+    Every command is listed with its help line; ``command=None`` imports none of them
+    (``alscout --help``), so the vehicle's ``alscout serve`` never loads the trainer.
+    """
     parser = argparse.ArgumentParser(
         prog="alscout",
         description="Score camera frames for active learning of object detectors.",
@@ -45,16 +55,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
-        module.configure(command_parser)
-        command_parser.set_defaults(_module=module)
+        if name == command:
+            module = importlib.import_module(module_name)
+            module.configure(command_parser)
+            command_parser.set_defaults(_module=module)
     return parser
+
+
+def _chosen_command(argv: Sequence[str]) -> str | None:
+    """The command named in ``argv``: its first word that is not an option."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; errors the user can fix end in one line and exit status 2."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_chosen_command(argv))
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -10,7 +10,7 @@ import pytest
 from moto_s3 import make_bucket
 
 from alscout.errors import ConfigError, SinkError
-from alscout.server.sinks import DirectorySink, S3Sink, Sink, check_key, open_sink
+from alscout.storage.sinks import DirectorySink, S3Sink, Sink, check_key, open_sink
 
 MIB = 1024 * 1024
 

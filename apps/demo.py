@@ -152,7 +152,7 @@ def check_disk(folder: Path, need_mb: int) -> int:
 class StepLog:
     """The commands run so far: (name, command as a user types it, seconds)."""
 
-    steps: list[dict[str, object]] = field(default_factory=list)
+    steps: list[dict[str, str | float]] = field(default_factory=list)
 
     def run(self, name: str, command: str, **paths: object) -> None:
         """Run ``alscout <command>`` in a subprocess, its output shown as it comes.
@@ -171,7 +171,11 @@ class StepLog:
 
     def record(self, name: str, command: str, seconds: float, cpu_s: float | None = None) -> None:
         """Add a step: wall-clock ``seconds`` and (for a finished subprocess) its CPU seconds."""
-        step = {"name": name, "command": command, "seconds": round(seconds, 2)}
+        step: dict[str, str | float] = {
+            "name": name,
+            "command": command,
+            "seconds": round(seconds, 2),
+        }
         if cpu_s is not None:
             step["cpu_s"] = round(cpu_s, 2)
         self.steps.append(step)
@@ -184,7 +188,7 @@ def _children_cpu_s() -> float:
 
 
 def _alscout(args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "alscout.cli", *args]
+    return [sys.executable, "-m", "alscout.apps.cli", *args]
 
 
 def _prepare_model(config: DemoConfig, steps: StepLog) -> tuple[Path, Path]:
@@ -279,7 +283,9 @@ class ServerProcess:
                         f"alscout serve did not start: {self._last_line()} (log: {self.log_file})"
                     )
                 try:
-                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                    # types-grpcio-health-checking's HealthStub declares no RPC methods
+                    request = health_pb2.HealthCheckRequest()
+                    reply = stub.Check(request, timeout=1.0)  # type: ignore[attr-defined]
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
                         return
                 except grpc.RpcError:

@@ -13,19 +13,19 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from alscout import cli
-from alscout.errors import DataError
-from alscout.report import (
+from alscout.apps import cli
+from alscout.apps.report import (
     build_report,
     histogram_quantile,
     latency_quantiles,
     load_decisions,
     overlay_heatmap,
 )
+from alscout.errors import DataError
 from alscout.server.durable_outbox import DurableOutbox
 from alscout.server.outbox import FlaggedFrame
-from alscout.server.sinks import DirectorySink
 from alscout.server.uploader import Uploader
+from alscout.storage.sinks import DirectorySink
 
 CHROMIUM = shutil.which("chromium") or (
     "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None

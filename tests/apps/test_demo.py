@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from alscout import cli, demo
+from alscout.apps import cli, demo
 from alscout.errors import CapacityError, ConfigError, DataError
 
-ALSCOUT = [sys.executable, "-m", "alscout.cli"]
+ALSCOUT = [sys.executable, "-m", "alscout.apps.cli"]
 
 
 def _alscout(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -103,12 +103,8 @@ def test_unreadable_video(tmp_path, capsys):
     assert "OpenCV cannot read a frame" in _one_line_error(capsys)
 
 
-PETS = Path(__file__).resolve().parents[3] / "shared" / "data" / "pets09_s2l1" / "vtest.avi"
-
-
-@pytest.mark.skipif(not PETS.is_file(), reason=f"PETS09 video not present at {PETS}")
-def test_a_real_video_is_accepted():
-    assert demo.check_video(PETS) == (795, 480, 360)
+def test_a_real_video_is_accepted(pets_video):
+    assert demo.check_video(pets_video) == (795, 480, 360)
 
 
 def test_a_folder_is_not_a_video(tmp_path):

@@ -1,17 +1,16 @@
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import cv2
 import numpy as np
 import onnx
 import pytest
+from shared_inputs import write_tiny_detector
 
-from alscout.cli import main
+from alscout.apps.cli import main
 
 torch = pytest.importorskip("torch", reason="export needs torch (the train extra)")
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +72,7 @@ def test_export_onnx_without_a_digest_says_what_to_pass(tmp_path, capsys):
 
 
 def test_export_trt_reports_what_is_missing(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("asset_tiny", ASSETS / "tiny_detector.py")
-    asset = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(asset)
-    onnx_path = asset.write(tmp_path / "det.onnx")
+    onnx_path = write_tiny_detector(tmp_path / "det.onnx")
     engine = tmp_path / "det.engine"
     code = main(["export", "trt", "--onnx", str(onnx_path), "--out", str(engine),
                  "--precision", "int8"])  # fmt: skip

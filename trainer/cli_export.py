@@ -108,8 +108,8 @@ def _frames(args: argparse.Namespace) -> list[Any]:
 
 
 def _from_checkpoint(args: argparse.Namespace) -> str:
-    from alscout.export.checkpoint import export_checkpoint
     from alscout.export.onnx import DEFAULT_OPSET
+    from alscout.trainer.checkpoint_export import export_checkpoint
 
     report = export_checkpoint(
         args.checkpoint,
@@ -121,6 +121,7 @@ def _from_checkpoint(args: argparse.Namespace) -> str:
         opset=getattr(args, "opset", DEFAULT_OPSET),  # pt2 has no --opset
         frames=_frames(args),
     )
+    assert report is not None  # verify=True, the default, always reports
     return f"wrote {args.out}\n{report.describe()}"
 
 

@@ -15,19 +15,25 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import html
 import io
-import json
 import logging
-import math
 import sys
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from alscout.apps.report_inputs import (
+    DecisionRow,
+    FrameView,
+    histogram_quantile,
+    latency_quantiles,
+    load_decisions,
+    load_flagged_frames,
+    load_run_info,
+)
 from alscout.errors import DataError, InvalidInputError
 
 __all__ = [
@@ -45,241 +51,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: the JSONL values of "decision" (server/cli_stream.py writes them)
-_DECISIONS = {"flagged": True, "not_flagged": False}
 _THUMB_WIDTH = 360
-
-
-@dataclass(frozen=True)
-class DecisionRow:
-    """One line of the decisions file. Scores are floats; ``nan`` where the file has null."""
-
-    recording_id: str
-    camera_id: str
-    frame_index: int
-    flagged: bool
-    reason: str
-    z: float
-    smoothed: float
-    threshold: float
-
-
-@dataclass(frozen=True)
-class FrameView:
-    """A flagged frame as the report shows it.
-
-    ``image``: ``[H, W, 3]`` uint8 RGB as the camera sent it, or None when it could not
-    be found. ``heatmap``: ``[h, w]`` float32 block maxima of the score map S (cells of
-    ``heatmap_stride`` pixels at the model's input size), or None. ``location``: where
-    the bytes were read from; ``problem``: why something is missing ("" if nothing).
-    """
-
-    decision: DecisionRow
-    image: np.ndarray | None
-    heatmap: np.ndarray | None
-    location: str
-    problem: str = ""
-
-
-# ------------------------------------------------------------------------- inputs
-
-
-def load_decisions(path: Path) -> list[DecisionRow]:
-    """Read a decisions JSONL file, sorted by (recording, camera, frame).
-
-    Raises :class:`DataError` naming the file and line when it is missing, a line is
-    not a decision record, or a frame appears twice.
-    """
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{path}: decisions file missing (write it with alscout stream)") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: cannot read the decisions file: {error}") from error
-    rows: dict[tuple[str, str, int], DecisionRow] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-            row = DecisionRow(
-                recording_id=str(record["recording_id"]),
-                camera_id=str(record["camera_id"]),
-                frame_index=_index(record["frame_index"]),
-                flagged=_DECISIONS[record["decision"]],
-                reason=str(record.get("reason", "")),
-                z=_number(record.get("z")),
-                smoothed=_number(record.get("smoothed")),
-                threshold=_number(record.get("threshold")),
-            )
-        except json.JSONDecodeError as error:
-            raise DataError(f"{where}: not JSON: {error.msg}") from None
-        except (KeyError, TypeError, ValueError) as error:
-            raise DataError(f"{where}: not a decision record ({error!r})") from None
-        key = (row.recording_id, row.camera_id, row.frame_index)
-        if key in rows:
-            raise DataError(f"{where}: frame {key} has a second decision")
-        rows[key] = row
-    if not rows:
-        raise DataError(f"{path}: no decisions in the file")
-    return [rows[key] for key in sorted(rows)]
-
-
-def _index(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"frame_index must be an integer >= 0, got {value!r}")
-    return value
-
-
-def _number(value: object) -> float:
-    if value is None:
-        return math.nan
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"expected a number or null, got {value!r}")
-    return float(value)
-
-
-def load_flagged_frames(
-    flagged: list[DecisionRow], outbox: Path | None, sink: Path | None
-) -> list[FrameView]:
-    """Images and heat maps of ``flagged`` frames: from the outbox while they wait for
-    upload, from the directory ``sink`` once uploaded (the outbox then frees them)."""
-    if outbox is None:
-        return [_from_sink(d, sink, None) for d in flagged]
-    from alscout.server.durable_outbox import INDEX_NAME, DurableOutbox
-
-    if not (outbox / INDEX_NAME).is_file():
-        raise DataError(f"{outbox}: not an outbox folder (no {INDEX_NAME}); pass --outbox DIR")
-    views = []
-    with DurableOutbox(outbox) as store:
-        stored = {(f.recording_id, f.camera_id, f.frame_index): f for f in store.frames()}
-        for decision in flagged:
-            row = stored.get((decision.recording_id, decision.camera_id, decision.frame_index))
-            if row is not None and row.state == "pending":
-                views.append(_from_outbox(decision, store, row))
-            elif row is not None and row.state in ("evicted", "corrupt"):
-                views.append(FrameView(decision, None, None, "outbox", f"{row.state} in outbox"))
-            else:
-                views.append(_from_sink(decision, sink, row))
-    return views
-
-
-def _from_outbox(decision: DecisionRow, store: Any, row: Any) -> FrameView:
-    refs = {ref.role: ref for ref in row.blobs}
-    try:
-        image = _decode(store.read_blob(refs["image"]), row.record)
-        heat = _heatmap(store.read_blob(refs["heatmap"])) if "heatmap" in refs else None
-    except ValueError as error:  # DataError, or the decoder's InvalidInputError
-        return FrameView(decision, None, None, "outbox", str(error))
-    return FrameView(decision, image, heat, "outbox (waiting for upload)")
-
-
-def _from_sink(decision: DecisionRow, sink: Path | None, row: Any) -> FrameView:
-    if sink is None:
-        where = "uploaded" if row is not None else "not in the outbox"
-        return FrameView(decision, None, None, "-", f"{where}; pass --sink to show it")
-    from alscout.errors import SinkError
-    from alscout.server.uploader import record_key
-
-    key = record_key(decision)  # reads recording_id, camera_id, frame_index only
-    if not (sink / key).is_file():
-        return FrameView(decision, None, None, "-", "in neither the outbox nor the sink")
-    try:
-        record = json.loads((sink / key).read_text(encoding="utf-8"))
-        keys = record["keys"]
-        image = _decode(_sink_blob(sink, keys["image"]), record)
-        heat = _heatmap(_sink_blob(sink, keys["heatmap"])) if "heatmap" in keys else None
-    except (OSError, KeyError, TypeError, ValueError, SinkError) as error:
-        return FrameView(decision, None, None, f"sink {key}", f"unreadable upload: {error}")
-    return FrameView(decision, image, heat, f"sink {key}")
-
-
-def _sink_blob(sink: Path, key: str) -> bytes:
-    from alscout.server.sinks import check_key
-
-    data = (sink / check_key(key)).read_bytes()  # a key may not leave the sink
-    expected = Path(key).name.split(".")[0]
-    if hashlib.sha256(data).hexdigest() != expected:
-        raise DataError(f"{sink / key}: content does not match its sha256 name")
-    return data
-
-
-def _decode(data: bytes, record: dict[str, Any]) -> np.ndarray:
-    from alscout.runtime.decode import decode_frame
-
-    return decode_frame(
-        data,
-        encoding=str(record.get("image_format", "jpeg")),
-        width=int(record.get("width") or 0),
-        height=int(record.get("height") or 0),
-        pixel_format=str(record.get("pixel_format") or "rgb8"),
-    )
-
-
-def _heatmap(data: bytes) -> np.ndarray:
-    heat = np.load(io.BytesIO(data), allow_pickle=False)
-    if heat.ndim != 2:
-        raise DataError(f"heat map has shape {heat.shape}, expected [h, w]")
-    return heat.astype(np.float32)
-
-
-def load_run_info(path: Path) -> dict[str, Any]:
-    """The run facts ``alscout demo`` writes (a JSON object)."""
-    try:
-        info = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: run info file missing") from None
-    except (OSError, json.JSONDecodeError) as error:
-        raise DataError(f"{path}: not a readable JSON file: {error}") from error
-    if not isinstance(info, dict):
-        raise DataError(f"{path}: expected a JSON object")
-    return info
-
-
-# ------------------------------------------------------------------------- metrics
-
-
-def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
-    """The ``q`` quantile of a cumulative histogram, interpolated as Prometheus does.
-
-    ``buckets``: (upper bound, cumulative count) pairs, any order, the last bound
-    ``inf``. Returns ``nan`` for an empty histogram; a quantile in the ``+Inf`` bucket
-    is the largest finite bound.
-    """
-    if not 0.0 <= q <= 1.0:
-        raise InvalidInputError(f"q must be in [0, 1], got {q}")
-    ordered = sorted(buckets)
-    if not ordered or ordered[-1][1] <= 0:
-        return math.nan
-    rank = q * ordered[-1][1]
-    lower, below = 0.0, 0.0
-    for bound, count in ordered:
-        if count >= rank and count > below:
-            if math.isinf(bound):
-                return lower
-            return lower + (bound - lower) * (rank - below) / (count - below)
-        lower, below = bound, count
-    return lower
-
-
-def latency_quantiles(metrics_text: str, stage: str = "total") -> dict[str, float]:
-    """p50/p90/p99 (milliseconds) and count of ``alscout_frame_latency_seconds{stage}``
-    in a Prometheus text exposition; empty when the histogram is absent."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    buckets = []
-    for family in text_string_to_metric_families(metrics_text):
-        if family.name != "alscout_frame_latency_seconds":
-            continue
-        for sample in family.samples:
-            if sample.name.endswith("_bucket") and sample.labels.get("stage") == stage:
-                buckets.append((float(sample.labels["le"]), float(sample.value)))
-    if not buckets or max(c for _, c in buckets) <= 0:
-        return {}
-    result = {f"p{int(q * 100)}": 1e3 * histogram_quantile(q, buckets) for q in (0.5, 0.9, 0.99)}
-    result["count"] = max(c for _, c in buckets)
-    return result
 
 
 # ------------------------------------------------------------------------- pictures
@@ -405,7 +177,7 @@ def render_page(
     return "\n".join(parts)
 
 
-def _table(rows: list[tuple[str, str]], header: tuple[str, ...] = ()) -> str:
+def _table(rows: Sequence[tuple[str, ...]], header: tuple[str, ...] = ()) -> str:
     esc = html.escape
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = "".join(
@@ -476,10 +248,10 @@ def _speed_section(info: dict[str, Any]) -> str:
     steps = info.get("steps") or []
     if steps:
         parts.append("<p>Steps of this run:</p>")
-        rows = [
+        step_rows = [
             (s["name"], f"{s['seconds']:.1f} s", _cpu(s.get("cpu_s")), s["command"]) for s in steps
         ]
-        table = _table(rows, header=("step", "wall clock", "CPU", "command"))
+        table = _table(step_rows, header=("step", "wall clock", "CPU", "command"))
         parts.append(f"<div class='steps'>{table}</div>")
     return "\n".join(parts)
 

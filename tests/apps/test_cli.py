@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
 import pytest
 
-from alscout import cli
+from alscout.apps import cli
 from alscout.errors import AlscoutError, DataError, InvalidInputError
 
 
 def test_every_registered_command_builds_its_parser():
-    parser = cli.build_parser()
-    help_text = parser.format_help()
+    help_text = cli.build_parser().format_help()
     for name in cli.COMMANDS:
         assert name in help_text
+        parser = cli.build_parser(name)
+        (commands,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        assert commands.choices[name].get_default("_module") is not None, name
+
+
+def test_help_imports_no_command_module():
+    code = (
+        "import sys; from alscout.apps import cli; cli.build_parser().format_help();"
+        "loaded = [m for n in cli.COMMANDS.values() for m in [n[0]] if m in sys.modules];"
+        "assert not loaded, loaded; assert 'torch' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_version_flag(capsys):
@@ -56,7 +68,10 @@ def test_error_hierarchy_keeps_value_error_for_bad_input():
 
 def test_console_script_runs():
     result = subprocess.run(
-        [sys.executable, "-m", "alscout.cli", "--help"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "alscout.apps.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0
     assert "COMMAND" in result.stdout
