@@ -28,6 +28,8 @@ import numpy as np
 from alscout.apps.report_inputs import (
     DecisionRow,
     FrameView,
+    LatencySummary,
+    Quantile,
     histogram_quantile,
     latency_quantiles,
     load_decisions,
@@ -46,6 +48,8 @@ __all__ = [
     "load_flagged_frames",
     "histogram_quantile",
     "latency_quantiles",
+    "LatencySummary",
+    "Quantile",
     "overlay_heatmap",
 ]
 
@@ -235,13 +239,13 @@ def _speed_section(info: dict[str, Any]) -> str:
         rows.append(("throughput", f"{fps:.1f} frames/s (client wall clock, whole call)"))
     metrics_text = info.get("metrics_text", "")
     for stage in ("total", "inference", "queue"):
-        quantiles = latency_quantiles(metrics_text, stage) if metrics_text else {}
-        if quantiles:
+        quantiles = latency_quantiles(metrics_text, stage) if metrics_text else None
+        if quantiles is not None:
             rows.append(
                 (
                     f"server latency, {stage}",
-                    f"p50 {quantiles['p50']:.1f} ms · p90 {quantiles['p90']:.1f} ms · "
-                    f"p99 {quantiles['p99']:.1f} ms ({int(quantiles['count'])} samples)",
+                    f"p50 {quantiles.p50} · p90 {quantiles.p90} · "
+                    f"p99 {quantiles.p99} ({quantiles.count} samples)",
                 )
             )
     parts.append(_table(rows) if rows else "<p>Not measured (no run facts given).</p>")

@@ -28,6 +28,8 @@ __all__ = [
     "load_run_info",
     "histogram_quantile",
     "latency_quantiles",
+    "LatencySummary",
+    "Quantile",
 ]
 
 log = logging.getLogger(__name__)
@@ -226,32 +228,61 @@ def load_run_info(path: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------- metrics
 
 
-def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
-    """The ``q`` quantile of a cumulative histogram, interpolated as Prometheus does.
+@dataclass(frozen=True)
+class Quantile:
+    """A latency quantile in milliseconds. ``beyond``: it fell in the ``+Inf`` bucket,
+    so all the histogram knows is that it exceeds ``ms``, the largest finite bound."""
 
-    ``buckets``: (upper bound, cumulative count) pairs, any order, the last bound
-    ``inf``. Returns ``nan`` for an empty histogram; a quantile in the ``+Inf`` bucket
-    is the largest finite bound.
-    """
+    ms: float
+    beyond: bool = False
+
+    def __str__(self) -> str:
+        if not self.beyond:
+            return f"{self.ms:.1f} ms"
+        return f"> {self.ms / 1e3:g} s" if self.ms >= 1e3 else f"> {self.ms:g} ms"
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """Quantiles of one stage's latency histogram and its number of samples."""
+
+    p50: Quantile
+    p90: Quantile
+    p99: Quantile
+    count: int
+
+
+def _locate(q: float, buckets: list[tuple[float, float]]) -> tuple[float, bool]:
+    """(the ``q`` quantile, whether it lies in the ``+Inf`` bucket); see below."""
     if not 0.0 <= q <= 1.0:
         raise InvalidInputError(f"q must be in [0, 1], got {q}")
     ordered = sorted(buckets)
     if not ordered or ordered[-1][1] <= 0:
-        return math.nan
+        return math.nan, False
     rank = q * ordered[-1][1]
     lower, below = 0.0, 0.0
     for bound, count in ordered:
         if count >= rank and count > below:
             if math.isinf(bound):
-                return lower
-            return lower + (bound - lower) * (rank - below) / (count - below)
+                return lower, True
+            return lower + (bound - lower) * (rank - below) / (count - below), False
         lower, below = bound, count
-    return lower
+    return lower, False
 
 
-def latency_quantiles(metrics_text: str, stage: str = "total") -> dict[str, float]:
+def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """The ``q`` quantile of a cumulative histogram, interpolated as Prometheus does.
+
+    ``buckets``: (upper bound, cumulative count) pairs, any order, the last bound
+    ``inf``. Returns ``nan`` for an empty histogram; a quantile in the ``+Inf`` bucket
+    is the largest finite bound (a lower bound of the truth: show it as "> bound").
+    """
+    return _locate(q, buckets)[0]
+
+
+def latency_quantiles(metrics_text: str, stage: str = "total") -> LatencySummary | None:
     """p50/p90/p99 (milliseconds) and count of ``alscout_frame_latency_seconds{stage}``
-    in a Prometheus text exposition; empty when the histogram is absent."""
+    in a Prometheus text exposition; None when the histogram is absent or empty."""
     from prometheus_client.parser import text_string_to_metric_families
 
     buckets = []
@@ -262,7 +293,11 @@ def latency_quantiles(metrics_text: str, stage: str = "total") -> dict[str, floa
             if sample.name.endswith("_bucket") and sample.labels.get("stage") == stage:
                 buckets.append((float(sample.labels["le"]), float(sample.value)))
     if not buckets or max(c for _, c in buckets) <= 0:
-        return {}
-    result = {f"p{int(q * 100)}": 1e3 * histogram_quantile(q, buckets) for q in (0.5, 0.9, 0.99)}
-    result["count"] = max(c for _, c in buckets)
-    return result
+        return None
+
+    def quantile(q: float) -> Quantile:
+        seconds, beyond = _locate(q, buckets)
+        return Quantile(1e3 * seconds, beyond)
+
+    count = int(max(c for _, c in buckets))
+    return LatencySummary(quantile(0.5), quantile(0.9), quantile(0.99), count)

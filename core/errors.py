@@ -20,6 +20,7 @@ __all__ = [
     "ShuttingDownError",
     "StreamBusyError",
     "StreamTakenOverError",
+    "ResumeDeniedError",
     "SinkError",
     "SinkUnavailableError",
     "ServiceUnavailableError",
@@ -72,6 +73,11 @@ class StreamBusyError(InvalidInputError):
 
 class StreamTakenOverError(CapacityError):
     """A resuming call took the stream over from this one (gRPC ABORTED)."""
+
+
+class ResumeDeniedError(InvalidInputError):
+    """A resume without the stream's resume token: only the stream's owner may resume it
+    (gRPC PERMISSION_DENIED)."""
 
 
 class SinkError(AlscoutError):

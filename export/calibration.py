@@ -19,7 +19,7 @@ import numpy as np
 
 from alscout.errors import DataError
 from alscout.export.frames import iter_frames
-from alscout.files import IMAGE_FILE_SUFFIXES
+from alscout.files import frame_files
 from alscout.runtime.backends.profiles import ShapeProfile
 from alscout.runtime.backends.tensorrt import cuda_call, import_cudart, import_tensorrt
 from alscout.runtime.model_info import ModelInfo
@@ -86,13 +86,8 @@ class CalibrationBatches:
         """Hex SHA-256 naming this calibration set: the files (names, sizes), limit, stride,
         batch size and input size. Goes into the engine cache key."""
         digest = hashlib.sha256()
-        if self.source.is_dir():
-            files = sorted(
-                p for p in self.source.iterdir() if p.suffix.lower() in IMAGE_FILE_SUFFIXES
-            )
-        else:
-            files = [self.source]
-        if not files or not all(f.is_file() for f in files):
+        files = frame_files(self.source) if self.source.is_dir() else [self.source]
+        if not all(f.is_file() for f in files):
             raise DataError(f"{self.source}: no calibration frames found")
         for file in files:
             digest.update(f"{file.name}:{file.stat().st_size};".encode())

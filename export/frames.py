@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from alscout.errors import DataError
-from alscout.files import IMAGE_FILE_SUFFIXES
+from alscout.files import frame_files
 
 __all__ = ["iter_frames", "read_frames"]
 
@@ -22,7 +22,8 @@ def iter_frames(
 ) -> Iterator[np.ndarray]:
     """Yield RGB uint8 frames ``[H, W, 3]`` from ``source``.
 
-    ``source``: a folder (its images in name order) or a video file (frames in order).
+    ``source``: a folder (its images in natural name order, :func:`alscout.files.frame_files`)
+    or a video file (frames in order).
     Every ``stride``-th frame is kept, at most ``limit`` of them. A missing source, an
     unreadable image or a video that yields nothing raises :class:`DataError`.
     """
@@ -55,8 +56,7 @@ def read_frames(
 
 
 def _folder_frames(folder: Path, stride: int) -> Iterator[np.ndarray]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_FILE_SUFFIXES)
-    for file in files[::stride]:
+    for file in frame_files(folder)[::stride]:
         image = cv2.imread(str(file), cv2.IMREAD_COLOR)
         if image is None:
             raise DataError(f"{file}: not a readable image")

@@ -4,6 +4,8 @@ SPEC §4: an ONNX export must match PyTorch to 1e-4 absolute on random and real
 inputs; a TensorRT engine must match ONNX Runtime within a stated tolerance
 (:data:`ENGINE_TOLERANCES`) and rank frames the same way (the same top-20 frames by
 image score). :func:`compare_backends` is the comparator every pair goes through.
+``alscout export --atol/--rtol`` set another tolerance; a failure names how many values
+are over it and where the worst one is.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from alscout.errors import ModelError
+from alscout.errors import ConfigError, ModelError
 from alscout.runtime.backends.base import Backend
 from alscout.runtime.model_info import ModelInfo
 from alscout.runtime.pipeline import PipelineConfig, ScoringPipeline
 
 __all__ = [
     "Tolerance",
+    "Mismatch",
     "ONNX_TOLERANCE",
     "ENGINE_TOLERANCES",
     "Comparison",
@@ -37,15 +40,33 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Largest allowed absolute difference of probabilities: per element and on average.
+    """Largest allowed difference of probabilities: per element and on average.
 
-    ``top_overlap``: the share of the reference's top-k frames (by image score) the
-    candidate must also rank in its top-k (1.0 = the same set).
+    An element passes when ``|candidate - reference| <= max_abs + rtol * |reference|``
+    (``numpy.isclose``'s rule; ``max_abs`` is the absolute tolerance, ``atol``); the mean
+    absolute difference must stay within ``mean_abs``. ``top_overlap``: the share of the
+    reference's top-k frames (by image score) the candidate must also rank in its top-k
+    (1.0 = the same set).
     """
 
     max_abs: float
     mean_abs: float
     top_overlap: float = 1.0
+    rtol: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_abs", "mean_abs", "rtol"):
+            value = getattr(self, name)
+            if not value >= 0:  # also refuses NaN
+                raise ConfigError(f"tolerance {name} must be >= 0, got {value}")
+        if not 0 <= self.top_overlap <= 1:
+            raise ConfigError(f"tolerance top_overlap must be in [0, 1], got {self.top_overlap}")
+
+    def describe(self) -> str:
+        """The per-element bound, e.g. ``0.0001`` or ``0.0001 + 0.001 * |reference|``."""
+        if self.rtol == 0:
+            return f"{self.max_abs:g}"
+        return f"{self.max_abs:g} + {self.rtol:g} * |reference|"
 
 
 #: ONNX Runtime vs PyTorch, FP32 both (SPEC §4).
@@ -61,28 +82,58 @@ ENGINE_TOLERANCES = {
 
 
 @dataclass(frozen=True)
+class Mismatch:
+    """The element of ``probs [N, K, H, W]`` furthest over the tolerance.
+
+    ``index``: ``(n, k, y, x)``, ``n`` counting images across all compared batches (for
+    real frames: the frame's position among the verification frames).
+    """
+
+    index: tuple[int, int, int, int]
+    reference: float
+    candidate: float
+
+
+@dataclass(frozen=True)
 class Comparison:
-    """Differences between two backends' probabilities over a set of inputs."""
+    """Differences between two backends' probabilities over a set of inputs.
+
+    ``values``: elements compared; ``over``: how many of them are outside the
+    tolerance; ``worst``: the one furthest outside it (None when nothing was compared).
+    """
 
     name: str
     max_abs: float
     mean_abs: float
     inputs: int
     tolerance: Tolerance
+    values: int = 0
+    over: int = 0
+    worst: Mismatch | None = None
 
     @property
     def passed(self) -> bool:
         """Within tolerance on at least one input (nothing compared is not a pass)."""
         tol = self.tolerance
-        return self.inputs > 0 and self.max_abs <= tol.max_abs and self.mean_abs <= tol.mean_abs
+        within = self.over == 0 and (tol.rtol > 0 or self.max_abs <= tol.max_abs)
+        return self.inputs > 0 and within and self.mean_abs <= tol.mean_abs
 
     def describe(self) -> str:
         verdict = "ok" if self.passed else "FAILED"
         tol = self.tolerance
-        return (
-            f"{self.name}: {verdict} max |diff| {self.max_abs:.3g} (<= {tol.max_abs:g}), "
+        text = (
+            f"{self.name}: {verdict} max |diff| {self.max_abs:.3g} (<= {tol.describe()}), "
             f"mean {self.mean_abs:.3g} (<= {tol.mean_abs:g}) over {self.inputs} inputs"
         )
+        if self.over and self.worst is not None:
+            worst = self.worst
+            where = ", ".join(str(i) for i in worst.index)
+            text += (
+                f"; {self.over} of {self.values} values over the tolerance, worst at "
+                f"[n, k, y, x] = [{where}]: reference {worst.reference:.6g}, "
+                f"candidate {worst.candidate:.6g}"
+            )
+        return text
 
 
 @dataclass(frozen=True)
@@ -157,15 +208,32 @@ def compare_backends(
     inputs: Iterable[np.ndarray],
     tolerance: Tolerance,
 ) -> Comparison:
-    """Run each input ``[B, 3, H, W]`` through both (active) backends and compare."""
-    max_abs, total, count, batches = 0.0, 0.0, 0, 0
+    """Run each input ``[B, 3, H, W]`` through both (active) backends and compare their
+    ``probs [B, K, H, W]`` element by element (:class:`Tolerance`)."""
+    max_abs, total, count, batches, over = 0.0, 0.0, 0, 0, 0
+    worst: Mismatch | None = None
+    worst_excess = -np.inf
     for images in inputs:
-        diff = np.abs(reference.infer(images).astype(np.float64) - candidate.infer(images))
-        max_abs = max(max_abs, float(diff.max()))
+        ref = reference.infer(images).astype(np.float64)
+        cand = candidate.infer(images).astype(np.float64)
+        diff = np.abs(ref - cand)
+        # NaN differences count as infinitely far off.
+        excess = np.nan_to_num(diff - tolerance.rtol * np.abs(ref), nan=np.inf) - tolerance.max_abs
+        over += int(np.count_nonzero(excess > 0))
+        flat = int(np.argmax(excess))
+        if excess.flat[flat] > worst_excess:
+            worst_excess = float(excess.flat[flat])
+            n, k, y, x = (int(i) for i in np.unravel_index(flat, excess.shape))
+            worst = Mismatch(
+                (batches + n, k, y, x), float(ref[n, k, y, x]), float(cand[n, k, y, x])
+            )
+        max_abs = max(max_abs, float(np.nan_to_num(diff, nan=np.inf).max()))
         total += float(diff.sum())
         count += diff.size
         batches += images.shape[0]
-    comparison = Comparison(name, max_abs, total / max(1, count), batches, tolerance)
+    comparison = Comparison(
+        name, max_abs, total / max(1, count), batches, tolerance, count, over, worst
+    )
     log.info("backend comparison %s", comparison.describe())
     return comparison
 

@@ -2,7 +2,9 @@
 
 Encoded frames (JPEG, PNG) have their declared size read from the header before any
 pixel is decoded, so a small file that claims a huge image (a decompression bomb) is
-refused cheaply. Every failure is an :class:`InvalidInputError` that names the problem.
+refused cheaply. A JPEG's scans are checked to hold every block before it is decoded
+(:mod:`alscout.runtime.jpeg_scan`): libjpeg would fill cut or zeroed data with grey and
+only warn. Every failure is an :class:`InvalidInputError` that names the problem.
 """
 
 from __future__ import annotations
@@ -13,8 +15,17 @@ import cv2
 import numpy as np
 
 from alscout.errors import InvalidInputError
+from alscout.runtime.jpeg_scan import check_jpeg_data
 
-__all__ = ["ENCODINGS", "PIXEL_FORMATS", "MAX_PIXELS", "MAX_SIDE", "decode_frame", "frame_size"]
+__all__ = [
+    "ENCODINGS",
+    "PIXEL_FORMATS",
+    "MAX_PIXELS",
+    "MAX_SIDE",
+    "decode_frame",
+    "frame_size",
+    "checked_size",
+]
 
 ENCODINGS = ("jpeg", "png", "raw")
 #: raw pixel format -> channels
@@ -57,6 +68,8 @@ def decode_frame(
         return _decode_raw(bytes(data), width, height, pixel_format, max_pixels)
     declared_w, declared_h = frame_size(data, encoding)
     _check_size(declared_w, declared_h, max_pixels, encoding)
+    if encoding == "jpeg":
+        check_jpeg_data(data)
     decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if decoded is None or decoded.ndim != 3 or decoded.shape[2] != 3:
         raise InvalidInputError(f"corrupt {encoding} frame: the decoder could not read it")
@@ -71,6 +84,34 @@ def decode_frame(
             f"size mismatch: {encoding} frame is {got_w}x{got_h}, request says {width}x{height}"
         )
     return np.ascontiguousarray(decoded[:, :, ::-1])
+
+
+def checked_size(
+    data: bytes | bytearray | memoryview,
+    encoding: str,
+    *,
+    width: int = 0,
+    height: int = 0,
+    max_pixels: int = MAX_PIXELS,
+) -> tuple[int, int]:
+    """(width, height) the frame decodes to, read without decoding, within the limits.
+
+    JPEG and PNG: the header's size (:func:`frame_size`); "raw": ``width`` and ``height``.
+    Raises :class:`InvalidInputError` when it cannot be read, or exceeds ``max_pixels``
+    or :data:`MAX_SIDE` pixels per side: the check a server makes before it budgets
+    and decodes a frame.
+    """
+    if encoding not in ENCODINGS:
+        raise InvalidInputError(f"unknown encoding {encoding!r}; use one of {ENCODINGS}")
+    if encoding == "raw":
+        if width <= 0 or height <= 0:
+            raise InvalidInputError("raw frames need width and height > 0")
+    else:
+        if len(data) == 0:
+            raise InvalidInputError(f"empty {encoding} frame")
+        width, height = frame_size(data, encoding)
+    _check_size(width, height, max_pixels, encoding)
+    return width, height
 
 
 def frame_size(data: bytes | bytearray | memoryview, encoding: str) -> tuple[int, int]:

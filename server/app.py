@@ -5,8 +5,8 @@ and (optionally) reflection, over plain TCP or TLS / mutual TLS, optionally behi
 bearer token; Prometheus metrics on their own HTTP port; and a watcher that hot-reloads
 the latest model of a registry. Shutdown is graceful: health flips to NOT_SERVING,
 calls in flight get ``grace_s`` seconds to drain (their frames are scored), the
-streams left are closed (flagged frames stored), then the batcher, the thread pool and
-the model are closed.
+streams left are closed (flagged frames stored), then the batcher, the decode and
+scoring thread pools and the model are closed.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from alscout.server.security import (
     server_credentials,
 )
 from alscout.server.service import ScorerService
+from alscout.server.wire import UndecodableRequestInterceptor
 
 __all__ = ["ScoringServer", "create_server", "serve", "SERVICE_NAME"]
 
@@ -73,7 +75,9 @@ class ScoringServer:
         self.service.start()
         await self.server.start()
         if self.config.metrics_port is not None:
-            self.metrics_port = self.metrics.serve_http(self.config.metrics_port, self.config.host)
+            self.metrics_port = self.metrics.serve_http(
+                self.config.metrics_port, self.config.metrics_host
+            )
         if self.config.model_registry is not None:
             self._watch = asyncio.get_running_loop().create_task(self._watch_registry())
         serving = health_pb2.HealthCheckResponse.SERVING
@@ -118,6 +122,7 @@ class ScoringServer:
             await self._watch
         await self.server.stop(grace)
         await self.service.stop()
+        self.service.admission.close()
         self.executor.shutdown(wait=True)
         self.service.models.close()
         self.metrics.close()
@@ -148,7 +153,7 @@ def create_server(config: ServerConfig, outbox: Outbox | None = None) -> tuple[S
             outbox = owned_outbox = DurableOutbox(
                 config.outbox_dir, quota, registry=metrics.registry
             )
-    interceptors = []
+    interceptors: list[grpc.aio.ServerInterceptor] = []
     if config.auth_token_file is not None:
         interceptors.append(BearerTokenInterceptor(load_token(config.auth_token_file)))
     tls = None
@@ -161,6 +166,8 @@ def create_server(config: ServerConfig, outbox: Outbox | None = None) -> tuple[S
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
     ]
+    # after the token check: an unauthenticated call is refused whatever its bytes
+    interceptors.append(UndecodableRequestInterceptor(metrics))
     server = grpc.aio.server(options=options, interceptors=interceptors)
     alscout_pb2_grpc.add_ScorerServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
@@ -179,6 +186,7 @@ def create_server(config: ServerConfig, outbox: Outbox | None = None) -> tuple[S
             port = server.add_secure_port(config.address, server_credentials(tls))
     except RuntimeError as error:
         models.close()
+        service.admission.close()
         executor.shutdown(wait=False)
         if owned_outbox is not None:
             owned_outbox.close()
@@ -188,8 +196,14 @@ def create_server(config: ServerConfig, outbox: Outbox | None = None) -> tuple[S
     return scoring, port
 
 
-async def serve(config: ServerConfig) -> None:
-    """Run until SIGINT or SIGTERM, then shut down gracefully."""
+async def serve(
+    config: ServerConfig, on_ready: Callable[[ScoringServer, int], None] | None = None
+) -> None:
+    """Run until SIGINT or SIGTERM, then shut down gracefully.
+
+    ``on_ready(server, port)`` is called once the server takes calls and the signal
+    handlers are in place, with the gRPC port it is bound to (the CLI prints it).
+    """
     scoring, port = create_server(config)
     await scoring.start()
     log.info("listening host=%s port=%d model=%s", config.host, port, config.model_path)
@@ -197,6 +211,8 @@ async def serve(config: ServerConfig) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if on_ready is not None:
+        on_ready(scoring, port)
     try:
         await stop.wait()
     finally:

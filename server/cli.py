@@ -1,9 +1,19 @@
-"""``alscout serve``: run the scoring service until SIGINT or SIGTERM."""
+"""``alscout serve``: run the scoring service until SIGINT or SIGTERM.
+
+Once it takes calls it prints where, on stdout, whatever the log level:
+``alscout serve: listening on HOST:PORT`` (the port it bound, also with ``--port 0``) and,
+with a metrics port, ``alscout serve: metrics on http://HOST:PORT/metrics``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from alscout.server.app import ScoringServer
 
 __all__ = ["configure", "run"]
 
@@ -36,6 +46,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--metrics-port", type=int, help="serve Prometheus /metrics here (0: any free port)"
+    )
+    parser.add_argument(
+        "--metrics-host", help="address of the /metrics endpoint (default 127.0.0.1, not --host)"
     )
     parser.add_argument("--tls-cert", dest="tls_cert_file", metavar="PEM", help="TLS certificate")
     parser.add_argument("--tls-key", dest="tls_key_file", metavar="PEM", help="TLS private key")
@@ -83,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         "resume_window_s": args.resume_window_s,
         "context_frames": args.context_frames,
         "metrics_port": args.metrics_port,
+        "metrics_host": args.metrics_host,
         "tls_cert_file": args.tls_cert_file,
         "tls_key_file": args.tls_key_file,
         "tls_client_ca_file": args.tls_client_ca_file,
@@ -90,5 +104,26 @@ def run(args: argparse.Namespace) -> int:
         "model_registry": args.model_registry,
     }
     config = load_config(args.config, env=os.environ, overrides=overrides)
-    asyncio.run(serve(config))
+    asyncio.run(serve(config, on_ready=_announce))
     return 0
+
+
+def _announce(scoring: ScoringServer, port: int) -> None:
+    """Print the addresses the server listens on (stdout; a supervisor may read them)."""
+    config = scoring.config
+    out = f"alscout serve: listening on {_host(config.host)}:{port}\n"
+    if scoring.metrics_port is not None:
+        metrics = f"http://{_host(config.metrics_host)}:{scoring.metrics_port}/metrics"
+        out += f"alscout serve: metrics on {metrics}\n"
+    if sys.stdout is None:  # no stdout at all (a detached service): the log has it
+        return
+    try:
+        sys.stdout.write(out)
+        sys.stdout.flush()
+    except (OSError, ValueError):  # stdout closed or a broken pipe: serve on regardless
+        pass
+
+
+def _host(host: str) -> str:
+    """An IPv6 address in brackets, so ``host:port`` stays readable."""
+    return f"[{host}]" if ":" in host else host

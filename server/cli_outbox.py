@@ -6,13 +6,18 @@ import argparse
 import json
 import sys
 
-__all__ = ["configure", "run"]
+__all__ = ["configure", "run", "PARKED_LISTED"]
+
+#: parked frames ``alscout outbox status`` lists (oldest first; ``counts`` has them all)
+PARKED_LISTED = 100
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the subcommands of ``alscout outbox``."""
     sub = parser.add_subparsers(dest="outbox_command", metavar="SUBCOMMAND", required=True)
-    status = sub.add_parser("status", help="frames per state, bytes waiting, quota (JSON)")
+    status = sub.add_parser(
+        "status", help="frames per state, bytes waiting and parked, quota, parked frames (JSON)"
+    )
     status.add_argument("--outbox", required=True, metavar="DIR", help="the outbox folder")
     check = sub.add_parser(
         "check", help="verify the index and every waiting file's hash; exit 1 on problems"
@@ -39,7 +44,18 @@ def run(args: argparse.Namespace) -> int:
             result: dict[str, object] = {
                 "counts": status.counts,
                 "pending_bytes": status.pending_bytes,
+                "parked_bytes": status.parked_bytes,
                 "quota_bytes": status.quota_bytes,
+                "parked": [
+                    {
+                        "id": f.id,
+                        "recording_id": f.recording_id,
+                        "camera_id": f.camera_id,
+                        "frame_index": f.frame_index,
+                        "reason": f.reason,
+                    }
+                    for f in outbox.frames("parked")[:PARKED_LISTED]
+                ],
             }
             code = 0
         else:

@@ -12,7 +12,9 @@ until its final decision arrives: when the server answers a resume with found=fa
 (it restarted, or the stream expired), it sends every undecided frame again, oldest
 first, so the new stream decides it. A fresh call refused ALREADY_EXISTS before its
 first result (the server has not yet seen this client's previous call end) is retried
-as a fresh call, never as a resume.
+as a fresh call, never as a resume. A resume carries the stream's resume token, which
+every result of the stream holds; a call cut before any result came is retried as a
+fresh call that sends every frame again.
 """
 
 from __future__ import annotations
@@ -180,7 +182,7 @@ class ScorerClient(_Client):
                 feeder.stop()
                 busy = refused_busy(error, resume, answered)
                 time.sleep(backoff.next_delay(error, busy))
-                resume = not busy
+                resume = not busy and progress.can_resume
             finally:
                 feeder.stop()
                 call.cancel()
@@ -346,7 +348,7 @@ class AsyncScorerClient(_Client):
                 changed.set()
                 busy = refused_busy(error, resume, answered.is_set())
                 await asyncio.sleep(backoff.next_delay(error, busy))
-                resume = not busy
+                resume = not busy and progress.can_resume
             finally:
                 over.set()
                 changed.set()

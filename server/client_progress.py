@@ -92,7 +92,8 @@ class StreamProgress:
     frame is released as soon as its own comes, and the deque holds at most the
     selector's lag plus the window. ``unacked``: the frames among them due to be sent
     (again) or whose own result has not arrived. ``last_decided``: the highest frame
-    whose final decision was handed on.
+    whose final decision was handed on. ``resume_token``: the stream's secret from the
+    server's results (None until the first result); a resume must carry it.
     """
 
     def __init__(self, recording_id: str, camera_id: str, want_heatmap: bool) -> None:
@@ -104,6 +105,7 @@ class StreamProgress:
         self.last_decided = -1
         self.last_sent = -1
         self.finished = False
+        self.resume_token: str | None = None
         #: held while a frame is taken from the source and booked (blocking client)
         self.pull_lock = threading.Lock()
 
@@ -126,11 +128,22 @@ class StreamProgress:
             n += 1
         return n
 
+    @property
+    def can_resume(self) -> bool:
+        """Whether a resume is possible: a result (so the resume token) has come.
+
+        Without one the server took no frame this client knows of; the next attempt is a
+        fresh call that sends every undecided frame again.
+        """
+        return self.resume_token is not None
+
     def resume_message(self) -> pb.Frame:
         return pb.Frame(
             recording_id=self.recording_id,
             camera_id=self.camera_id,
-            resume=pb.ResumeRequest(last_decided_frame=self.last_decided),
+            resume=pb.ResumeRequest(
+                last_decided_frame=self.last_decided, resume_token=self.resume_token or ""
+            ),
         )
 
     def message(self, frame: StreamFrame) -> pb.Frame:
@@ -150,6 +163,8 @@ class StreamProgress:
         expired) means the server holds none of this stream's frames: every frame not
         yet decided is due again, oldest first, so the new stream decides it.
         """
+        if result.resume_token:  # the same all the stream long; a new stream has a new one
+            self.resume_token = result.resume_token
         if result.HasField("resume"):
             if result.resume.found:
                 last = result.resume.last_received_frame

@@ -23,7 +23,16 @@ from alscout.runtime.decode import MAX_PIXELS
 from alscout.runtime.pipeline import PipelineConfig
 from alscout.runtime.temporal import SelectorConfig
 
-__all__ = ["ServerConfig", "load_config", "ENV_PREFIXES"]
+__all__ = [
+    "ServerConfig",
+    "MetadataLimits",
+    "load_config",
+    "ENV_PREFIXES",
+    "MESSAGE_HEADROOM_BYTES",
+]
+
+#: bytes a request holds besides its pixels (ids, metadata, timestamps, protobuf framing)
+MESSAGE_HEADROOM_BYTES = 1 << 20
 
 #: fields that hold a path or None
 _PATHS = (
@@ -44,18 +53,41 @@ ENV_PREFIXES = {
 
 
 @dataclass(frozen=True)
+class MetadataLimits:
+    """Bounds on one frame's metadata, in UTF-8 bytes: at most ``keys`` entries, each key
+    at most ``key_bytes``, each value at most ``value_bytes``, keys and values together at
+    most ``total_bytes``. :class:`ServerConfig`'s ``max_metadata_*`` fields set them."""
+
+    keys: int = 64
+    key_bytes: int = 128
+    value_bytes: int = 4096
+    total_bytes: int = 16384
+
+
+_METADATA = MetadataLimits()
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Everything the scoring service needs; validated on construction.
 
     ``model_path``: ONNX file (or TensorRT engine) to score with. ``host``/``port``:
     where to listen (port 0 picks a free port). ``backend``: a name of
     :data:`~alscout.runtime.backends.registry.BACKEND_NAMES`. ``threads``: inference
-    threads (0: the backend's default). ``workers``: threads that decode and score
-    frames off the event loop. ``max_message_bytes``: largest request accepted.
-    ``max_pixels``: largest decoded frame (width x height). ``outbox_dir``: folder for
-    flagged frames, a durable outbox of at most ``outbox_quota_bytes`` (None: its
-    default; ``outbox_dir`` None keeps them in memory, for tests). ``grace_s``: seconds
-    in-flight calls get to finish at shutdown. ``reflection``: serve gRPC reflection.
+    threads (0: the backend's default). ``workers``: threads that score frames and store
+    flagged ones off the event loop. ``max_message_bytes``: largest request accepted
+    (None: fitted to the largest frame the limits allow, a raw RGB frame of
+    ``max_pixels``, plus :data:`MESSAGE_HEADROOM_BYTES`). ``max_pixels``: largest decoded
+    frame (width x height). ``outbox_dir``: folder for flagged frames, a durable outbox
+    of at most ``outbox_quota_bytes`` (None: its default; ``outbox_dir`` None keeps them
+    in memory, for tests). ``grace_s``: seconds in-flight calls get to finish at
+    shutdown. ``reflection``: serve gRPC reflection.
+
+    Decoding (server/admission.py): frames decode in ``decode_workers`` threads of their
+    own; frames over ``large_frame_pixels`` also need one of ``large_decode_slots``
+    (fewer than the workers). A frame's pixels, read from its header, are charged against
+    ``call_pixel_budget`` (its call's frames in flight) and ``server_pixel_budget`` (every
+    call's) until it is scored; no room within ``queue_wait_ms``: RESOURCE_EXHAUSTED.
 
     Batching and flow control (docs/api.md, "Execution"): ``max_batch`` frames per
     inference batch across streams (None: the pipeline's ``batch_size``), formed within
@@ -65,12 +97,16 @@ class ServerConfig:
     Streams: ``idle_timeout_s`` without a frame ends a call; a cut call's streams are
     kept ``resume_window_s`` for resuming (0: closed at once) with their last
     ``resume_log`` decisions; ``context_frames`` before and after a flagged frame are
-    stored with it. ``metrics_port``: Prometheus ``/metrics`` on ``host`` (None: off,
-    0: any free port). Security: ``tls_cert_file`` + ``tls_key_file`` serve TLS,
+    stored with it. ``metrics_port``: Prometheus ``/metrics`` on ``metrics_host`` (None:
+    off, 0: any free port; plain HTTP, so ``metrics_host`` is loopback unless set, whatever
+    ``host`` is). Security: ``tls_cert_file`` + ``tls_key_file`` serve TLS,
     ``tls_client_ca_file`` requires client certificates (mutual TLS); ``auth_token_file``
     holds a bearer token every call must carry. ``model_registry``: a
     :class:`~alscout.runtime.model_registry.ModelRegistry` folder whose latest version is
-    loaded when it changes, polled every ``registry_poll_s`` seconds.
+    loaded when it changes, polled every ``registry_poll_s`` seconds. A frame's metadata
+    holds at most ``max_metadata_keys`` entries, keys of at most ``max_metadata_key_bytes``,
+    values of at most ``max_metadata_value_bytes`` and ``max_metadata_bytes`` in all
+    (UTF-8); a frame over a limit ends its call with INVALID_ARGUMENT.
     """
 
     model_path: Path
@@ -79,8 +115,13 @@ class ServerConfig:
     backend: str = "auto"
     threads: int = 0
     workers: int = 2
-    max_message_bytes: int = 64 * 1024 * 1024
+    max_message_bytes: int | None = None
     max_pixels: int = MAX_PIXELS
+    decode_workers: int = 2
+    large_frame_pixels: int = 3840 * 2160
+    large_decode_slots: int = 1
+    call_pixel_budget: int = 80_000_000
+    server_pixel_budget: int = 160_000_000
     outbox_dir: Path | None = None
     outbox_quota_bytes: int | None = None
     grace_s: float = 10.0
@@ -95,12 +136,17 @@ class ServerConfig:
     resume_log: int = 4096
     context_frames: int = 0
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
     auth_token_file: Path | None = None
     model_registry: Path | None = None
     registry_poll_s: float = 10.0
+    max_metadata_keys: int = _METADATA.keys
+    max_metadata_key_bytes: int = _METADATA.key_bytes
+    max_metadata_value_bytes: int = _METADATA.value_bytes
+    max_metadata_bytes: int = _METADATA.total_bytes
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     selector: SelectorConfig = field(default_factory=SelectorConfig)
 
@@ -116,11 +162,26 @@ class ServerConfig:
                 object.__setattr__(self, name, Path(value))
         if not isinstance(self.host, str) or not self.host:
             raise ConfigError(f"host must be a non-empty string, got {self.host!r}")
+        if not isinstance(self.metrics_host, str) or not self.metrics_host:
+            raise ConfigError(f"metrics_host must be a non-empty string, got {self.metrics_host!r}")
         _check_int("port", self.port, 0, 65535)
         _check_int("threads", self.threads, 0, 1024)
         _check_int("workers", self.workers, 1, 1024)
-        _check_int("max_message_bytes", self.max_message_bytes, 1024, 2**31 - 1)
         _check_int("max_pixels", self.max_pixels, 1, MAX_PIXELS)
+        _check_int("decode_workers", self.decode_workers, 2, 1024)
+        _check_int("large_frame_pixels", self.large_frame_pixels, 1, MAX_PIXELS)
+        _check_int("large_decode_slots", self.large_decode_slots, 1, 1024)
+        if self.large_decode_slots >= self.decode_workers:
+            raise ConfigError(
+                f"large_decode_slots ({self.large_decode_slots}) must be below decode_workers "
+                f"({self.decode_workers}), so small frames always find a free decode worker"
+            )
+        _check_int("call_pixel_budget", self.call_pixel_budget, 1, 2**40)
+        _check_int("server_pixel_budget", self.server_pixel_budget, 1, 2**40)
+        if self.max_message_bytes is None:  # a raw rgb8 frame of max_pixels fits
+            fitted = self.max_pixels * 3 + MESSAGE_HEADROOM_BYTES
+            object.__setattr__(self, "max_message_bytes", fitted)
+        _check_int("max_message_bytes", self.max_message_bytes, 1024, 2**31 - 1)
         if self.backend not in BACKEND_NAMES:
             raise ConfigError(f"backend must be one of {BACKEND_NAMES}, got {self.backend!r}")
         if isinstance(self.grace_s, bool) or not isinstance(self.grace_s, int | float):
@@ -133,6 +194,10 @@ class ServerConfig:
         _check_int("max_inflight", self.max_inflight, 1, 100_000)
         _check_int("resume_log", self.resume_log, 1, 10_000_000)
         _check_int("context_frames", self.context_frames, 0, 1000)
+        _check_int("max_metadata_keys", self.max_metadata_keys, 1, 1_000_000)
+        _check_int("max_metadata_key_bytes", self.max_metadata_key_bytes, 1, 2**31 - 1)
+        _check_int("max_metadata_value_bytes", self.max_metadata_value_bytes, 1, 2**31 - 1)
+        _check_int("max_metadata_bytes", self.max_metadata_bytes, 1, 2**31 - 1)
         if self.outbox_quota_bytes is not None:
             _check_int("outbox_quota_bytes", self.outbox_quota_bytes, 1, 2**62)
         if self.metrics_port is not None:
@@ -164,6 +229,16 @@ class ServerConfig:
     def address(self) -> str:
         """``host:port`` to bind."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def metadata_limits(self) -> MetadataLimits:
+        """The ``max_metadata_*`` fields as one value, for the request checks."""
+        return MetadataLimits(
+            self.max_metadata_keys,
+            self.max_metadata_key_bytes,
+            self.max_metadata_value_bytes,
+            self.max_metadata_bytes,
+        )
 
 
 def load_config(

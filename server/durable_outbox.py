@@ -36,6 +36,16 @@ from alscout.errors import (
 )
 from alscout.files import fsync_dir, write_atomic
 from alscout.server.outbox import FlaggedFrame
+from alscout.server.outbox_schema import (
+    FILE_MODE,
+    FOLDER_MODE,
+    INDEX_NAME,
+    KEPT_STATES,
+    SCHEMA,
+    STATES,
+    make_private,
+    migrate,
+)
 from alscout.storage.layout import SUFFIXES
 
 __all__ = [
@@ -53,36 +63,6 @@ log = logging.getLogger(__name__)
 
 #: default disk quota of a DurableOutbox, bytes of frames not yet uploaded
 DEFAULT_QUOTA_BYTES = 2 * 1024**3
-#: pending: waiting for upload; uploaded: the sink confirmed it (files released, row kept
-#: for the dt2 rule); evicted: dropped under the quota; corrupt: a file failed its hash
-STATES = ("pending", "uploaded", "evicted", "corrupt")
-INDEX_NAME = "index.sqlite3"
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS frames (
-    id INTEGER PRIMARY KEY,
-    recording_id TEXT NOT NULL,
-    camera_id TEXT NOT NULL,
-    frame_index INTEGER NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'uploaded', 'evicted', 'corrupt')),
-    smoothed REAL NOT NULL,
-    nbytes INTEGER NOT NULL,
-    record TEXT NOT NULL,
-    created_ns INTEGER NOT NULL,
-    updated_ns INTEGER NOT NULL,
-    UNIQUE (recording_id, camera_id, frame_index)
-);
-CREATE INDEX IF NOT EXISTS frames_by_state ON frames (state, smoothed);
-CREATE TABLE IF NOT EXISTS blobs (
-    frame_id INTEGER NOT NULL REFERENCES frames (id) ON DELETE CASCADE,
-    role TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    suffix TEXT NOT NULL,
-    nbytes INTEGER NOT NULL,
-    PRIMARY KEY (frame_id, role)
-);
-CREATE INDEX IF NOT EXISTS blobs_by_hash ON blobs (sha256, suffix);
-CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
 
 
 @dataclass(frozen=True)
@@ -102,7 +82,11 @@ class BlobRef:
 
 @dataclass(frozen=True)
 class StoredFrame:
-    """A row of the index: ids, score, size in bytes, the JSON record and the files."""
+    """A row of the index: ids, score, size in bytes, the JSON record and the files.
+
+    ``nbytes``: its files plus the UTF-8 bytes of its metadata (what the quota counts).
+    ``reason``: why it was parked or found corrupt (None otherwise).
+    """
 
     id: int
     recording_id: str
@@ -113,15 +97,20 @@ class StoredFrame:
     nbytes: int
     record: dict[str, object]
     blobs: tuple[BlobRef, ...]
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
 class OutboxStatus:
-    """Frames per state, bytes waiting for upload and the quota (bytes)."""
+    """Frames per state, bytes waiting for upload, bytes parked and the quota (bytes).
+
+    The quota bounds ``pending_bytes + parked_bytes`` (files and metadata).
+    """
 
     counts: dict[str, int]
     pending_bytes: int
     quota_bytes: int
+    parked_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -147,11 +136,13 @@ class DurableOutbox:
 
     Layout: ``index.sqlite3`` (the index, WAL mode), ``objects/<sha[:2]>/<sha><suffix>``
     (image, heat map ``.npy`` and context images, content-addressed), ``tmp/`` (files
-    being written) and ``lock`` (an ``flock`` that serialises writers of all processes).
-    ``quota_bytes``: most bytes of frames waiting for upload (None: the quota the store
-    was last opened with, else :data:`DEFAULT_QUOTA_BYTES`); ``registry``: a Prometheus
-    registry for ``alscout_outbox_evictions_total``. Opening recovers a store left by a
-    crash: temporary and unreferenced files are removed.
+    being written) and ``lock`` (an ``flock`` that serialises writers of all processes);
+    folders are created 0700 and files 0600, whatever the umask.
+    ``quota_bytes``: most bytes of frames waiting for upload or parked, files and metadata
+    (None: the quota the store was last opened with, else :data:`DEFAULT_QUOTA_BYTES`);
+    ``registry``: a Prometheus registry for ``alscout_outbox_evictions_total``. Opening
+    recovers a store left by a crash (temporary and unreferenced files are removed) and
+    brings an index written by an older version to this schema.
     """
 
     def __init__(
@@ -170,9 +161,11 @@ class DurableOutbox:
         self.objects = self.root / "objects"
         self.tmp = self.root / "tmp"
         for folder in (self.root, self.objects, self.tmp):
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+            make_private(folder, FOLDER_MODE)
         self._lock = threading.RLock()
-        self._lock_fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        self._lock_fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, FILE_MODE)
+        make_private(self.root / "lock", FILE_MODE)
         self._evictions = None
         if registry is not None:
             self._evictions = Counter(
@@ -181,6 +174,14 @@ class DurableOutbox:
                 registry=registry,
             )
         index = self.root / INDEX_NAME
+        # SQLite gives the -wal and -shm files the mode of the index: create it private
+        os.close(os.open(index, os.O_RDWR | os.O_CREAT, FILE_MODE))
+        for path in (
+            index,
+            index.with_name(INDEX_NAME + "-wal"),
+            index.with_name(INDEX_NAME + "-shm"),
+        ):
+            make_private(path, FILE_MODE)
         try:
             self._db = sqlite3.connect(
                 index, isolation_level=None, check_same_thread=False, timeout=60.0
@@ -189,7 +190,8 @@ class DurableOutbox:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             with self._exclusive():
-                self._db.executescript(_SCHEMA)
+                self._db.executescript(SCHEMA)
+                migrate(self._db, self.root)
                 self.quota_bytes = self._quota(quota_bytes)
                 self._recover()
         except sqlite3.DatabaseError as error:
@@ -201,14 +203,15 @@ class DurableOutbox:
     def put(self, frame: FlaggedFrame) -> None:
         """Store ``frame`` durably; returns once file, folder and row are on disk.
 
-        A frame already stored or uploaded (same recording, camera, frame index) is
-        left as it is. When the quota is reached, waiting frames with a lower smoothed
-        score are evicted, lowest first; raises :class:`OutboxFullError` (nothing
-        changed) when that cannot free enough room.
+        A frame already stored, parked or uploaded (same recording, camera, frame index)
+        is left as it is. The quota counts the frame's files and the UTF-8 bytes of its
+        metadata. When the quota is reached, waiting or parked frames with a lower
+        smoothed score are evicted, lowest first; raises :class:`OutboxFullError`
+        (nothing changed) when that cannot free enough room.
         """
         blobs = _blobs_of(frame)
         refs = [ref for ref, _ in blobs]
-        nbytes = sum(ref.nbytes for ref in refs)
+        nbytes = sum(ref.nbytes for ref in refs) + frame.metadata_bytes
         record = frame.sidecar()
         record["files"] = {ref.role: ref.name for ref in refs}
         with self._exclusive():
@@ -217,7 +220,7 @@ class DurableOutbox:
                 "AND frame_index=?",
                 (frame.recording_id, frame.camera_id, frame.frame_index),
             ).fetchone()
-            if row is not None and row[1] in ("pending", "uploaded"):
+            if row is not None and row[1] in ("pending", "uploaded", "parked"):
                 log.debug("frame already in the outbox id=%d state=%s", row[0], row[1])
                 return
             victims = self._choose_victims(nbytes, frame.smoothed)
@@ -287,16 +290,26 @@ class DurableOutbox:
     def mark_corrupt(self, frame_id: int, reason: str) -> None:
         """Take a waiting frame whose files fail their hash out of the upload queue."""
         log.error("outbox frame corrupt id=%d reason=%s", frame_id, reason)
-        self._set_state(frame_id, "corrupt", ("pending",))
+        self._set_state(frame_id, "corrupt", ("pending", "parked"), reason)
+
+    def mark_parked(self, frame_id: int, reason: str) -> None:
+        """Take a waiting frame the sink refused for good out of the upload queue.
+
+        The frame keeps its files (and its place in the quota) and ``reason``;
+        ``status()`` counts it and ``frames("parked")`` lists it, so nothing is lost
+        silently while the frames behind it upload.
+        """
+        log.info("outbox frame parked id=%d reason=%s", frame_id, reason)
+        self._set_state(frame_id, "parked", ("pending",), reason)
 
     # ----------------------------------------------------------------- reading
 
     def earlier_frames(self, recording_id: str, camera_id: str) -> list[int]:
-        """Frames of this recording and camera waiting for upload or uploaded, ascending."""
+        """Frames of this recording and camera waiting, parked or uploaded, ascending."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT frame_index FROM frames WHERE recording_id=? AND camera_id=? "
-                "AND state IN ('pending', 'uploaded') ORDER BY frame_index",
+                "AND state IN ('pending', 'uploaded', 'parked') ORDER BY frame_index",
                 (recording_id, camera_id),
             ).fetchall()
         return [r[0] for r in rows]
@@ -338,15 +351,23 @@ class DurableOutbox:
         return data
 
     def status(self) -> OutboxStatus:
-        """Frames per state and bytes waiting for upload."""
+        """Frames per state, bytes waiting for upload and bytes parked."""
         with self._lock:
             rows = self._db.execute("SELECT state, COUNT(*) FROM frames GROUP BY state").fetchall()
-            pending_bytes = self._pending_bytes()
+            sizes = dict(
+                self._db.execute(
+                    "SELECT state, SUM(nbytes) FROM frames "
+                    f"WHERE state IN {KEPT_STATES} GROUP BY state"
+                ).fetchall()
+            )
         counts = dict.fromkeys(STATES, 0) | dict(rows)
-        return OutboxStatus(counts, pending_bytes, self.quota_bytes)
+        return OutboxStatus(
+            counts, int(sizes.get("pending", 0)), self.quota_bytes, int(sizes.get("parked", 0))
+        )
 
     def check(self, *, repair: bool = False) -> CheckReport:
-        """Verify the store: index integrity, and every waiting frame's files by hash.
+        """Verify the store: index integrity, and every waiting or parked frame's files
+        by hash.
 
         With ``repair``, frames whose files are missing or wrong become "corrupt" and
         orphan files are removed.
@@ -358,7 +379,9 @@ class DurableOutbox:
                 problems.append(f"{self.root / INDEX_NAME}: integrity check: {integrity}")
             if self._db.execute("PRAGMA foreign_key_check").fetchall():
                 problems.append(f"{self.root / INDEX_NAME}: file rows without a frame row")
-            waiting = self.pending()
+            waiting = self._frames(
+                f"SELECT * FROM frames WHERE state IN {KEPT_STATES} ORDER BY id", ()
+            )
             n_files = 0
             for frame in waiting:
                 for ref in frame.blobs:
@@ -420,6 +443,7 @@ class DurableOutbox:
                 nbytes=r[6],
                 record=json.loads(r[7]),
                 blobs=tuple(refs.get(r[0], ())),
+                reason=r[10],
             )
             for r in rows
         ]
@@ -451,9 +475,10 @@ class DurableOutbox:
         row = self._db.execute("SELECT value FROM settings WHERE name='quota_bytes'").fetchone()
         return DEFAULT_QUOTA_BYTES if row is None else int(row[0])
 
-    def _pending_bytes(self) -> int:
+    def _stored_bytes(self) -> int:
+        """Bytes the quota counts: frames waiting for upload or parked."""
         (total,) = self._db.execute(
-            "SELECT COALESCE(SUM(nbytes), 0) FROM frames WHERE state='pending'"
+            f"SELECT COALESCE(SUM(nbytes), 0) FROM frames WHERE state IN {KEPT_STATES}"
         ).fetchone()
         return int(total)
 
@@ -463,12 +488,12 @@ class DurableOutbox:
                 f"{self.root}: a frame of {nbytes} bytes exceeds the whole quota "
                 f"({self.quota_bytes} bytes); raise the quota"
             )
-        needed = self._pending_bytes() + nbytes - self.quota_bytes
+        needed = self._stored_bytes() + nbytes - self.quota_bytes
         if needed <= 0:
             return []
         victims: list[StoredFrame] = []
         candidates = self._frames(
-            "SELECT * FROM frames WHERE state='pending' AND smoothed < ? "
+            f"SELECT * FROM frames WHERE state IN {KEPT_STATES} AND smoothed < ? "
             "ORDER BY smoothed ASC, id ASC",
             (float(smoothed),),
         )
@@ -491,27 +516,31 @@ class DurableOutbox:
             return (path.parent,)  # it may be an orphan of a crash whose rename never synced
         folders: tuple[Path, ...] = (path.parent,)
         if not path.parent.exists():
-            path.parent.mkdir()
+            path.parent.mkdir(mode=FOLDER_MODE)
+            make_private(path.parent, FOLDER_MODE)
             folders += (self.objects,)  # the new shard folder's own name
         write_atomic(path, data, staging=self.tmp)
         return folders
 
-    def _set_state(self, frame_id: int, state: str, allowed: tuple[str, ...]) -> None:
+    def _set_state(
+        self, frame_id: int, state: str, allowed: tuple[str, ...], reason: str | None = None
+    ) -> None:
         with self._exclusive():
             refs = self._refs_of([frame_id])
             marks = ",".join("?" * len(allowed))
             self._db.execute(
-                f"UPDATE frames SET state=?, updated_ns=? WHERE id=? AND state IN ({marks})",
-                (state, time.time_ns(), frame_id, *allowed),
+                "UPDATE frames SET state=?, reason=?, updated_ns=? WHERE id=? "
+                f"AND state IN ({marks})",
+                (state, reason, time.time_ns(), frame_id, *allowed),
             )
             self._release(refs)
 
     def _release(self, refs: list[BlobRef]) -> None:
-        """Delete the files of ``refs`` that no waiting frame refers to (lock held)."""
+        """Delete the files of ``refs`` that no waiting or parked frame refers to (lock held)."""
         for ref in {(r.sha256, r.suffix): r for r in refs}.values():
             used = self._db.execute(
                 "SELECT 1 FROM blobs b JOIN frames f ON f.id = b.frame_id WHERE b.sha256=? "
-                "AND b.suffix=? AND f.state='pending' LIMIT 1",
+                f"AND b.suffix=? AND f.state IN {KEPT_STATES} LIMIT 1",
                 (ref.sha256, ref.suffix),
             ).fetchone()
             if used is None:
@@ -522,7 +551,7 @@ class DurableOutbox:
             sha + suffix
             for sha, suffix in self._db.execute(
                 "SELECT b.sha256, b.suffix FROM blobs b JOIN frames f ON f.id = b.frame_id "
-                "WHERE f.state='pending'"
+                f"WHERE f.state IN {KEPT_STATES}"
             )
         }
         return [p for p in self.objects.glob("*/*") if p.name not in referenced]

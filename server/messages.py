@@ -1,7 +1,9 @@
 """Protobuf <-> alscout conversions of the Scorer service: frames in, results out.
 
-Decoding a ``Frame`` into RGB pixels, the payload the outbox keeps, and the
-``FrameResult`` / ``FinalDecision`` / ``ModelInfo`` messages sent back.
+Decoding a ``Frame`` into RGB pixels (after bounding its metadata: the request's
+``map<string, string>`` becomes a Python dict here, and the stream and the outbox keep
+it), the payload the outbox keeps, and the ``FrameResult`` / ``FinalDecision`` /
+``ModelInfo`` messages sent back.
 """
 
 from __future__ import annotations
@@ -11,17 +13,20 @@ import time
 import numpy as np
 
 from alscout.errors import InvalidInputError
-from alscout.runtime.decode import decode_frame
+from alscout.runtime.decode import checked_size, decode_frame
 from alscout.runtime.model_info import ModelInfo
 from alscout.runtime.pipeline import FrameScore
 from alscout.runtime.temporal import Decision
 from alscout.server._proto import alscout_pb2 as pb
 from alscout.server.batching import BatchedScore
+from alscout.server.config import MetadataLimits
 from alscout.server.outbox import FramePayload
 from alscout.server.streams import StreamState
 
 __all__ = [
+    "check_metadata",
     "decode",
+    "declared_size",
     "payload",
     "final_message",
     "frame_result",
@@ -29,6 +34,8 @@ __all__ = [
     "model_info_message",
 ]
 
+#: the limits a frame's metadata gets when the caller passes none (ServerConfig's defaults)
+_DEFAULT_LIMITS = MetadataLimits()
 _ENCODINGS = {pb.ENCODING_JPEG: "jpeg", pb.ENCODING_PNG: "png"}
 _PIXEL_FORMATS = {
     pb.PIXEL_FORMAT_RGB8: "rgb8",
@@ -37,9 +44,51 @@ _PIXEL_FORMATS = {
 }
 
 
-def decode(frame: pb.Frame, max_pixels: int) -> tuple[np.ndarray, str, pb.RawImage, float]:
-    """RGB ``[H, W, 3]`` uint8, the format name, the image message, decode milliseconds."""
+def check_metadata(frame: pb.Frame, limits: MetadataLimits) -> dict[str, str]:
+    """The frame's metadata as a dict; raises :class:`InvalidInputError` naming the
+    server setting (``max_metadata_*``) a key, a value or the whole exceeds (UTF-8 bytes)."""
+    metadata = frame.metadata
+    where = f"frame {frame.frame_index}"
+    advice = "send less metadata per frame, or raise the server's limit"
+    if len(metadata) > limits.keys:
+        raise InvalidInputError(
+            f"{where}: metadata has {len(metadata)} keys, more than max_metadata_keys = "
+            f"{limits.keys}; {advice}"
+        )
+    total = 0
+    out = {}
+    for key, value in metadata.items():
+        key_bytes, value_bytes = len(key.encode("utf-8")), len(value.encode("utf-8"))
+        if key_bytes > limits.key_bytes:
+            raise InvalidInputError(
+                f"{where}: metadata key {key[:32]!r}... is {key_bytes} bytes, more than "
+                f"max_metadata_key_bytes = {limits.key_bytes}; {advice}"
+            )
+        if value_bytes > limits.value_bytes:
+            raise InvalidInputError(
+                f"{where}: metadata value of {key!r} is {value_bytes} bytes, more than "
+                f"max_metadata_value_bytes = {limits.value_bytes}; {advice}"
+            )
+        total += key_bytes + value_bytes
+        out[key] = value
+    if total > limits.total_bytes:
+        raise InvalidInputError(
+            f"{where}: metadata holds {total} bytes of keys and values, more than "
+            f"max_metadata_bytes = {limits.total_bytes}; {advice}"
+        )
+    return out
+
+
+def decode(
+    frame: pb.Frame, max_pixels: int, metadata_limits: MetadataLimits = _DEFAULT_LIMITS
+) -> tuple[np.ndarray, str, pb.RawImage, float]:
+    """RGB ``[H, W, 3]`` uint8, the format name, the image message, decode milliseconds.
+
+    The frame's metadata is checked against ``metadata_limits`` first (the server passes
+    its config's; the defaults otherwise), before any pixel is decoded.
+    """
     started = time.perf_counter()
+    check_metadata(frame, metadata_limits)
     kind = frame.WhichOneof("image")
     if kind is None:
         raise InvalidInputError(f"frame {frame.frame_index} has no image: set encoded or raw")
@@ -70,6 +119,27 @@ def decode(frame: pb.Frame, max_pixels: int) -> tuple[np.ndarray, str, pb.RawIma
         )
         encoding = "raw"
     return image, encoding, raw, 1000.0 * (time.perf_counter() - started)
+
+
+def declared_size(frame: pb.Frame, max_pixels: int) -> tuple[int, int]:
+    """(width, height) a frame decodes to, from its header or raw size, before decoding.
+
+    Raises :class:`InvalidInputError` for a size over ``max_pixels`` or a header that
+    cannot be read; (0, 0) for a frame :func:`decode` refuses for another reason (no
+    image, unknown encoding or pixel format), so that it says why.
+    """
+    kind = frame.WhichOneof("image")
+    if kind == "encoded":
+        encoding = _ENCODINGS.get(frame.encoded.encoding)
+        if encoding is None or not frame.encoded.data:
+            return 0, 0
+        return checked_size(frame.encoded.data, encoding, max_pixels=max_pixels)
+    if kind == "raw" and frame.raw.pixel_format in _PIXEL_FORMATS:
+        raw = frame.raw
+        return checked_size(
+            raw.data, "raw", width=raw.width, height=raw.height, max_pixels=max_pixels
+        )
+    return 0, 0
 
 
 def payload(

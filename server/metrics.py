@@ -35,8 +35,8 @@ class ServerMetrics:
         )
         self.latency = Histogram(
             "alscout_frame_latency_seconds",
-            "Per-frame time by stage: queue (waiting for a batch), inference (the batch's "
-            "pipeline call), total (received to answered)",
+            "Per-frame time by stage: decode, queue (waiting for a batch), inference (the "
+            "batch's pipeline call), total (received to answered)",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=r,
@@ -56,7 +56,9 @@ class ServerMetrics:
         )
         self.rejected = Counter(
             "alscout_frames_rejected",
-            "Frames refused without scoring, by reason (backpressure, deadline)",
+            "Frames refused without scoring, by reason (backpressure, deadline, withdrawn, "
+            "or the decode budget that had no room: call_pixel_budget, server_pixel_budget, "
+            "large_decode_slots)",
             ["reason"],
             registry=r,
         )
@@ -74,9 +76,14 @@ class ServerMetrics:
             registry=r,
         )  # fmt: skip
         self.reloads = Counter("alscout_model_reloads", "Models swapped in", registry=r)
+        self.decode_pixels = Gauge(
+            "alscout_decode_pixels",
+            "Pixels of frames admitted to decoding and not yet scored (server_pixel_budget)",
+            registry=r,
+        )
         for reason in FREE_REASONS:
             self.freed_streams.labels(reason=reason)
-        for stage in ("queue", "inference", "total"):
+        for stage in ("decode", "queue", "inference", "total"):
             self.latency.labels(stage=stage)
         self._http: WSGIServer | None = None
         self._http_thread: threading.Thread | None = None

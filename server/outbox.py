@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Protocol, TypedDict, runtime_checkable
@@ -27,6 +28,7 @@ from alscout.files import write_atomic
 from alscout.storage.layout import SUFFIXES, check_id
 
 __all__ = [
+    "metadata_nbytes",
     "FramePayload",
     "PayloadFields",
     "ContextFrame",
@@ -44,6 +46,11 @@ def _check_format(image_format: str) -> None:
         raise InvalidInputError(
             f"unknown image format {image_format!r}; use one of {sorted(SUFFIXES)}"
         )
+
+
+def metadata_nbytes(metadata: Mapping[str, str]) -> int:
+    """UTF-8 bytes of a frame's metadata, keys and values together (what quotas count)."""
+    return sum(len(k.encode("utf-8")) + len(v.encode("utf-8")) for k, v in metadata.items())
 
 
 class PayloadFields(TypedDict):
@@ -68,7 +75,9 @@ class FramePayload:
     ``image``: the encoded (JPEG/PNG) or raw bytes as received. ``image_format``:
     "jpeg" | "png" | "raw"; raw frames also carry ``width``, ``height`` (pixels) and
     ``pixel_format``. ``capture_time_ns``: capture timestamp, ns since the epoch (0 if
-    unknown). ``heatmap``: the pixel score map, float32 ``[h, w]`` (any stride), or None.
+    unknown). ``metadata``: string keys and values (the server bounds their sizes,
+    ``max_metadata_*`` in its config). ``heatmap``: the pixel score map, float32
+    ``[h, w]`` (any stride), or None.
     """
 
     image: bytes
@@ -84,6 +93,8 @@ class FramePayload:
 
     def __post_init__(self) -> None:
         _check_format(self.image_format)
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.metadata.items()):
+            raise InvalidInputError("metadata keys and values must be strings")
         if self.heatmap is not None:
             heatmap = np.asarray(self.heatmap)
             if heatmap.ndim != 2 or not np.all(np.isfinite(heatmap)):
@@ -91,6 +102,11 @@ class FramePayload:
                     f"heatmap must be a finite [h, w] array, got shape {heatmap.shape}"
                 )
             object.__setattr__(self, "heatmap", np.ascontiguousarray(heatmap, np.float32))
+
+    @property
+    def metadata_bytes(self) -> int:
+        """UTF-8 bytes of the metadata's keys and values (:func:`metadata_nbytes`)."""
+        return metadata_nbytes(self.metadata)
 
     def as_fields(self) -> PayloadFields:
         """The payload's fields by name (metadata copied), to build a FlaggedFrame from."""

@@ -4,7 +4,9 @@ Server side: :class:`TLSConfig` and :func:`server_credentials` for
 ``server.add_secure_port``, and :class:`BearerTokenInterceptor`, which refuses every
 call without ``authorization: Bearer <token>`` metadata with ``UNAUTHENTICATED`` except
 the ``grpc.health.v1`` probes (load balancers and orchestrators ask them without
-credentials). Client side: :func:`channel_credentials` and :func:`token_metadata`.
+credentials), from the metadata alone: a refused call's request is never read or
+deserialized. :class:`RefusalLog` logs refused calls at WARNING, rate-limited per peer.
+Client side: :func:`channel_credentials` and :func:`token_metadata`.
 Operator's view: ``docs/operations.md``.
 """
 
@@ -13,7 +15,9 @@ from __future__ import annotations
 import hmac
 import logging
 import stat
-from collections.abc import Awaitable, Callable, Iterable
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -26,6 +30,7 @@ __all__ = [
     "TLSConfig",
     "server_credentials",
     "BearerTokenInterceptor",
+    "RefusalLog",
     "OPEN_METHODS",
     "channel_credentials",
     "token_metadata",
@@ -78,8 +83,7 @@ class TLSConfig:
 def server_credentials(tls: TLSConfig) -> grpc.ServerCredentials:
     """Credentials for ``server.add_secure_port``; mutual TLS when ``tls.mutual``."""
     key = _read(tls.key_file, "key_file")
-    if tls.key_file.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("TLS key file is readable by other users path=%s", tls.key_file)
+    _warn_if_shared(tls.key_file, "TLS key file")
     client_ca = None if tls.client_ca_file is None else _read(tls.client_ca_file, "client_ca_file")
     return grpc.ssl_server_credentials(
         [(key, _read(tls.cert_file, "cert_file"))],
@@ -127,21 +131,95 @@ def load_token(path: str | Path) -> str:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read the token file: {error}") from error
     try:
-        return _check_token(text.strip(), ConfigError)
+        token = _check_token(text.strip(), ConfigError)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
+    _warn_if_shared(path, "bearer token file")
+    return token
+
+
+def _warn_if_shared(path: Path, what: str) -> None:
+    """Log a WARNING naming ``path`` and the fix when group or others may access it."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # it was just read; a vanished file fails where it is used
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning(
+            "%s is readable by other users path=%s mode=%o: anyone on this machine can "
+            "read the secret; restrict it with: chmod 600 %s",
+            what,
+            path,
+            stat.S_IMODE(mode),
+            path,
+        )
+
+
+class RefusalLog:
+    """Logs refused calls at WARNING with their peer, at most one line per peer address
+    every ``period_s`` seconds; a line counts the refusals of that address left out since
+    its previous line (``suppressed``), so a flood of bad calls cannot flood the log.
+
+    ``clock``: monotonic seconds (tests pass a fake). At most ``max_peers`` addresses are
+    remembered; past that, addresses whose period is over are forgotten.
+    """
+
+    def __init__(
+        self,
+        period_s: float = 10.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_peers: int = 4096,
+    ) -> None:
+        self.period_s = period_s
+        self._clock = clock
+        self._max_peers = max_peers
+        self._lock = threading.Lock()
+        self._peers: dict[str, list[float]] = {}  # address -> [last line at, suppressed]
+
+    def refused(self, peer: str, code: str, reason: str) -> bool:
+        """Note a refused call from ``peer`` (as ``context.peer()`` gives it); True if logged."""
+        address = _peer_address(peer)
+        now = self._clock()
+        with self._lock:
+            entry = self._peers.get(address)
+            if entry is not None and now - entry[0] < self.period_s:
+                entry[1] += 1
+                return False
+            suppressed = 0 if entry is None else int(entry[1])
+            if entry is None and len(self._peers) >= self._max_peers:
+                self._peers = {a: e for a, e in self._peers.items() if now - e[0] < self.period_s}
+                if len(self._peers) >= self._max_peers:
+                    self._peers.clear()
+            self._peers[address] = [now, 0]
+        log.warning(
+            "call refused code=%s peer=%s suppressed=%d reason=%s", code, peer, suppressed, reason
+        )
+        return True
+
+
+def _peer_address(peer: str) -> str:
+    """``ipv4:10.0.0.7:51234`` -> ``ipv4:10.0.0.7``: one key per host, whatever the port."""
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6") and ":" in rest:
+        return f"{kind}:{rest.rpartition(':')[0]}"
+    return peer
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     """Refuses calls without ``authorization: Bearer <token>`` with ``UNAUTHENTICATED``.
 
     The ``grpc.health.v1`` Check and Watch methods stay open. Tokens are compared in
-    constant time. Raises :class:`ConfigError` for a token shorter than
-    :data:`MIN_TOKEN_LENGTH` or with characters a header value cannot carry.
+    constant time. The decision is made from the call's metadata before any request
+    message is read: a refused call gets a handler that reads and deserializes nothing
+    (a large request costs no memory) and is logged through ``refusals``. Raises
+    :class:`ConfigError` for a token shorter than :data:`MIN_TOKEN_LENGTH` or with
+    characters a header value cannot carry.
     """
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, refusals: RefusalLog | None = None) -> None:
         self._expected = f"Bearer {_check_token(token, ConfigError)}".encode()
+        self._refusals = refusals or RefusalLog()
 
     async def intercept_service(
         self,
@@ -157,8 +235,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
             return handler
         if self._authorized(handler_call_details.invocation_metadata or ()):
             return handler
-        log.info("call refused: missing or wrong bearer token method=%s", method)
-        return _refusal(handler)
+        return _refusal(method, self._refusals)
 
     def _authorized(self, metadata: Iterable[tuple[str, str | bytes]]) -> bool:
         found = False
@@ -171,25 +248,25 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         return found
 
 
-def _refusal(
-    handler: grpc.RpcMethodHandler[_Request, _Response],
-) -> grpc.RpcMethodHandler[_Request, _Response]:
-    """A handler of the same kind as ``handler`` that ends the call UNAUTHENTICATED."""
+def _refusal(method: str, refusals: RefusalLog) -> grpc.RpcMethodHandler[_Request, _Response]:
+    """A handler that ends the call UNAUTHENTICATED without reading its request.
 
-    async def deny(request: object, context: grpc.aio.ServicerContext) -> None:
+    Streaming on the request side whatever the method: grpc reads a unary request in
+    full and deserializes it before the handler runs, while a streaming handler reads
+    only what it asks for, and this one asks for nothing. The wire format is the same,
+    so the client sees its call refused as usual. No deserializer either.
+    """
+
+    async def deny(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
+        refusals.refused(
+            context.peer(), "UNAUTHENTICATED", f"missing or wrong bearer token method={method}"
+        )
         await context.abort(
             grpc.StatusCode.UNAUTHENTICATED,
             "missing or wrong bearer token: send 'authorization: Bearer <token>' metadata",
         )
 
-    deserialize, serialize = handler.request_deserializer, handler.response_serializer
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(deny, deserialize, serialize)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(deny, deserialize, serialize)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(deny, deserialize, serialize)
-    return grpc.unary_unary_rpc_method_handler(deny, deserialize, serialize)
+    return grpc.stream_stream_rpc_method_handler(deny)
 
 
 def _check_token(token: object, error: type[Exception]) -> str:

@@ -1,39 +1,49 @@
 """The Scorer servicer: frames in, scores and final decisions out (docs/api.md).
 
-Each ScoreStream call runs a reader task that checks, decodes (thread pool) and queues
-its frames to the shared :class:`~alscout.server.batching.Batcher`, while the call's
-generator awaits their scores in order, pushes them into the stream's selector, stores
-flagged frames and answers. A call holds at most ``max_inflight`` frames received but
-not answered; a client that stays ahead of that for ``queue_wait_ms`` ends its call
-with RESOURCE_EXHAUSTED. Stream states live in a server-wide
+Each ScoreStream call runs a reader task that checks, decodes (within the decode
+budgets, in a pool of its own: server/admission.py) and queues its frames to the shared
+:class:`~alscout.server.batching.Batcher`, while the call's generator awaits their
+scores in order, pushes them into the stream's selector, stores flagged frames and
+answers. A call holds at most ``max_inflight`` frames received but not answered; a
+client that stays ahead of that for ``queue_wait_ms`` ends its call with
+RESOURCE_EXHAUSTED. Stream states live in a server-wide
 :class:`~alscout.server.streams.StreamRegistry`, so a cut call can be resumed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 import grpc
 import numpy as np
 
-from alscout.errors import CapacityError, InvalidInputError, OutboxFullError
+from alscout.errors import CapacityError, InvalidInputError, OutboxFullError, ResumeDeniedError
 from alscout.runtime.pipeline import FrameScore
-from alscout.runtime.temporal import Decision, Reason
+from alscout.runtime.temporal import Decision
 from alscout.server._proto import alscout_pb2 as pb
 from alscout.server._proto import alscout_pb2_grpc
-from alscout.server.batching import BatchedScore, Batcher
+from alscout.server.admission import DecodeAdmission
+from alscout.server.batching import Batcher
+from alscout.server.calls import (
+    END,
+    Call,
+    Close,
+    Job,
+    Resumed,
+    deadline_of,
+    end_stream,
+    resume_message,
+    unflag,
+    with_token,
+)
 from alscout.server.config import ServerConfig
 from alscout.server.messages import (
     closing_message,
-    decode,
-    final_message,
     frame_result,
     model_info_message,
     payload,
@@ -41,6 +51,7 @@ from alscout.server.messages import (
 from alscout.server.metrics import ServerMetrics
 from alscout.server.models import ModelHolder
 from alscout.server.outbox import FlaggedFrame, FramePayload, Outbox
+from alscout.server.security import RefusalLog
 from alscout.server.status import abort_with, status_for
 from alscout.server.streams import (
     MAX_STREAMS_PER_CALL,
@@ -56,54 +67,6 @@ __all__ = ["ModelHolder", "ScorerService", "model_info_message"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-@dataclass
-class _Job:
-    """A frame of a call between its reading and its answer."""
-
-    frame: pb.Frame
-    state: StreamState
-    received: float  # perf_counter seconds
-    decoded: tuple[str, pb.RawImage, int, int, float]  # format, image msg, w, h, decode ms
-    future: asyncio.Future[BatchedScore]
-
-
-@dataclass
-class _Resumed:
-    """The answer to a resume request, ready to send."""
-
-    state: StreamState
-    found: bool
-    last_received: int
-    decisions: list[Decision]
-    end_of_stream: bool = False
-
-
-@dataclass
-class _Close:
-    """A stream the client ended with an end_of_stream message."""
-
-    state: StreamState
-
-
-@dataclass
-class _Call:
-    """What one ScoreStream call holds.
-
-    ``resumable``: streams whose client ends them explicitly (a half-close without
-    end_of_stream is a cut for them). ``ended``: streams ended in this call.
-    """
-
-    peer: str
-    streams: dict[tuple[str, str], StreamState] = field(default_factory=dict)
-    last_read: dict[tuple[str, str], int] = field(default_factory=dict)
-    resumable: set[tuple[str, str]] = field(default_factory=set)
-    ended: set[tuple[str, str]] = field(default_factory=set)
-    n_frames: int = 0
-
-
-_END = object()
 
 
 class ScorerService(alscout_pb2_grpc.ScorerServicer):
@@ -123,6 +86,9 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
         self.config = config
         self.metrics = metrics or ServerMetrics()
         self.streams = StreamRegistry(self.metrics)
+        self.admission = DecodeAdmission(
+            config, self.metrics, target_size=lambda: self.models.pipeline.input_size
+        )
         self.batcher = Batcher(
             self._score_batch,
             executor,
@@ -133,6 +99,7 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
         )
         self._sweeper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[object]] = set()
+        self._refusals = RefusalLog()  # resumes refused for a wrong token, per peer
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -168,14 +135,22 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
     async def ScoreStream(  # noqa: N802  # names come from the proto
         self, request_iterator: AsyncIterator[pb.Frame], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.FrameResult]:
-        call = _Call(peer=context.peer())  # read now: grpc may crash reading it later
+        call = Call(peer=context.peer())  # read now: grpc may crash reading it later
         jobs: asyncio.Queue[object] = asyncio.Queue()
         slots = asyncio.Semaphore(self.config.max_inflight)
-        deadline = _deadline(context)
+        deadline = deadline_of(context)
         reader = asyncio.get_running_loop().create_task(
             self._read(call, request_iterator, jobs, slots, deadline)
         )
         outcome = "cancelled"  # until the call ends otherwise
+
+        async def fail(error: BaseException) -> None:
+            # free the streams first: abort sends the status at once, and a fresh call
+            # on the same ids right after it must not find them still held (ALREADY_EXISTS)
+            reader.cancel()
+            await self._release_call(call, jobs, "error")
+            await self._abort(context, error)
+
         try:
             while True:
                 try:
@@ -183,30 +158,30 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
                 except TimeoutError:
                     outcome = "idle"
                     break
-                if job is _END:
+                if job is END:
                     outcome = "finished"
                     break
                 if isinstance(job, BaseException):
                     outcome = "error"
-                    await self._abort(context, job)
-                if isinstance(job, _Resumed):
-                    yield _resume_message(job)
+                    await fail(job)
+                if isinstance(job, Resumed):
+                    yield resume_message(job)
                     continue
-                if isinstance(job, _Close):
+                if isinstance(job, Close):
                     try:
                         decisions = await self._close_stream(job.state, "finished", owner=call)
                     except Exception as error:  # noqa: BLE001
                         outcome = "error"
-                        await self._abort(context, error)
+                        await fail(error)
                     call.streams.pop(job.state.key, None)
-                    yield closing_message(job.state, decisions)
+                    yield with_token(closing_message(job.state, decisions), job.state)
                     continue
-                assert isinstance(job, _Job)
+                assert isinstance(job, Job)
                 try:
                     result = await self._answer(call, job)
                 except Exception as error:  # noqa: BLE001  # every failure ends this call only
                     outcome = "error"
-                    await self._abort(context, error)
+                    await fail(error)
                 yield result
                 slots.release()
             if outcome == "finished" and context.cancelled():
@@ -219,9 +194,9 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
                         decisions = await self._close_stream(state, outcome, owner=call)
                     except Exception as error:  # noqa: BLE001
                         outcome = "error"
-                        await self._abort(context, error)
+                        await fail(error)
                     call.streams.pop(state.key)
-                    yield closing_message(state, decisions)
+                    yield with_token(closing_message(state, decisions), state)
             if outcome == "idle":
                 self.metrics.errors.labels(code=grpc.StatusCode.DEADLINE_EXCEEDED.name).inc()
                 await context.abort(
@@ -240,8 +215,11 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
         try:
             check_id("recording_id", request.recording_id)
             check_id("camera_id", request.camera_id)
-            image, _, _, decode_ms = await self._run(decode, request, self.config.max_pixels)
-            future = await self._enqueue(image, _deadline(context))
+            deadline = deadline_of(context)
+            future, decoded = await self.admission.admit(
+                request, self.admission.call_budget(), lambda i: self._enqueue(i, deadline)
+            )
+            decode_ms = decoded.decode_ms
             batched = await future
         except Exception as error:  # noqa: BLE001  # mapped to a status in one place
             await self._abort(context, error)
@@ -277,13 +255,14 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
 
     async def _read(
         self,
-        call: _Call,
+        call: Call,
         requests: AsyncIterator[pb.Frame],
         jobs: asyncio.Queue[object],
         slots: asyncio.Semaphore,
         deadline: float | None,
     ) -> None:
-        """Read, check, decode and queue the call's frames; ends with _END or an error."""
+        """Read, check, decode and queue the call's frames; ends with END or an error."""
+        pixels = self.admission.call_budget()  # of this call's frames in flight
         try:
             async for frame in requests:
                 key = (frame.recording_id, frame.camera_id)
@@ -292,7 +271,7 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
                     jobs.put_nowait(await self._resume(call, frame))
                     continue
                 if frame.end_of_stream:
-                    jobs.put_nowait(_end_stream(call, key))
+                    jobs.put_nowait(end_stream(call, key))
                     continue
                 if frame.resumable:
                     call.resumable.add(key)
@@ -301,11 +280,11 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
                 state.check_next(frame.frame_index, call.last_read.get(state.key))
                 await self._take_slot(slots, state)
                 call.last_read[state.key] = frame.frame_index
-                image, fmt, raw, decode_ms = await self._run(decode, frame, self.config.max_pixels)
-                future = await self._enqueue(image, deadline)
-                w, h = (raw.width, raw.height) if fmt == "raw" else (image.shape[1], image.shape[0])
-                jobs.put_nowait(_Job(frame, state, received, (fmt, raw, w, h, decode_ms), future))
-            jobs.put_nowait(_END)
+                future, decoded = await self.admission.admit(
+                    frame, pixels, lambda i: self._enqueue(i, deadline)
+                )
+                jobs.put_nowait(Job(frame, state, received, decoded, future))
+            jobs.put_nowait(END)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # noqa: BLE001  # handed to the call, which aborts
@@ -335,14 +314,14 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
                 "retry later"
             ) from None
 
-    async def _stream_for(self, call: _Call, frame: pb.Frame) -> StreamState:
+    async def _stream_for(self, call: Call, frame: pb.Frame) -> StreamState:
         """The stream a frame belongs to: this call's, or a new one attached to it."""
         key = (frame.recording_id, frame.camera_id)
+        if key in call.ended:  # before call.streams: its close may not have run yet
+            raise InvalidInputError(f"stream {key[0]}/{key[1]} was ended in this call")
         state = call.streams.get(key)
         if state is not None:
             return state
-        if key in call.ended:
-            raise InvalidInputError(f"stream {key[0]}/{key[1]} was ended in this call")
         if len(call.streams) >= MAX_STREAMS_PER_CALL:
             raise CapacityError(
                 f"a call may carry at most {MAX_STREAMS_PER_CALL} streams; open another call"
@@ -370,23 +349,35 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
         call.streams[key] = state
         return state
 
-    async def _resume(self, call: _Call, frame: pb.Frame) -> _Resumed:
+    async def _resume(self, call: Call, frame: pb.Frame) -> Resumed:
         """Attach a stream to this call and collect the decisions the client missed."""
         key = (frame.recording_id, frame.camera_id)
         check_id("recording_id", frame.recording_id)
         check_id("camera_id", frame.camera_id)
         if key in call.streams:
             raise InvalidInputError(f"stream {key[0]}/{key[1]}: resume must come first")
+        if frame.resume.last_decided_frame < -1:
+            raise InvalidInputError(
+                f"stream {key[0]}/{key[1]}: resume.last_decided_frame must be -1 (no decision "
+                f"received) or a frame index >= 0, got {frame.resume.last_decided_frame}"
+            )
         state = self.streams.get(*key)
         closed = self.streams.closed(*key) if state is None else None
+        held = state if state is not None else closed
+        if held is not None:
+            try:
+                held.check_resume_token(frame.resume.resume_token)
+            except ResumeDeniedError as error:
+                self._refusals.refused(call.peer, "PERMISSION_DENIED", str(error))
+                raise
         found = state is not None or closed is not None
         self.metrics.resumes.labels(found=str(found).lower()).inc()
         if closed is not None:  # finished after a half-close whose answer was lost
             decisions = closed.decisions_after(frame.resume.last_decided_frame)
-            return _Resumed(closed, True, closed.last_frame, decisions, end_of_stream=True)
+            return Resumed(closed, True, closed.last_frame, decisions, end_of_stream=True)
         if state is None:
             state = await self._stream_for(call, frame)
-            return _Resumed(state, False, -1, [])
+            return Resumed(state, False, -1, [])
         self.streams.attach(state, call)
         call.streams[key] = state
         async with state.lock:  # frames of the previous call are settled
@@ -400,9 +391,9 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
             len(decisions),
             call.peer,
         )
-        return _Resumed(state, True, last, decisions)
+        return Resumed(state, True, last, decisions)
 
-    async def _answer(self, call: _Call, job: _Job) -> pb.FrameResult:
+    async def _answer(self, call: Call, job: Job) -> pb.FrameResult:
         """Await a frame's score, push it into its stream, store flags, build the answer."""
         batched = await job.future
         fmt, raw, width, height, decode_ms = job.decoded
@@ -415,18 +406,19 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
         call.n_frames += 1
         stride = self.config.pipeline.heatmap_stride
         result = frame_result(frame, batched, decode_ms, job.received, decisions, stride)
+        result.resume_token = job.state.resume_token
         self.metrics.latency.labels(stage="total").observe(time.perf_counter() - job.received)
         return result
 
     async def _settle(
-        self, state: StreamState, call: _Call, frame_index: int, z: float, data: FramePayload
+        self, state: StreamState, call: Call, frame_index: int, z: float, data: FramePayload
     ) -> list[Decision]:
         """Push, store and log as one step that a cancelled call cannot cut in two."""
         async with state.lock:
             if state.owner is not call:
                 raise StreamTakenOverError(f"{state.name} was taken over by a resuming call")
             decisions, flagged = state.push(frame_index, z, data)
-            decisions = _unflag(decisions, await self._store(flagged))
+            decisions = unflag(decisions, await self._store(flagged))
             state.record(decisions)
         self.metrics.frames.labels(rpc="ScoreStream").inc()
         self._count(decisions)
@@ -442,7 +434,7 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
                 if owner is not None and state.owner is not owner:
                     return []
                 decisions, flagged = state.finish()
-                decisions = _unflag(decisions, await self._store(flagged))
+                decisions = unflag(decisions, await self._store(flagged))
                 state.record(decisions)
                 keep = reason in ("finished", "idle")  # the closing answer may be lost
                 self.streams.remove(state, reason, self.config.resume_window_s if keep else 0.0)
@@ -451,14 +443,21 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
 
         return await asyncio.shield(asyncio.ensure_future(close()))
 
-    async def _release_call(self, call: _Call, jobs: asyncio.Queue[object], outcome: str) -> None:
-        """Withdraw unscored frames; detach (or close) the streams the call still holds."""
+    async def _release_call(self, call: Call, jobs: asyncio.Queue[object], outcome: str) -> None:
+        """Withdraw unscored frames; detach (or close) the streams the call still holds.
+
+        Once per call; returns when the streams it closes are closed.
+        """
+        if call.released:
+            return
+        call.released = True
         while not jobs.empty():
             job = jobs.get_nowait()
-            if isinstance(job, _Job):
+            if isinstance(job, Job):
                 job.future.cancel()
         window = self.config.resume_window_s > 0
         kept = 0
+        closing = []
         for state in call.streams.values():
             cut = outcome == "cancelled" or (outcome == "finished" and state.key in call.resumable)
             if window and cut:
@@ -467,6 +466,11 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
                 task = asyncio.ensure_future(self._close_stream(state, outcome, owner=call))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
+                closing.append(task)
+        if closing:  # freed before the call's status goes out: a fresh call finds them free
+            outcomes = await asyncio.shield(asyncio.gather(*closing, return_exceptions=True))
+            for failed in [o for o in outcomes if isinstance(o, BaseException)]:
+                log.error("closing a stream failed peer=%s", call.peer, exc_info=failed)
         log.info(
             "stream call ended peer=%s outcome=%s frames=%d kept_for_resume=%d",
             call.peer,
@@ -522,45 +526,3 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
                 )
                 refused.add(item.frame_index)
         return refused
-
-
-def _unflag(decisions: list[Decision], refused: set[int]) -> list[Decision]:
-    """The decisions, with the frames the outbox refused answered NOT_FLAGGED (outbox_full).
-
-    A frame is reported FLAGGED only once it is durable; one the quota refused is
-    reported as not flagged, with the reason, rather than ending the call.
-    """
-    if not refused:
-        return decisions
-    return [
-        dataclasses.replace(d, flagged=False, reason=Reason.OUTBOX_FULL)
-        if d.frame in refused
-        else d
-        for d in decisions
-    ]
-
-
-def _end_stream(call: _Call, key: tuple[str, str]) -> _Close:
-    """The close job of a stream the client ends; it must be open in this call."""
-    if key not in call.streams or key in call.ended:
-        raise InvalidInputError(
-            f"end_of_stream for stream {key[0]}/{key[1]}, which is not open in this call"
-        )
-    call.ended.add(key)
-    return _Close(call.streams[key])
-
-
-def _deadline(context: grpc.aio.ServicerContext) -> float | None:
-    """The call's deadline in ``time.monotonic()`` seconds, or None."""
-    remaining = context.time_remaining()
-    return None if remaining is None else time.monotonic() + remaining
-
-
-def _resume_message(job: _Resumed) -> pb.FrameResult:
-    return pb.FrameResult(
-        recording_id=job.state.recording_id,
-        camera_id=job.state.camera_id,
-        final_decisions=[final_message(d) for d in job.decisions],
-        resume=pb.ResumeResult(found=job.found, last_received_frame=job.last_received),
-        end_of_stream=job.end_of_stream,
-    )

@@ -2,11 +2,12 @@
 (ROS 2 ``sensor_msgs/msg/Image`` and ``CompressedImage``) or a live camera / RTSP URL.
 
 Every source yields :class:`SourceFrame` records in frame order, each with a 0-based
-frame index and a capture timestamp (ns since the epoch, 0 when unknown). Image files
-and compressed ROS images are sent as stored (their JPEG/PNG bytes); decoded frames
-(video, cameras, raw ROS images) go as raw ``bgr8``/``rgb8``/``gray8`` pixels by default,
-so nothing is lost to re-encoding. A missing or unreadable source is a
-:class:`DataError` naming it. Choices: ``docs/operations.md``.
+frame index and a capture timestamp (ns since the epoch, 0 when unknown). JPEG/PNG
+files and compressed ROS images are sent as stored (their bytes), BMP files as raw
+pixels; decoded frames (video, cameras, raw ROS images) go as raw
+``bgr8``/``rgb8``/``gray8`` pixels by default, so nothing is lost to re-encoding.
+A missing or unreadable source is a :class:`DataError` naming it. Choices:
+``docs/operations.md``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import cv2
 import numpy as np
 
 from alscout.errors import DataError, InvalidInputError
+from alscout.files import frame_files, natural_key
 
 __all__ = [
     "SourceFrame",
@@ -40,7 +42,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: file suffix -> encoding of the images an image folder holds
+#: file suffix -> encoding of the images an image folder sends as stored (others: raw)
 IMAGE_SUFFIXES = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png"}
 ROS_IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 #: how decoded frames travel: "raw" (lossless, no encoding work), "jpeg" or "png"
@@ -90,39 +92,38 @@ class FrameSource:
         self.close()
 
 
-def natural_key(name: str) -> tuple[Any, ...]:
-    """Sort key that orders ``frame2`` before ``frame10`` (digit runs compare as numbers)."""
-    parts = re.split(r"(\d+)", name)
-    return tuple((0, int(p), p) if p.isdigit() else (1, p.lower(), p) for p in parts if p)
-
-
 class ImageFolderSource(FrameSource):
-    """JPEG and PNG files of a folder in natural name order, sent as stored.
+    """The image files of a folder in natural name order (:func:`alscout.files.frame_files`,
+    the order training and evaluation number them in).
 
-    Frame indices count the images from 0; the file name goes in metadata ``file``.
+    JPEG and PNG files are sent as stored; other images (BMP) are decoded and sent as raw
+    ``bgr8`` pixels, so every file keeps its frame index. Frame indices count the images
+    from 0; the file name goes in metadata ``file``.
     """
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise DataError(f"{self.folder}: no such folder")
-        self.files = sorted(
-            (p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
-            key=lambda p: natural_key(p.name),
-        )
-        if not self.files:
-            raise DataError(f"{self.folder}: no .jpg, .jpeg or .png images in the folder")
+        self.files = frame_files(self.folder)
         self.name = str(self.folder)
         self.total = len(self.files)
 
     def __iter__(self) -> Iterator[SourceFrame]:
         for index, path in enumerate(self.files):
+            meta = {"file": path.name}
+            encoding = IMAGE_SUFFIXES.get(path.suffix.lower())
+            if encoding is None:
+                bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+                if bgr is None:
+                    raise DataError(f"{path}: not a readable image (OpenCV could not decode it)")
+                yield _pixels_frame(index, bgr, "bgr8", 0, meta, "raw", 95)
+                continue
             try:
                 data = path.read_bytes()
             except OSError as error:
                 raise DataError(f"{path}: cannot read the image: {error}") from error
-            encoding = IMAGE_SUFFIXES[path.suffix.lower()]
-            yield SourceFrame(index, data, encoding, metadata={"file": path.name})
+            yield SourceFrame(index, data, encoding, metadata=meta)
 
 
 class _CaptureSource(FrameSource):

@@ -16,6 +16,7 @@ from alscout.errors import (
     DeadlineExceededError,
     InvalidInputError,
     ModelError,
+    ResumeDeniedError,
     ShuttingDownError,
     StreamBusyError,
     StreamTakenOverError,
@@ -31,6 +32,7 @@ STATUS_CODES: dict[type[BaseException], grpc.StatusCode] = {
     ShuttingDownError: grpc.StatusCode.UNAVAILABLE,
     StreamBusyError: grpc.StatusCode.ALREADY_EXISTS,
     StreamTakenOverError: grpc.StatusCode.ABORTED,
+    ResumeDeniedError: grpc.StatusCode.PERMISSION_DENIED,
     InvalidInputError: grpc.StatusCode.INVALID_ARGUMENT,
     DataError: grpc.StatusCode.INVALID_ARGUMENT,
     ConfigError: grpc.StatusCode.INVALID_ARGUMENT,
@@ -41,16 +43,26 @@ STATUS_CODES: dict[type[BaseException], grpc.StatusCode] = {
 }
 
 
+#: longest status message sent: gRPC refuses trailers over 16 KiB (the client would see
+#: RESOURCE_EXHAUSTED instead of the real code), and messages may quote client input
+MAX_MESSAGE_CHARS = 2000
+
+
 def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     """(status code, message) for ``error``; anything not an alscout error is INTERNAL.
 
     Errors alscout does not raise on purpose carry no detail to the client (they may
-    hold paths or internals); the server log has the traceback.
+    hold paths or internals); the server log has the traceback. Messages are cut to
+    :data:`MAX_MESSAGE_CHARS`.
     """
     for cls in type(error).__mro__:
         code = STATUS_CODES.get(cls)
         if code is not None:
-            return code, str(error)
+            message = str(error)
+            if len(message) > MAX_MESSAGE_CHARS:
+                cut = len(message) - MAX_MESSAGE_CHARS
+                message = f"{message[:MAX_MESSAGE_CHARS]}... ({cut} more characters)"
+            return code, message
     return grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see server log"
 
 

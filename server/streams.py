@@ -12,13 +12,21 @@ the resume window. Nothing here knows about gRPC or protobuf.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import fields
 
-from alscout.errors import CapacityError, InvalidInputError, StreamBusyError, StreamTakenOverError
+from alscout.errors import (
+    CapacityError,
+    InvalidInputError,
+    ResumeDeniedError,
+    StreamBusyError,
+    StreamTakenOverError,
+)
 from alscout.runtime.temporal import Decision, OnlineSelector, SelectorConfig
 from alscout.server.metrics import ServerMetrics
 from alscout.server.outbox import ContextFrame, FlaggedFrame, FramePayload
@@ -45,7 +53,8 @@ class StreamState:
     ``earlier``: frames of this recording/camera already uploaded or stored (SPEC §2b
     dt2 rule). ``context_frames``: frames before and after a flagged frame stored with
     it (after: at most dt + dt1, the frames pending then). ``log_size``: final
-    decisions kept for resuming.
+    decisions kept for resuming. ``resume_token``: a random secret sent only to the
+    calls that feed the stream; a resume must present it (:meth:`check_resume_token`).
     """
 
     def __init__(
@@ -72,6 +81,7 @@ class StreamState:
         #: the call this stream is attached to (None: detached)
         self.owner: object | None = None
         self.detached_at: float | None = None
+        self.resume_token = secrets.token_urlsafe(16)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -83,6 +93,18 @@ class StreamState:
         """The last frame index taken into the stream, -1 before the first."""
         last = self.selector.last_frame
         return -1 if last is None else last
+
+    def check_resume_token(self, token: str) -> None:
+        """Raise :class:`ResumeDeniedError` unless ``token`` is this stream's resume token.
+
+        Compared in constant time. Without this check any caller that knows the ids
+        could take a live stream over and receive its owner's decisions.
+        """
+        if not hmac.compare_digest(token.encode(), self.resume_token.encode()):
+            raise ResumeDeniedError(
+                f"{self.name}: missing or wrong resume_token: a stream is resumed only "
+                "with the resume_token of its earlier results"
+            )
 
     def check_next(self, frame_index: int, after: int | None = None) -> None:
         """Raise :class:`InvalidInputError` unless ``frame_index`` may follow ``after``.

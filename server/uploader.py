@@ -10,7 +10,9 @@ and shared bytes travel once), then its JSON record to
 ``frames/<recording>/<camera>/<frame:012d>.json``; only when the sink has confirmed all
 of them is the frame marked uploaded. A crash at any point therefore repeats at most
 the uploads of one frame, onto the same keys. Failures back off exponentially with full
-jitter; a token bucket caps the average bandwidth.
+jitter; a token bucket caps the average bandwidth. A frame the sink refuses for good
+(:class:`~alscout.storage.sinks.SinkRefusedError`, e.g. a key it does not allow) is
+parked in the outbox with the reason, counted, and the frames behind it go on.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from alscout.errors import AlscoutError, ConfigError, DataError, SinkError
 from alscout.server.durable_outbox import DurableOutbox, StoredFrame
 from alscout.storage.backoff import Backoff
 from alscout.storage.layout import blob_key, record_key
-from alscout.storage.sinks import Sink
+from alscout.storage.sinks import Sink, SinkRefusedError, check_key
 
 __all__ = [
     "UploaderConfig",
@@ -168,32 +170,37 @@ class Uploader:
             "Frames the outbox evicted under its quota (all time, from the index)",
             registry=registry,
         )
+        self.parked = Counter(
+            "alscout_upload_parked_frames",
+            "Frames the sink refused for good, parked in the outbox",
+            registry=registry,
+        )
+        self.parked_now = Gauge(
+            "alscout_outbox_parked_frames",
+            "Frames parked in the outbox (from the index)",
+            registry=registry,
+        )
 
     # ----------------------------------------------------------------- one pass
 
     def upload_frame(self, frame: StoredFrame) -> bool:
         """Send one frame's files and record, then mark it uploaded.
 
-        Returns False when the frame left the queue meanwhile (evicted) or its files are
-        corrupt (it is marked so); raises the sink's error when an upload failed.
+        Returns False when the frame left the queue meanwhile (evicted), its files are
+        corrupt (it is marked so) or the sink refused it for good (it is parked); raises
+        the sink's error when an upload failed and may succeed later.
         """
-        keys = {}
-        for ref in frame.blobs:
-            try:
-                data = self.outbox.read_blob(ref)
-            except DataError as error:
-                if self.outbox.state_of(frame.id) == "pending":
-                    self.outbox.mark_corrupt(frame.id, str(error))
-                else:
-                    log.info("frame left the outbox before upload id=%d", frame.id)
-                return False
-            key = blob_key(ref.name)
-            if not self.sink.has(key, ref.sha256):
-                self._send(key, data, ref.sha256)
-            keys[ref.role] = key
-        record = json.dumps(frame.record | {"keys": keys}, sort_keys=True).encode("utf-8")
-        key = record_key(frame.recording_id, frame.camera_id, frame.frame_index)
-        self._send(key, record, hashlib.sha256(record).hexdigest())
+        try:
+            self._send_frame(frame)
+        except SinkRefusedError as error:
+            self._park(frame, error)
+            return False
+        except DataError as error:
+            if self.outbox.state_of(frame.id) == "pending":
+                self.outbox.mark_corrupt(frame.id, str(error))
+            else:
+                log.info("frame left the outbox before upload id=%d", frame.id)
+            return False
         self.outbox.mark_uploaded(frame.id)
         self.uploaded.inc()
         log.info(
@@ -243,6 +250,34 @@ class Uploader:
         self._update_backlog()
         return done
 
+    def _send_frame(self, frame: StoredFrame) -> None:
+        """Files first, then the record; raises DataError for a file that fails its hash."""
+        record_name = check_key(record_key(frame.recording_id, frame.camera_id, frame.frame_index))
+        keys = {}
+        for ref in frame.blobs:
+            data = self.outbox.read_blob(ref)
+            key = blob_key(ref.name)
+            if not self.sink.has(key, ref.sha256):
+                self._send(key, data, ref.sha256)
+            keys[ref.role] = key
+        record = json.dumps(frame.record | {"keys": keys}, sort_keys=True).encode("utf-8")
+        self._send(record_name, record, hashlib.sha256(record).hexdigest())
+
+    def _park(self, frame: StoredFrame, error: SinkRefusedError) -> None:
+        """Take a frame no retry can send out of the queue; the ones behind it go on."""
+        if self.outbox.state_of(frame.id) != "pending":
+            log.info("frame left the outbox before upload id=%d", frame.id)
+            return
+        self.outbox.mark_parked(frame.id, str(error))
+        self.parked.inc()
+        log.error(
+            "frame parked: the sink refuses it for good recording=%s camera=%s frame=%d error=%s",
+            frame.recording_id,
+            frame.camera_id,
+            frame.frame_index,
+            error,
+        )
+
     # ----------------------------------------------------------------- background
 
     def run(self, stop: threading.Event | None = None) -> None:
@@ -281,6 +316,7 @@ class Uploader:
         self.backlog_frames.set(status.counts["pending"])
         self.backlog_bytes.set(status.pending_bytes)
         self.evicted.set(status.counts["evicted"])
+        self.parked_now.set(status.counts["parked"])
 
 
 # --------------------------------------------------------------------------- process

@@ -21,7 +21,15 @@ from urllib.parse import parse_qs, unquote, urlparse
 from alscout.errors import ConfigError, SinkError
 from alscout.files import fsync_dir, write_atomic
 
-__all__ = ["Sink", "SinkError", "DirectorySink", "S3Sink", "open_sink", "check_key"]
+__all__ = [
+    "Sink",
+    "SinkError",
+    "SinkRefusedError",
+    "DirectorySink",
+    "S3Sink",
+    "open_sink",
+    "check_key",
+]
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +39,16 @@ _KEY_PATTERN = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
 MIN_PART_BYTES = 5 * 1024 * 1024
 
 
+class SinkRefusedError(SinkError):
+    """The sink refuses this object for good (a key it does not allow, bytes that do not
+    match the hash given): repeating the upload cannot help, so the uploader parks the
+    frame instead of retrying it. Any other :class:`SinkError` is transient."""
+
+
 def check_key(key: str) -> str:
-    """Return ``key`` if it is a safe object key, else raise :class:`SinkError`."""
+    """Return ``key`` if it is a safe object key, else raise :class:`SinkRefusedError`."""
     if not _KEY_PATTERN.fullmatch(key) or any(p in (".", "..") for p in key.split("/")):
-        raise SinkError(f"object key {key!r} is not allowed")
+        raise SinkRefusedError(f"object key {key!r} is not allowed")
     return key
 
 
@@ -44,7 +58,8 @@ class Sink(Protocol):
 
     def put(self, key: str, data: bytes, sha256: str) -> None:
         """Store ``data`` (whose hex SHA-256 is ``sha256``) under ``key``; returns once
-        confirmed, else raises :class:`SinkError` (or an OSError / network error)."""
+        confirmed, else raises :class:`SinkError` (or an OSError / network error), or
+        :class:`SinkRefusedError` when no retry can succeed."""
         ...
 
     def has(self, key: str, sha256: str) -> bool:
@@ -66,7 +81,7 @@ class DirectorySink:
     def put(self, key: str, data: bytes, sha256: str) -> None:
         path = self.path_for(key)
         if hashlib.sha256(data).hexdigest() != sha256:
-            raise SinkError(f"{key}: the bytes do not match the sha256 given")
+            raise SinkRefusedError(f"{key}: the bytes do not match the sha256 given")
         created = []
         folder = path.parent
         while not folder.exists():
@@ -145,7 +160,7 @@ class S3Sink:
 
     def put(self, key: str, data: bytes, sha256: str) -> None:
         if hashlib.sha256(data).hexdigest() != sha256:
-            raise SinkError(f"{key}: the bytes do not match the sha256 given")
+            raise SinkRefusedError(f"{key}: the bytes do not match the sha256 given")
         name = self.object_key(key)
         try:
             if len(data) <= self.multipart_bytes:

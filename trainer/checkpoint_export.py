@@ -16,7 +16,7 @@ from typing import Any
 
 from alscout.errors import ConfigError
 from alscout.export.onnx import DEFAULT_OPSET, OnnxFromTorch, SaveOnnx, info_from_detector
-from alscout.export.verify import ONNX_TOLERANCE, VerifyReport, verify_export
+from alscout.export.verify import ONNX_TOLERANCE, Tolerance, VerifyReport, verify_export
 
 __all__ = ["export_checkpoint", "FORMATS"]
 
@@ -38,6 +38,7 @@ def export_checkpoint(
     opset: int = DEFAULT_OPSET,
     verify: bool = True,
     frames: Sequence[Any] = (),
+    tolerance: Tolerance = ONNX_TOLERANCE,
 ) -> VerifyReport | None:
     """Export ``checkpoint`` to ``out`` (SPEC §4 model contract).
 
@@ -52,6 +53,7 @@ def export_checkpoint(
         opset: ONNX opset.
         verify: compare the exported file with PyTorch on random inputs and ``frames``
             (RGB uint8 ``[H, W, 3]``); a mismatch raises and writes nothing.
+        tolerance: what verification accepts; default SPEC §4's 1e-4 absolute.
 
     Returns:
         The verification report, or None when ``verify`` is False.
@@ -89,7 +91,7 @@ def export_checkpoint(
         if verify:
             reference = TorchBackend(detector, info, source=str(checkpoint))
             with reference, open_backend(staged, FORMATS[fmt]) as candidate:
-                report = verify_export(reference, candidate, ONNX_TOLERANCE, frames=list(frames))
+                report = verify_export(reference, candidate, tolerance, frames=list(frames))
             report.raise_for_failure()
         os.replace(staged, out)
     log.info("exported %s out=%s version=%s", fmt, out, info.version)

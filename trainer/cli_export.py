@@ -12,17 +12,24 @@ Examples::
 
 Every export is verified before it is written: ONNX against PyTorch (1e-4 absolute),
 engines against ONNX Runtime (docs/runtime.md lists the tolerances) and by the top-20
-frames by image score. A failed verification leaves no output file and exits with 2.
+frames by image score. A failed verification leaves no output file, exits with 2 and
+names the values over the tolerance (how many, the worst one's ``[n, k, y, x]`` and both
+values there). ``--atol``/``--rtol`` set another per-value tolerance: a value passes when
+``|diff| <= atol + rtol * |reference|``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alscout.errors import ConfigError
+from alscout.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    from alscout.export.verify import Tolerance
 
 __all__ = ["configure", "run"]
 
@@ -33,6 +40,36 @@ def _size(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
     return height, width
+
+
+def _add_tolerance(command: argparse.ArgumentParser, default_atol: str) -> None:
+    command.add_argument(
+        "--atol",
+        type=float,
+        help=f"verification: absolute tolerance per probability (default {default_atol}); "
+        "the mean difference may be a tenth of it",
+    )
+    command.add_argument(
+        "--rtol",
+        type=float,
+        default=0.0,
+        help="verification: tolerance relative to the reference probability, added to "
+        "--atol (default 0)",
+    )
+
+
+def _tolerance(args: argparse.Namespace, standard: Tolerance) -> Tolerance:
+    """``standard`` with ``--atol``/``--rtol`` applied.
+
+    The mean bound keeps its ratio to the per-value one (a tenth in every standard
+    tolerance), so one flag moves both; the ranking check stays as it is.
+    """
+    if args.atol is None:
+        return dataclasses.replace(standard, rtol=args.rtol)
+    ratio = standard.mean_abs / standard.max_abs if standard.max_abs > 0 else 1.0
+    return dataclasses.replace(
+        standard, max_abs=args.atol, mean_abs=args.atol * ratio, rtol=args.rtol
+    )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +93,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         )
         command.add_argument("--verify-frames", type=Path, help="folder or video of real frames")
         command.add_argument("--verify-limit", type=int, default=40, help="frames to verify on")
+        _add_tolerance(command, "1e-4")
         if name == "onnx":
             command.add_argument("--opset", type=int, default=17, help="ONNX opset (17)")
 
@@ -86,6 +124,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     trt.add_argument("--no-cache", action="store_true", help="always build")
     trt.add_argument("--verify-frames", type=Path, help="folder or video of real frames")
     trt.add_argument("--verify-limit", type=int, default=200, help="frames to verify on")
+    _add_tolerance(trt, "per precision, docs/runtime.md")
     trt.add_argument("--workspace-gib", type=float, default=4.0, help="builder scratch memory")
     trt.add_argument("--device", type=int, default=0, help="CUDA device")
 
@@ -94,7 +133,18 @@ def run(args: argparse.Namespace) -> int:
     """Export, verify, write; prints the verification report."""
     if args.verify_limit < 1:
         raise ConfigError(f"--verify-limit must be >= 1, got {args.verify_limit}")
-    report = _trt(args) if args.export_command == "trt" else _from_checkpoint(args)
+    for flag, value in (("--atol", args.atol), ("--rtol", args.rtol)):
+        if value is not None and not value >= 0:  # also refuses NaN
+            raise ConfigError(f"{flag} must be a number >= 0, got {value}")
+    try:
+        report = _trt(args) if args.export_command == "trt" else _from_checkpoint(args)
+    except ModelError as error:
+        if not str(error).startswith("verification failed"):
+            raise
+        raise ModelError(
+            f"{error}\nnothing written; if these differences are acceptable, "
+            "set the tolerance with --atol/--rtol"
+        ) from error
     sys.stdout.write(report + "\n")
     return 0
 
@@ -109,6 +159,7 @@ def _frames(args: argparse.Namespace) -> list[Any]:
 
 def _from_checkpoint(args: argparse.Namespace) -> str:
     from alscout.export.onnx import DEFAULT_OPSET
+    from alscout.export.verify import ONNX_TOLERANCE
     from alscout.trainer.checkpoint_export import export_checkpoint
 
     report = export_checkpoint(
@@ -120,6 +171,7 @@ def _from_checkpoint(args: argparse.Namespace) -> str:
         input_size=args.input_size,
         opset=getattr(args, "opset", DEFAULT_OPSET),  # pt2 has no --opset
         frames=_frames(args),
+        tolerance=_tolerance(args, ONNX_TOLERANCE),
     )
     assert report is not None  # verify=True, the default, always reports
     return f"wrote {args.out}\n{report.describe()}"
@@ -156,7 +208,10 @@ def _trt(args: argparse.Namespace) -> str:
     try:
         with onnx_backend, open_backend(out, "tensorrt", device_id=args.device) as engine:
             report = verify_export(
-                onnx_backend, engine, ENGINE_TOLERANCES[args.precision], frames=_frames(args)
+                onnx_backend,
+                engine,
+                _tolerance(args, ENGINE_TOLERANCES[args.precision]),
+                frames=_frames(args),
             )
         report.raise_for_failure()
     except BaseException:

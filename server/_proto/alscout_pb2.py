@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61lscout/v1/alscout.proto\x12\nalscout.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\x0c\x45ncodedImage\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12&\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x14.alscout.v1.Encoding\"f\n\x08RawImage\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\x12-\n\x0cpixel_format\x18\x04 \x01(\x0e\x32\x17.alscout.v1.PixelFormat\"\xa6\x03\n\x05\x46rame\x12\x14\n\x0crecording_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12\x13\n\x0b\x66rame_index\x18\x03 \x01(\x03\x12\x35\n\x11\x63\x61pture_timestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65ncoded\x18\x05 \x01(\x0b\x32\x18.alscout.v1.EncodedImageH\x00\x12#\n\x03raw\x18\x06 \x01(\x0b\x32\x14.alscout.v1.RawImageH\x00\x12\x31\n\x08metadata\x18\x07 \x03(\x0b\x32\x1f.alscout.v1.Frame.MetadataEntry\x12\x14\n\x0cwant_heatmap\x18\x08 \x01(\x08\x12)\n\x06resume\x18\t \x01(\x0b\x32\x19.alscout.v1.ResumeRequest\x12\x11\n\tresumable\x18\n \x01(\x08\x12\x15\n\rend_of_stream\x18\x0b \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05image\"+\n\rResumeRequest\x12\x1a\n\x12last_decided_frame\x18\x01 \x01(\x03\":\n\x0cResumeResult\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x1b\n\x13last_received_frame\x18\x02 \x01(\x03\"\x8c\x01\n\rFinalDecision\x12\x13\n\x0b\x66rame_index\x18\x01 \x01(\x03\x12&\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x14.alscout.v1.Decision\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\t\n\x01z\x18\x04 \x01(\x01\x12\x10\n\x08smoothed\x18\x05 \x01(\x01\x12\x11\n\tthreshold\x18\x06 \x01(\x01\"x\n\x07Timings\x12\x11\n\tdecode_ms\x18\x01 \x01(\x01\x12\x10\n\x08infer_ms\x18\x02 \x01(\x01\x12\x10\n\x08score_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\x12\x10\n\x08queue_ms\x18\x05 \x01(\x01\x12\x12\n\nbatch_size\x18\x06 \x01(\r\"F\n\x07HeatMap\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x03(\x02\x12\x0e\n\x06stride\x18\x04 \x01(\r\"\x9e\x03\n\x0b\x46rameResult\x12\x14\n\x0crecording_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12\x13\n\x0b\x66rame_index\x18\x03 \x01(\x03\x12\t\n\x01z\x18\x04 \x01(\x01\x12\x15\n\x08smoothed\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12&\n\x08\x64\x65\x63ision\x18\x06 \x01(\x0e\x32\x14.alscout.v1.Decision\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x15\n\rmodel_version\x18\x08 \x01(\t\x12\x12\n\nmodel_hash\x18\t \x01(\t\x12$\n\x07timings\x18\n \x01(\x0b\x32\x13.alscout.v1.Timings\x12$\n\x07heatmap\x18\x0b \x01(\x0b\x32\x13.alscout.v1.HeatMap\x12\x32\n\x0f\x66inal_decisions\x18\x0c \x03(\x0b\x32\x19.alscout.v1.FinalDecision\x12\x15\n\rend_of_stream\x18\r \x01(\x08\x12(\n\x06resume\x18\x0e \x01(\x0b\x32\x18.alscout.v1.ResumeResultB\x0b\n\t_smoothed\"\x15\n\x13GetModelInfoRequest\"(\n\x07\x42oxSize\x12\x0e\n\x06height\x18\x01 \x01(\x01\x12\r\n\x05width\x18\x02 \x01(\x01\"\xec\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nmodel_hash\x18\x03 \x01(\t\x12\x11\n\tnum_heads\x18\x04 \x01(\r\x12*\n\rdefault_boxes\x18\x05 \x03(\x0b\x32\x13.alscout.v1.BoxSize\x12\x14\n\x0cinput_height\x18\x06 \x01(\r\x12\x13\n\x0binput_width\x18\x07 \x01(\r\x12\x1c\n\x14training_data_digest\x18\x08 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\t \x01(\t\x12\x13\n\x0b\x66ile_format\x18\n \x01(\t\"(\n\x12ReloadModelRequest\x12\x12\n\nmodel_file\x18\x01 \x01(\t\"f\n\x13ReloadModelResponse\x12\'\n\x08previous\x18\x01 \x01(\x0b\x32\x15.alscout.v1.ModelInfo\x12&\n\x07\x63urrent\x18\x02 \x01(\x0b\x32\x15.alscout.v1.ModelInfo*I\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x11\n\rENCODING_JPEG\x10\x01\x12\x10\n\x0c\x45NCODING_PNG\x10\x02*q\n\x0bPixelFormat\x12\x1c\n\x18PIXEL_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11PIXEL_FORMAT_RGB8\x10\x01\x12\x15\n\x11PIXEL_FORMAT_BGR8\x10\x02\x12\x16\n\x12PIXEL_FORMAT_GRAY8\x10\x03*j\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x45\x43ISION_PENDING\x10\x01\x12\x14\n\x10\x44\x45\x43ISION_FLAGGED\x10\x02\x12\x18\n\x14\x44\x45\x43ISION_NOT_FLAGGED\x10\x03\x32\x94\x02\n\x06Scorer\x12=\n\x0bScoreStream\x12\x11.alscout.v1.Frame\x1a\x17.alscout.v1.FrameResult(\x01\x30\x01\x12\x33\n\x05Score\x12\x11.alscout.v1.Frame\x1a\x17.alscout.v1.FrameResult\x12\x46\n\x0cGetModelInfo\x12\x1f.alscout.v1.GetModelInfoRequest\x1a\x15.alscout.v1.ModelInfo\x12N\n\x0bReloadModel\x12\x1e.alscout.v1.ReloadModelRequest\x1a\x1f.alscout.v1.ReloadModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61lscout/v1/alscout.proto\x12\nalscout.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\x0c\x45ncodedImage\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12&\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x14.alscout.v1.Encoding\"f\n\x08RawImage\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\x12-\n\x0cpixel_format\x18\x04 \x01(\x0e\x32\x17.alscout.v1.PixelFormat\"\xa6\x03\n\x05\x46rame\x12\x14\n\x0crecording_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12\x13\n\x0b\x66rame_index\x18\x03 \x01(\x03\x12\x35\n\x11\x63\x61pture_timestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65ncoded\x18\x05 \x01(\x0b\x32\x18.alscout.v1.EncodedImageH\x00\x12#\n\x03raw\x18\x06 \x01(\x0b\x32\x14.alscout.v1.RawImageH\x00\x12\x31\n\x08metadata\x18\x07 \x03(\x0b\x32\x1f.alscout.v1.Frame.MetadataEntry\x12\x14\n\x0cwant_heatmap\x18\x08 \x01(\x08\x12)\n\x06resume\x18\t \x01(\x0b\x32\x19.alscout.v1.ResumeRequest\x12\x11\n\tresumable\x18\n \x01(\x08\x12\x15\n\rend_of_stream\x18\x0b \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05image\"A\n\rResumeRequest\x12\x1a\n\x12last_decided_frame\x18\x01 \x01(\x03\x12\x14\n\x0cresume_token\x18\x02 \x01(\t\":\n\x0cResumeResult\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x1b\n\x13last_received_frame\x18\x02 \x01(\x03\"\x8c\x01\n\rFinalDecision\x12\x13\n\x0b\x66rame_index\x18\x01 \x01(\x03\x12&\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x14.alscout.v1.Decision\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\t\n\x01z\x18\x04 \x01(\x01\x12\x10\n\x08smoothed\x18\x05 \x01(\x01\x12\x11\n\tthreshold\x18\x06 \x01(\x01\"x\n\x07Timings\x12\x11\n\tdecode_ms\x18\x01 \x01(\x01\x12\x10\n\x08infer_ms\x18\x02 \x01(\x01\x12\x10\n\x08score_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\x12\x10\n\x08queue_ms\x18\x05 \x01(\x01\x12\x12\n\nbatch_size\x18\x06 \x01(\r\"F\n\x07HeatMap\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x03(\x02\x12\x0e\n\x06stride\x18\x04 \x01(\r\"\xb4\x03\n\x0b\x46rameResult\x12\x14\n\x0crecording_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12\x13\n\x0b\x66rame_index\x18\x03 \x01(\x03\x12\t\n\x01z\x18\x04 \x01(\x01\x12\x15\n\x08smoothed\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12&\n\x08\x64\x65\x63ision\x18\x06 \x01(\x0e\x32\x14.alscout.v1.Decision\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x15\n\rmodel_version\x18\x08 \x01(\t\x12\x12\n\nmodel_hash\x18\t \x01(\t\x12$\n\x07timings\x18\n \x01(\x0b\x32\x13.alscout.v1.Timings\x12$\n\x07heatmap\x18\x0b \x01(\x0b\x32\x13.alscout.v1.HeatMap\x12\x32\n\x0f\x66inal_decisions\x18\x0c \x03(\x0b\x32\x19.alscout.v1.FinalDecision\x12\x15\n\rend_of_stream\x18\r \x01(\x08\x12(\n\x06resume\x18\x0e \x01(\x0b\x32\x18.alscout.v1.ResumeResult\x12\x14\n\x0cresume_token\x18\x0f \x01(\tB\x0b\n\t_smoothed\"\x15\n\x13GetModelInfoRequest\"(\n\x07\x42oxSize\x12\x0e\n\x06height\x18\x01 \x01(\x01\x12\r\n\x05width\x18\x02 \x01(\x01\"\xec\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nmodel_hash\x18\x03 \x01(\t\x12\x11\n\tnum_heads\x18\x04 \x01(\r\x12*\n\rdefault_boxes\x18\x05 \x03(\x0b\x32\x13.alscout.v1.BoxSize\x12\x14\n\x0cinput_height\x18\x06 \x01(\r\x12\x13\n\x0binput_width\x18\x07 \x01(\r\x12\x1c\n\x14training_data_digest\x18\x08 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\t \x01(\t\x12\x13\n\x0b\x66ile_format\x18\n \x01(\t\"(\n\x12ReloadModelRequest\x12\x12\n\nmodel_file\x18\x01 \x01(\t\"f\n\x13ReloadModelResponse\x12\'\n\x08previous\x18\x01 \x01(\x0b\x32\x15.alscout.v1.ModelInfo\x12&\n\x07\x63urrent\x18\x02 \x01(\x0b\x32\x15.alscout.v1.ModelInfo*I\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x11\n\rENCODING_JPEG\x10\x01\x12\x10\n\x0c\x45NCODING_PNG\x10\x02*q\n\x0bPixelFormat\x12\x1c\n\x18PIXEL_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11PIXEL_FORMAT_RGB8\x10\x01\x12\x15\n\x11PIXEL_FORMAT_BGR8\x10\x02\x12\x16\n\x12PIXEL_FORMAT_GRAY8\x10\x03*j\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x45\x43ISION_PENDING\x10\x01\x12\x14\n\x10\x44\x45\x43ISION_FLAGGED\x10\x02\x12\x18\n\x14\x44\x45\x43ISION_NOT_FLAGGED\x10\x03\x32\x94\x02\n\x06Scorer\x12=\n\x0bScoreStream\x12\x11.alscout.v1.Frame\x1a\x17.alscout.v1.FrameResult(\x01\x30\x01\x12\x33\n\x05Score\x12\x11.alscout.v1.Frame\x1a\x17.alscout.v1.FrameResult\x12\x46\n\x0cGetModelInfo\x12\x1f.alscout.v1.GetModelInfoRequest\x1a\x15.alscout.v1.ModelInfo\x12N\n\x0bReloadModel\x12\x1e.alscout.v1.ReloadModelRequest\x1a\x1f.alscout.v1.ReloadModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,12 +34,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FRAME_METADATAENTRY']._loaded_options = None
   _globals['_FRAME_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_ENCODING']._serialized_start=1981
-  _globals['_ENCODING']._serialized_end=2054
-  _globals['_PIXELFORMAT']._serialized_start=2056
-  _globals['_PIXELFORMAT']._serialized_end=2169
-  _globals['_DECISION']._serialized_start=2171
-  _globals['_DECISION']._serialized_end=2277
+  _globals['_ENCODING']._serialized_start=2025
+  _globals['_ENCODING']._serialized_end=2098
+  _globals['_PIXELFORMAT']._serialized_start=2100
+  _globals['_PIXELFORMAT']._serialized_end=2213
+  _globals['_DECISION']._serialized_start=2215
+  _globals['_DECISION']._serialized_end=2321
   _globals['_ENCODEDIMAGE']._serialized_start=73
   _globals['_ENCODEDIMAGE']._serialized_end=141
   _globals['_RAWIMAGE']._serialized_start=143
@@ -49,27 +49,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FRAME_METADATAENTRY']._serialized_start=614
   _globals['_FRAME_METADATAENTRY']._serialized_end=661
   _globals['_RESUMEREQUEST']._serialized_start=672
-  _globals['_RESUMEREQUEST']._serialized_end=715
-  _globals['_RESUMERESULT']._serialized_start=717
-  _globals['_RESUMERESULT']._serialized_end=775
-  _globals['_FINALDECISION']._serialized_start=778
-  _globals['_FINALDECISION']._serialized_end=918
-  _globals['_TIMINGS']._serialized_start=920
-  _globals['_TIMINGS']._serialized_end=1040
-  _globals['_HEATMAP']._serialized_start=1042
-  _globals['_HEATMAP']._serialized_end=1112
-  _globals['_FRAMERESULT']._serialized_start=1115
-  _globals['_FRAMERESULT']._serialized_end=1529
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1531
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1552
-  _globals['_BOXSIZE']._serialized_start=1554
-  _globals['_BOXSIZE']._serialized_end=1594
-  _globals['_MODELINFO']._serialized_start=1597
-  _globals['_MODELINFO']._serialized_end=1833
-  _globals['_RELOADMODELREQUEST']._serialized_start=1835
-  _globals['_RELOADMODELREQUEST']._serialized_end=1875
-  _globals['_RELOADMODELRESPONSE']._serialized_start=1877
-  _globals['_RELOADMODELRESPONSE']._serialized_end=1979
-  _globals['_SCORER']._serialized_start=2280
-  _globals['_SCORER']._serialized_end=2556
+  _globals['_RESUMEREQUEST']._serialized_end=737
+  _globals['_RESUMERESULT']._serialized_start=739
+  _globals['_RESUMERESULT']._serialized_end=797
+  _globals['_FINALDECISION']._serialized_start=800
+  _globals['_FINALDECISION']._serialized_end=940
+  _globals['_TIMINGS']._serialized_start=942
+  _globals['_TIMINGS']._serialized_end=1062
+  _globals['_HEATMAP']._serialized_start=1064
+  _globals['_HEATMAP']._serialized_end=1134
+  _globals['_FRAMERESULT']._serialized_start=1137
+  _globals['_FRAMERESULT']._serialized_end=1573
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1575
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1596
+  _globals['_BOXSIZE']._serialized_start=1598
+  _globals['_BOXSIZE']._serialized_end=1638
+  _globals['_MODELINFO']._serialized_start=1641
+  _globals['_MODELINFO']._serialized_end=1877
+  _globals['_RELOADMODELREQUEST']._serialized_start=1879
+  _globals['_RELOADMODELREQUEST']._serialized_end=1919
+  _globals['_RELOADMODELRESPONSE']._serialized_start=1921
+  _globals['_RELOADMODELRESPONSE']._serialized_end=2023
+  _globals['_SCORER']._serialized_start=2324
+  _globals['_SCORER']._serialized_end=2600
 # @@protoc_insertion_point(module_scope)

@@ -95,10 +95,12 @@ class Frame(_message.Message):
     def __init__(self, recording_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., frame_index: _Optional[int] = ..., capture_timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., encoded: _Optional[_Union[EncodedImage, _Mapping]] = ..., raw: _Optional[_Union[RawImage, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., want_heatmap: _Optional[bool] = ..., resume: _Optional[_Union[ResumeRequest, _Mapping]] = ..., resumable: _Optional[bool] = ..., end_of_stream: _Optional[bool] = ...) -> None: ...
 
 class ResumeRequest(_message.Message):
-    __slots__ = ("last_decided_frame",)
+    __slots__ = ("last_decided_frame", "resume_token")
     LAST_DECIDED_FRAME_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     last_decided_frame: int
-    def __init__(self, last_decided_frame: _Optional[int] = ...) -> None: ...
+    resume_token: str
+    def __init__(self, last_decided_frame: _Optional[int] = ..., resume_token: _Optional[str] = ...) -> None: ...
 
 class ResumeResult(_message.Message):
     __slots__ = ("found", "last_received_frame")
@@ -153,7 +155,7 @@ class HeatMap(_message.Message):
     def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., data: _Optional[_Iterable[float]] = ..., stride: _Optional[int] = ...) -> None: ...
 
 class FrameResult(_message.Message):
-    __slots__ = ("recording_id", "camera_id", "frame_index", "z", "smoothed", "decision", "reason", "model_version", "model_hash", "timings", "heatmap", "final_decisions", "end_of_stream", "resume")
+    __slots__ = ("recording_id", "camera_id", "frame_index", "z", "smoothed", "decision", "reason", "model_version", "model_hash", "timings", "heatmap", "final_decisions", "end_of_stream", "resume", "resume_token")
     RECORDING_ID_FIELD_NUMBER: _ClassVar[int]
     CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
     FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -168,6 +170,7 @@ class FrameResult(_message.Message):
     FINAL_DECISIONS_FIELD_NUMBER: _ClassVar[int]
     END_OF_STREAM_FIELD_NUMBER: _ClassVar[int]
     RESUME_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     recording_id: str
     camera_id: str
     frame_index: int
@@ -182,7 +185,8 @@ class FrameResult(_message.Message):
     final_decisions: _containers.RepeatedCompositeFieldContainer[FinalDecision]
     end_of_stream: bool
     resume: ResumeResult
-    def __init__(self, recording_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., frame_index: _Optional[int] = ..., z: _Optional[float] = ..., smoothed: _Optional[float] = ..., decision: _Optional[_Union[Decision, str]] = ..., reason: _Optional[str] = ..., model_version: _Optional[str] = ..., model_hash: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., heatmap: _Optional[_Union[HeatMap, _Mapping]] = ..., final_decisions: _Optional[_Iterable[_Union[FinalDecision, _Mapping]]] = ..., end_of_stream: _Optional[bool] = ..., resume: _Optional[_Union[ResumeResult, _Mapping]] = ...) -> None: ...
+    resume_token: str
+    def __init__(self, recording_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., frame_index: _Optional[int] = ..., z: _Optional[float] = ..., smoothed: _Optional[float] = ..., decision: _Optional[_Union[Decision, str]] = ..., reason: _Optional[str] = ..., model_version: _Optional[str] = ..., model_hash: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., heatmap: _Optional[_Union[HeatMap, _Mapping]] = ..., final_decisions: _Optional[_Iterable[_Union[FinalDecision, _Mapping]]] = ..., end_of_stream: _Optional[bool] = ..., resume: _Optional[_Union[ResumeResult, _Mapping]] = ..., resume_token: _Optional[str] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
     __slots__ = ()

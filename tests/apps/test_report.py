@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from alscout.apps import cli
 from alscout.apps.report import (
+    Quantile,
     build_report,
     histogram_quantile,
     latency_quantiles,
@@ -145,10 +146,45 @@ def test_latency_quantiles_from_a_real_exposition():
         hist.labels(stage="total").observe(0.5)
     text = generate_latest(registry).decode()
     result = latency_quantiles(text, "total")
-    assert result["count"] == 100
-    assert result["p50"] == pytest.approx(10 + 90 * (50 / 90))  # ms, interpolated
-    assert 100 < result["p99"] <= 1000
-    assert latency_quantiles(text, "queue") == {}
+    assert result is not None and result.count == 100
+    assert result.p50.ms == pytest.approx(10 + 90 * (50 / 90))  # ms, interpolated
+    assert 100 < result.p99.ms <= 1000 and not result.p99.beyond
+    assert latency_quantiles(text, "queue") is None
+
+
+def _latency_exposition(seconds: list[float]) -> str:
+    registry = CollectorRegistry()
+    hist = Histogram(
+        "alscout_frame_latency_seconds", "x", ["stage"], buckets=(0.1, 1.0, 10.0), registry=registry
+    )
+    for value in seconds:
+        hist.labels(stage="total").observe(value)
+    return generate_latest(registry).decode()
+
+
+def test_a_quantile_past_the_last_bound_reads_as_more_than_the_bound():
+    """The +Inf bucket says only "slower than the last bound": the report says so
+    ("> 10 s"), not "10000.0 ms"."""
+    result = latency_quantiles(_latency_exposition([0.05] * 90 + [30.0] * 10), "total")
+    assert result is not None and result.count == 100
+    assert result.p50 == Quantile(ms=pytest.approx(50 * 100 / 90), beyond=False)
+    assert result.p99 == Quantile(ms=pytest.approx(10_000), beyond=True)
+    assert str(result.p50) == "55.6 ms" and str(result.p99) == "> 10 s"
+    assert str(Quantile(ms=250.0, beyond=True)) == "> 250 ms"
+    assert str(Quantile(ms=2500.0, beyond=True)) == "> 2.5 s"
+
+
+def test_report_page_says_a_slow_p99_is_past_the_last_bound(run_dir):
+    text = _latency_exposition([0.05] * 90 + [30.0] * 10)
+    (run_dir / "metrics.prom").write_text(text, encoding="utf-8")
+    info = {"stream": {"frames": N_FRAMES, "wall_s": 12.0}, "metrics_file": "metrics.prom"}
+    (run_dir / "run.json").write_text(json.dumps(info), encoding="utf-8")
+    out = run_dir / "r.html"
+    build_report(run_dir / "decisions.jsonl", out, outbox=run_dir / "outbox",
+                 run_info=run_dir / "run.json")  # fmt: skip
+    page = out.read_text(encoding="utf-8")
+    assert "p99 &gt; 10 s" in page and "10000.0 ms" not in page
+    assert "p50 55.6 ms" in page and "(100 samples)" in page
 
 
 def test_overlay_tints_hot_cells_only():

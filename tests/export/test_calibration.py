@@ -51,6 +51,21 @@ def test_digest_names_the_set(folder):
     assert a != CalibrationBatches(folder, INFO, batch_size=3).digest()
 
 
+def test_unpadded_names_are_calibrated_in_natural_order(tmp_path):
+    for i in range(12):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((48, 64, 3), 20 * i, np.uint8))
+    batches = CalibrationBatches(tmp_path, INFO, batch_size=1, limit=3, stride=5)
+    got = [float(b[0, 0, 0, 0]) for b in batches]  # frames 0, 5, 10
+    np.testing.assert_allclose(got, [(20 * i / 255 - 0.5) / 0.25 for i in (0, 5, 10)], atol=1e-5)
+
+
+def test_digest_counts_only_the_frames(folder):
+    a = CalibrationBatches(folder, INFO, batch_size=3).digest()
+    (folder / "._0.png").write_bytes(b"macOS metadata, not an image")
+    (folder / "notes.txt").write_text("not a frame")
+    assert a == CalibrationBatches(folder, INFO, batch_size=3).digest()
+
+
 def test_too_few_frames_is_a_data_error(folder, tmp_path):
     with pytest.raises(DataError, match="not one calibration batch"):
         list(CalibrationBatches(folder, INFO, batch_size=8, limit=8))

@@ -26,6 +26,12 @@ def test_folder_frames_are_rgb_in_name_order(folder):
     assert frames[0][0, 0].tolist() == [0, 100, 200]
 
 
+def test_unpadded_names_are_read_in_natural_order(tmp_path):
+    for i in (1, 2, 10, 11):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), np.full((8, 10, 3), i, np.uint8))
+    assert [int(f[0, 0, 0]) for f in read_frames(tmp_path)] == [1, 2, 10, 11]
+
+
 def test_limit_and_stride(folder):
     assert [int(f[0, 0, 0]) for f in read_frames(folder, stride=2)] == [0, 20, 40]
     assert [int(f[0, 0, 0]) for f in read_frames(folder, stride=2, limit=2)] == [0, 20]
@@ -39,7 +45,7 @@ def test_errors_are_data_errors(folder, tmp_path):
         read_frames(folder)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(DataError, match="no frames"):
+    with pytest.raises(DataError, match="empty: no images"):
         read_frames(empty)
     with pytest.raises(DataError, match="stride"):
         read_frames(folder, stride=0)

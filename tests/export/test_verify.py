@@ -15,6 +15,7 @@ from alscout.export.verify import (
 )
 from alscout.runtime.backends import open_backend
 from alscout.runtime.backends.base import Backend
+from alscout.runtime.pipeline import ScoringPipeline
 
 
 class Perturbed(Backend):
@@ -89,6 +90,51 @@ def test_a_candidate_that_reorders_frames_fails_the_ranking(tiny_model):
     assert "missing from the candidate" in ranking.describe()
 
 
+def test_a_failure_names_the_values_over_tolerance(tiny_model):
+    """The message says how many values are over, where the worst one is ``[n, k, y, x]``
+    (n counts frames across batches) and both backends' values there."""
+    batch = frames(10)
+    batch[9][...] = 128  # a uniform frame: its normalised input has no spread
+
+    def nudge_uniform_frame(probs, images):
+        out = probs.copy()
+        for n in np.flatnonzero(images.std(axis=(2, 3)).max(axis=1) < 1e-3):
+            out[n, 0, 5, 7] -= 2.76e-4
+        return out
+
+    with (
+        open_backend(tiny_model) as a,
+        Perturbed(open_backend(tiny_model), nudge_uniform_frame) as b,
+    ):
+        report = verify_export(a, b, ONNX_TOLERANCE, frames=batch, top=4)
+        reference = a.infer(ScoringPipeline(a).preprocess(batch[8:]))[1, 0, 5, 7]
+    random_part, real = report.comparisons
+    assert random_part.passed and random_part.over == 0
+    assert not real.passed and real.over == 1 and real.mean_abs < 1e-5
+    assert real.worst is not None and real.worst.index == (9, 0, 5, 7)
+    assert real.worst.reference == pytest.approx(float(reference), abs=1e-7)
+    assert real.worst.candidate == pytest.approx(float(reference) - 2.76e-4, abs=1e-6)
+    text = real.describe()
+    assert "1 of " in text and "values over the tolerance" in text
+    assert "worst at [n, k, y, x] = [9, 0, 5, 7]" in text
+    assert f"reference {real.worst.reference:.6g}, candidate {real.worst.candidate:.6g}" in text
+    with pytest.raises(ModelError, match=r"worst at \[n, k, y, x\] = \[9, 0, 5, 7\]"):
+        report.raise_for_failure()
+
+
+def test_relative_tolerance_scales_with_the_reference(tiny_model):
+    def scale(factor):
+        return lambda probs, images: probs * np.float32(factor)
+
+    tol = Tolerance(max_abs=0.0, mean_abs=1.0, rtol=0.01)
+    with open_backend(tiny_model) as a, Perturbed(open_backend(tiny_model), scale(1.005)) as b:
+        assert verify_export(a, b, tol).passed
+    with open_backend(tiny_model) as a, Perturbed(open_backend(tiny_model), scale(1.02)) as b:
+        failed = verify_export(a, b, tol).comparisons[0]
+    assert not failed.passed and failed.over > 0
+    assert "(<= 0 + 0.01 * |reference|)" in failed.describe()
+
+
 def test_compare_rankings_by_construction():
     z = [0.1, 0.9, 0.5, 0.9, 0.3]
     same = compare_rankings(z, z, top=2, required=1.0)
@@ -104,9 +150,19 @@ def test_compare_rankings_by_construction():
 def test_comparison_thresholds_are_inclusive():
     tol = Tolerance(max_abs=0.1, mean_abs=0.01)
     assert Comparison("x", 0.1, 0.01, 1, tol).passed
-    assert not Comparison("x", 0.1001, 0.0, 1, tol).passed
+    assert not Comparison("x", 0.1001, 0.0, 1, tol, over=1).passed
     assert not Comparison("x", 0.0, 0.0101, 1, tol).passed
     assert not Comparison("nothing compared", 0.0, 0.0, 0, tol).passed
+
+
+def test_elements_at_the_tolerance_pass(tiny_model):
+    inputs = [np.zeros((1, 3, 32, 32), np.float32)]
+    with (
+        Perturbed(open_backend(tiny_model), lambda p, i: p * 0) as zero,
+        Perturbed(open_backend(tiny_model), lambda p, i: p * 0 + 0.25) as quarter,
+    ):
+        assert compare_backends("at", zero, quarter, inputs, Tolerance(0.25, 1.0)).passed
+        assert not compare_backends("over", zero, quarter, inputs, Tolerance(0.2499, 1.0)).passed
 
 
 def test_compare_backends_counts_frames(tiny_model):

@@ -6,7 +6,14 @@
 //
 //   node stream_folder.js --target 127.0.0.1:50051 --folder frames/ \
 //       --recording-id rec1 --camera-id front [--ca ca.pem [--cert c.crt --key c.key]]
-//       [--token-file token]
+//       [--token-file token] [--cut-after N]
+//
+// The stream is resumable (docs/api.md, "Resuming"): frames carry `resumable`, the
+// stream ends with an end_of_stream message, and the client keeps the stream's
+// resume_token from its results. `--cut-after N` cancels the call once N frames are
+// answered and resumes the stream in a new call (resume_token, last decided frame),
+// then sends the frames after the server's last_received_frame; the decisions printed
+// are the same as an uncut run's, each once.
 //
 // Exit status: 0 when the call ends cleanly, 1 on a gRPC error (message on stderr),
 // 2 on bad arguments.
@@ -33,6 +40,7 @@ function parseArgs(argv) {
     "--key": "key",
     "--token-file": "tokenFile",
     "--proto-root": "protoRoot",
+    "--cut-after": "cutAfter",
   };
   for (let i = 0; i < argv.length; i += 2) {
     const name = names[argv[i]];
@@ -108,11 +116,35 @@ function main() {
     metadata.add("authorization", `Bearer ${fs.readFileSync(args.tokenFile, "utf8").trim()}`);
   }
 
-  const call = client.ScoreStream(metadata);
-  let decided = 0;
-  call.on("data", (result) => {
+  const images = listImages(args.folder);
+  const stream = { recording_id: args.recordingId, camera_id: args.cameraId };
+  const state = {
+    lastDecided: -1, // highest frame whose final decision was printed
+    token: "", // the stream's resume_token, from its results
+    decided: 0,
+    answered: 0,
+    cutAfter: args.cutAfter === undefined ? null : Number(args.cutAfter),
+  };
+
+  const frameMessage = (index) => {
+    const name = images[index];
+    return {
+      ...stream,
+      frame_index: index,
+      encoded: {
+        data: fs.readFileSync(path.join(args.folder, name)),
+        encoding: ENCODINGS[path.extname(name).toLowerCase()],
+      },
+      metadata: { file: name },
+      resumable: true,
+    };
+  };
+
+  const print = (result) => {
     for (const d of result.final_decisions) {
-      decided += 1;
+      if (Number(d.frame_index) <= state.lastDecided) continue; // seen before a cut
+      state.lastDecided = Number(d.frame_index);
+      state.decided += 1;
       const line = {
         recording_id: result.recording_id,
         camera_id: result.camera_id,
@@ -125,40 +157,68 @@ function main() {
       };
       process.stdout.write(`${JSON.stringify(line)}\n`);
     }
-  });
-  call.on("error", (error) => {
-    process.stderr.write(`stream_folder: ${grpc.status[error.code]}: ${error.details}\n`);
-    process.exitCode = 1;
-  });
-  call.on("end", () => {
-    process.stderr.write(`stream_folder: ${decided} final decisions\n`);
-    client.close();
-  });
+  };
 
-  const images = listImages(args.folder);
-  let index = 0;
-  const writeMore = () => {
-    while (index < images.length) {
-      const name = images[index];
-      const frame = {
-        recording_id: args.recordingId,
-        camera_id: args.cameraId,
-        frame_index: index,
-        encoded: {
-          data: fs.readFileSync(path.join(args.folder, name)),
-          encoding: ENCODINGS[path.extname(name).toLowerCase()],
-        },
-        metadata: { file: name },
-      };
-      index += 1;
-      if (!call.write(frame)) {
-        call.once("drain", writeMore); // respect flow control
+  // Writes frames `from`.. then the end_of_stream message, respecting flow control.
+  const writeFrom = (call, from) => {
+    let index = from;
+    const writeMore = () => {
+      while (index < images.length) {
+        const ok = call.write(frameMessage(index));
+        index += 1;
+        if (!ok) {
+          call.once("drain", writeMore);
+          return;
+        }
+      }
+      call.write({ ...stream, end_of_stream: true });
+      call.end();
+    };
+    writeMore();
+  };
+
+  const attempt = (resume) => {
+    const call = client.ScoreStream(metadata);
+    let cut = false;
+    call.on("data", (result) => {
+      if (cut) return;
+      if (result.resume_token) state.token = result.resume_token;
+      print(result);
+      if (result.resume) {
+        const found = result.resume.found;
+        const last = Number(result.resume.last_received_frame);
+        process.stderr.write(`stream_folder: resumed found=${found} last_received=${last}\n`);
+        writeFrom(call, found ? last + 1 : state.lastDecided + 1);
         return;
       }
+      if (result.end_of_stream) return;
+      state.answered += 1;
+      if (state.cutAfter !== null && state.answered >= state.cutAfter) {
+        state.cutAfter = null;
+        cut = true;
+        call.cancel(); // as a dropped link would; the server keeps the stream for resuming
+        setTimeout(() => attempt(true), 100);
+      }
+    });
+    call.on("error", (error) => {
+      if (cut && error.code === grpc.status.CANCELLED) return;
+      process.stderr.write(`stream_folder: ${grpc.status[error.code]}: ${error.details}\n`);
+      process.exitCode = 1;
+      client.close();
+    });
+    call.on("end", () => {
+      if (cut) return;
+      process.stderr.write(`stream_folder: ${state.decided} final decisions\n`);
+      client.close();
+    });
+    if (resume) {
+      const request = { last_decided_frame: state.lastDecided, resume_token: state.token };
+      call.write({ ...stream, resume: request }); // frames follow its answer
+    } else {
+      writeFrom(call, 0);
     }
-    call.end();
   };
-  writeMore();
+  attempt(false);
 }
 
 main();

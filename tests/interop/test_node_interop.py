@@ -92,12 +92,16 @@ def server(tiny_model):
     thread.join(5)
 
 
-def node_decisions(target: str, folder: Path, *extra: str) -> list[dict]:
+def node_run(target: str, folder: Path, *extra: str, recording: str = "rec-node"):
     args = [NODE, str(SCRIPT), "--target", target, "--folder", str(folder)]
-    args += ["--recording-id", "rec-node", "--camera-id", "front", *extra]
+    args += ["--recording-id", recording, "--camera-id", "front", *extra]
     done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
-    return [json.loads(line) for line in done.stdout.splitlines()]
+    return [json.loads(line) for line in done.stdout.splitlines()], done.stderr
+
+
+def node_decisions(target: str, folder: Path, *extra: str) -> list[dict]:
+    return node_run(target, folder, *extra)[0]
 
 
 def python_decisions(target: str, folder: Path) -> list[pb.FinalDecision]:
@@ -155,3 +159,13 @@ def test_node_client_reports_a_refused_call(server, tmp_path):
     done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 1
     assert "INVALID_ARGUMENT" in done.stderr
+
+
+def test_node_client_resumes_a_cut_call_with_the_streams_token(server, frames_dir):
+    target, _ = server
+    uncut, _ = node_run(target, frames_dir, recording="rec-node-ref")  # a fresh recording
+    cut, log = node_run(target, frames_dir, "--cut-after", "15", recording="rec-node-cut")
+    assert "stream_folder: resumed found=true" in log  # the token was accepted
+    assert [d["frame_index"] for d in cut] == list(range(N_FRAMES))  # each frame once
+    strip = [({k: v for k, v in d.items() if k != "recording_id"}) for d in cut]
+    assert strip == [({k: v for k, v in d.items() if k != "recording_id"}) for d in uncut]

@@ -141,3 +141,75 @@ def test_raw_too_large_is_refused_before_reading():
 def test_non_bytes_data_is_refused():
     with pytest.raises(InvalidInputError, match="bytes"):
         decode_frame(np.zeros(10, np.uint8), encoding="raw", width=1, height=1)  # type: ignore[arg-type]
+
+
+# -- JPEGs whose scan data was cut or zeroed (libjpeg fills them with grey) -------------
+
+
+@pytest.fixture(scope="module")
+def scene() -> np.ndarray:
+    """A textured RGB frame 96 x 128: its JPEG scans are a few KB."""
+    rng = np.random.default_rng(7)
+    return cv2.resize(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), (128, 96))
+
+
+def scan_data(jpeg: bytes) -> tuple[int, int]:
+    """(start, end) of the entropy-coded data of a one-scan JPEG: after SOS, before EOI."""
+    sos = jpeg.index(b"\xff\xda")
+    return sos + 2 + int.from_bytes(jpeg[sos + 2 : sos + 4], "big"), jpeg.rindex(b"\xff\xd9")
+
+
+def zeroed_scan(jpeg: bytes) -> bytes:
+    start, end = scan_data(jpeg)
+    return jpeg[:start] + bytes(end - start) + jpeg[end:]
+
+
+GOOD_JPEGS = {
+    "default": (),
+    "quality 100": (cv2.IMWRITE_JPEG_QUALITY, 100),
+    "quality 5": (cv2.IMWRITE_JPEG_QUALITY, 5),
+    "optimized tables": (cv2.IMWRITE_JPEG_OPTIMIZE, 1),
+    "restart intervals": (cv2.IMWRITE_JPEG_RST_INTERVAL, 2),
+    "progressive": (cv2.IMWRITE_JPEG_PROGRESSIVE, 1),
+    "4:4:4": (cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444),
+    "4:2:2": (cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422),
+}
+
+
+@pytest.mark.parametrize("params", GOOD_JPEGS.values(), ids=GOOD_JPEGS.keys())
+def test_good_jpegs_from_opencv_pass_the_scan_check(scene, params):
+    for image in (scene, scene[:37, :53], scene[:, :, :1]):  # odd sizes; gray
+        out = decode_frame(encode(image, ".jpg", params), encoding="jpeg")
+        assert out.shape[:2] == image.shape[:2]
+
+
+def test_a_motion_jpeg_frame_without_huffman_tables_passes(scene):
+    """MJPEG cameras leave out the standard tables; decoders supply them."""
+    data = encode(scene, ".jpg")
+    out = bytearray()
+    pos = 2
+    out += data[:2]
+    while data[pos + 1] != 0xDA:  # copy every segment up to the scan but the DHTs
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if data[pos + 1] != 0xC4:
+            out += data[pos : pos + 2 + length]
+        pos += 2 + length
+    out += data[pos:]
+    assert b"\xff\xc4" not in bytes(out[: out.index(b"\xff\xda")])
+    decoded = decode_frame(bytes(out), encoding="jpeg")
+    assert np.array_equal(decoded, decode_frame(data, encoding="jpeg"))
+
+
+def test_a_jpeg_with_zeroed_scan_data_is_corrupt(scene):
+    for params in ((), (cv2.IMWRITE_JPEG_OPTIMIZE, 1), (cv2.IMWRITE_JPEG_RST_INTERVAL, 2)):
+        with pytest.raises(InvalidInputError, match="corrupt jpeg frame"):
+            decode_frame(zeroed_scan(encode(scene, ".jpg", params)), encoding="jpeg")
+
+
+def test_a_truncated_jpeg_is_corrupt_with_or_without_an_end_marker(scene):
+    data = encode(scene, ".jpg")
+    start, end = scan_data(data)
+    middle = start + (end - start) // 2
+    for cut in (data[:middle], data[:middle] + b"\xff\xd9", data[:-2]):
+        with pytest.raises(InvalidInputError, match="corrupt jpeg frame"):
+            decode_frame(cut, encoding="jpeg")

@@ -33,6 +33,7 @@ from alscout.runtime.temporal import flag_recording
 from alscout.server._proto import alscout_pb2 as pb
 from alscout.server._proto import alscout_pb2_grpc
 from alscout.server.app import SERVICE_NAME
+from alscout.server.config import MESSAGE_HEADROOM_BYTES, ServerConfig
 from alscout.server.durable_outbox import DurableOutbox
 from alscout.server.metrics import FREE_REASONS
 
@@ -238,3 +239,23 @@ def test_a_cancelled_call_is_cleaned_up_and_the_server_carries_on(served, stub):
     assert want, "the first frames of the stream should flag one"
     assert [f.frame_index for f in outbox.frames if f.recording_id == "cancelled"] == want
     assert stub.Score(jpeg_frame(data[0], 0)).z > 0
+
+
+def test_the_default_message_limit_fits_the_largest_raw_frame_max_pixels_allows(served, stub):
+    _, _, scoring = served
+    max_pixels = scoring.config.max_pixels  # 500_000 on this server
+    assert scoring.config.max_message_bytes == max_pixels * 3 + MESSAGE_HEADROOM_BYTES
+    assert ServerConfig(model_path="m.onnx").max_message_bytes == (
+        40_000_000 * 3 + MESSAGE_HEADROOM_BYTES
+    )
+    assert ServerConfig(model_path="m.onnx", max_message_bytes=4096).max_message_bytes == 4096
+
+    def raw(width: int, height: int) -> pb.Frame:
+        image = pb.RawImage(data=bytes(width * height * 3), width=width, height=height,
+                            pixel_format=pb.PIXEL_FORMAT_RGB8)  # fmt: skip
+        return pb.Frame(recording_id="big", camera_id="raw", raw=image)
+
+    assert stub.Score(raw(1000, 500), timeout=30).z >= 0  # max_pixels exactly: 1.5 MB
+    with pytest.raises(grpc.RpcError) as caught:  # 3 MB: refused by grpc, never parsed
+        stub.Score(raw(1000, 1000), timeout=30)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import threading
 from collections import Counter
 
 import grpc
@@ -139,6 +140,74 @@ def test_the_async_client_streams_and_resumes(resumable):
     assert decisions(uncut) == offline([r.z for r in own])
     assert decisions(cut) == decisions(uncut)
     assert info.num_heads == 5
+
+
+def test_a_resume_carries_the_streams_token():
+    progress = StreamProgress("rec", "cam", want_heatmap=False)
+    assert not progress.can_resume  # no result yet: no token, so no resume
+    progress.book(StreamFrame(0, b"x"))
+    progress.accept(pb.FrameResult(recording_id="rec", camera_id="cam", frame_index=0,
+                                   resume_token="first-stream-token"))  # fmt: skip
+    assert progress.can_resume
+    assert progress.resume_message().resume.resume_token == "first-stream-token"
+    # the server lost the stream: the new one has a new token
+    progress.accept(pb.FrameResult(resume=pb.ResumeResult(found=False, last_received_frame=-1),
+                                   resume_token="second-stream-token"))  # fmt: skip
+    assert progress.resume_message().resume.resume_token == "second-stream-token"
+
+
+@pytest.fixture(scope="module")
+def slow_first_answer(harness, tiny_model):
+    """A server whose batches wait 600 ms for company, behind a cuttable proxy."""
+    config = make_config(tiny_model, resume_window_s=30.0, max_batch=64, max_queue=64,
+                         max_delay_ms=600)  # fmt: skip
+    scoring, port = harness.start(config, MemoryOutbox())
+    proxy = Proxy(port)
+    yield proxy
+    proxy.close()
+    harness.stop(scoring)
+
+
+@pytest.mark.parametrize("kind", ["blocking", "async"])
+def test_a_call_cut_before_any_result_is_retried_as_a_fresh_call(
+    slow_first_answer, monkeypatch, kind
+):
+    proxy = slow_first_answer
+    frames = frames_of(12, seed=53)
+    rec = f"c-early-{kind}"
+    resumes: list[int] = []
+    message = StreamProgress.resume_message
+
+    def record_resume(self):
+        resumes.append(self.last_decided)
+        return message(self)
+
+    monkeypatch.setattr(StreamProgress, "resume_message", record_resume)
+    timer = threading.Timer(0.2, proxy.cut)  # the first answer is 600 ms away
+    cuts = proxy.cuts
+
+    def source():
+        for frame in frames:
+            if frame.frame_index == 0:
+                timer.start()  # cut while the client has no result, so no token
+            yield frame
+
+    target = f"127.0.0.1:{proxy.port}"
+    if kind == "blocking":
+        with ScorerClient(target, retries=8, backoff_s=0.05) as client:
+            results = list(client.stream(rec, "front", source()))
+    else:
+
+        async def run():
+            async with AsyncScorerClient(target, retries=8, backoff_s=0.05) as client:
+                return [r async for r in client.stream(rec, "front", source())]
+
+        results = asyncio.run(run())
+    timer.join()
+    assert proxy.cuts == cuts + 1 and resumes == []  # no token to resume with: a fresh call instead
+    _, closing, finals, _ = split(results)
+    assert sorted(k[2] for k in finals) == list(range(12)) and set(finals.values()) == {1}
+    assert closing[-1] is results[-1]
 
 
 def test_errors_that_are_not_transient_are_raised(resumable, tiny_model):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import sqlite3
+import stat
 import threading
 
 import numpy as np
@@ -34,7 +36,8 @@ def test_durable_round_trip_with_heatmap_and_context(tmp_path):
         np.testing.assert_array_equal(loaded, heat)
         assert stored.record["metadata"] == {"gps": "1,2"}
         assert stored.record["files"]["image"] == hashlib.sha256(frame.image).hexdigest() + ".jpg"
-        assert stored.nbytes == sum(ref.nbytes for ref in stored.blobs)
+        # files plus the UTF-8 bytes of the metadata's keys and values
+        assert stored.nbytes == sum(ref.nbytes for ref in stored.blobs) + len("gps" + "1,2")
         assert outbox.check().ok
     with DurableOutbox(tmp_path, 10_000) as reopened:  # durable across instances
         assert [f.frame_index for f in reopened.pending()] == [10]
@@ -202,3 +205,145 @@ def test_alscout_outbox_status_and_check(tmp_path, capsys):
     assert main(["outbox", "check", "--outbox", str(tmp_path), "--repair"]) == 1
     capsys.readouterr()
     assert main(["outbox", "check", "--outbox", str(tmp_path)]) == 0
+
+
+# ------------------------------------------------------------------ parked frames (#13, D1)
+
+
+def test_a_parked_frame_keeps_its_files_its_reason_and_its_place_in_the_quota(tmp_path):
+    with DurableOutbox(tmp_path, 1000) as outbox:
+        outbox.put(sized(0, 250, 0.5))
+        outbox.put(sized(1, 250, 0.6))
+        first = outbox.pending()[1]
+        outbox.mark_parked(first.id, "object key 'frames/./front/0.json' is not allowed")
+        assert [f.frame_index for f in outbox.pending()] == [1]
+        (parked,) = outbox.frames("parked")
+        assert parked.reason == "object key 'frames/./front/0.json' is not allowed"
+        status = outbox.status()
+        assert status.counts["parked"] == 1
+        assert (status.pending_bytes, status.parked_bytes) == (250, 250)
+        # still stored: the dt2 rule sees it, the same frame is not stored twice
+        assert outbox.earlier_frames("rec-1", "front") == [0, 1]
+        outbox.put(sized(0, 250, 0.9))
+        assert outbox.state_of(parked.id) == "parked"
+        # parked bytes are on disk: the quota counts them
+        with pytest.raises(OutboxFullError, match="taken by frames"):
+            outbox.put(sized(2, 600, 0.1))
+        outbox.mark_uploaded(first.id)  # only pending frames are uploaded
+        assert outbox.state_of(parked.id) == "parked"
+    with DurableOutbox(tmp_path) as reopened:  # files survive the orphan sweep of an open
+        (again,) = reopened.frames("parked")
+        assert again.reason == parked.reason
+        assert reopened.read_blob(again.blobs[0]) == sized(0, 250, 0.5).image
+        report = reopened.check()
+        assert report.ok and report.orphans == 0 and report.frames_checked == 2
+
+
+#: the index of a store written before parked frames existed
+_OLD_SCHEMA = """
+CREATE TABLE frames (
+    id INTEGER PRIMARY KEY,
+    recording_id TEXT NOT NULL,
+    camera_id TEXT NOT NULL,
+    frame_index INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'uploaded', 'evicted', 'corrupt')),
+    smoothed REAL NOT NULL,
+    nbytes INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    created_ns INTEGER NOT NULL,
+    updated_ns INTEGER NOT NULL,
+    UNIQUE (recording_id, camera_id, frame_index)
+);
+CREATE INDEX frames_by_state ON frames (state, smoothed);
+CREATE TABLE blobs (
+    frame_id INTEGER NOT NULL REFERENCES frames (id) ON DELETE CASCADE,
+    role TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    suffix TEXT NOT NULL,
+    nbytes INTEGER NOT NULL,
+    PRIMARY KEY (frame_id, role)
+);
+CREATE INDEX blobs_by_hash ON blobs (sha256, suffix);
+CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def test_an_index_from_before_parked_frames_is_migrated(tmp_path):
+    frame = flagged(3)
+    sha = hashlib.sha256(frame.image).hexdigest()
+    (tmp_path / "objects" / sha[:2]).mkdir(parents=True)
+    (tmp_path / "objects" / sha[:2] / f"{sha}.jpg").write_bytes(frame.image)
+    db = sqlite3.connect(tmp_path / "index.sqlite3")
+    db.executescript(_OLD_SCHEMA)
+    record = json.dumps(frame.sidecar() | {"files": {"image": f"{sha}.jpg"}})
+    with db:
+        db.execute(
+            "INSERT INTO frames VALUES (7, 'rec-1', 'front', 3, 'pending', 0.4, ?, ?, 1, 1)",
+            (len(frame.image), record),
+        )
+        db.execute("INSERT INTO blobs VALUES (7, 'image', ?, '.jpg', ?)", (sha, len(frame.image)))
+        db.execute("INSERT INTO settings VALUES ('quota_bytes', '5000')")
+    db.close()
+    with DurableOutbox(tmp_path) as outbox:
+        (stored,) = outbox.pending()
+        assert (stored.id, stored.frame_index, outbox.quota_bytes) == (7, 3, 5000)
+        assert outbox.read_blob(stored.blobs[0]) == frame.image
+        outbox.mark_parked(stored.id, "refused")
+        assert outbox.frames("parked")[0].reason == "refused"
+        outbox.put(flagged(4))
+        assert outbox.check().ok
+    with DurableOutbox(tmp_path) as outbox:  # a migrated store opens as it is
+        assert outbox.status().counts == {
+            "pending": 1, "uploaded": 0, "evicted": 0, "corrupt": 0, "parked": 1
+        }  # fmt: skip
+
+
+# ------------------------------------------------------------------ metadata in the quota (D3)
+
+
+def test_metadata_counts_in_the_quota_and_the_pending_bytes(tmp_path, capsys):
+    from alscout.apps.cli import main
+
+    meta = {"note": "é" * 100}  # 4 + 200 bytes of UTF-8
+    with DurableOutbox(tmp_path, 1000) as outbox:
+        outbox.put(sized(0, 250, 0.5, metadata=meta))
+        (stored,) = outbox.pending()
+        assert stored.nbytes == 250 + 204 and outbox.status().pending_bytes == 454
+        with pytest.raises(OutboxFullError, match="whole quota"):
+            outbox.put(sized(1, 100, 0.9, metadata={"k": "v" * 1000}))
+        outbox.put(sized(2, 500, 0.9))  # 454 + 500 fit
+        with pytest.raises(OutboxFullError, match="taken by frames"):
+            outbox.put(sized(3, 10, 0.1, metadata={"k": "v" * 100}))
+    assert main(["outbox", "status", "--outbox", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["pending_bytes"] == 954
+
+
+# ------------------------------------------------------------------ permissions (D11)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_the_outbox_is_private_whatever_the_umask(tmp_path):
+    root = tmp_path / "outbox"
+    saved = os.umask(0)
+    try:
+        with DurableOutbox(root, 10_000) as outbox:
+            outbox.put(flagged(1))
+            (stored,) = outbox.pending()
+            image = outbox.blob_path(stored.blobs[0])
+            files = [root / n for n in ("index.sqlite3", "index.sqlite3-wal",
+                                        "index.sqlite3-shm", "lock")] + [image]  # fmt: skip
+            folders = [root, root / "objects", root / "tmp", image.parent]
+            assert {str(p): _mode(p) for p in files} == {str(p): 0o600 for p in files}
+            assert {str(p): _mode(p) for p in folders} == {str(p): 0o700 for p in folders}
+        # a store made loose (by an older version) is tightened when opened
+        for path in (root, root / "index.sqlite3", root / "lock"):
+            path.chmod(0o755)
+        with DurableOutbox(root) as outbox:
+            assert _mode(root) == 0o700
+            assert _mode(root / "index.sqlite3") == _mode(root / "lock") == 0o600
+            assert _mode(root / "index.sqlite3-wal") == 0o600
+    finally:
+        os.umask(saved)

@@ -20,7 +20,9 @@ from alscout.server.outbox import (
 from alscout.storage.layout import check_id
 
 
-@pytest.mark.parametrize("bad", ["", "a/b", "..", "a..b", "../x", "x\\y", "é", "a b", "x" * 129])
+@pytest.mark.parametrize(
+    "bad", ["", "a/b", ".", "..", "a..b", "../x", "x\\y", "é", "a b", "x" * 129]
+)
 def test_unsafe_ids_are_refused(bad):
     with pytest.raises(InvalidInputError, match="not allowed"):
         check_id("recording_id", bad)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from alscout.server._proto import alscout_pb2_grpc
 from alscout.server.outbox import MemoryOutbox
 from alscout.server.security import (
     BearerTokenInterceptor,
+    RefusalLog,
     TLSConfig,
     channel_credentials,
     load_token,
@@ -232,6 +234,22 @@ def test_server_credentials_warn_about_a_key_others_can_read(pki, tmp_path, capl
         assert "readable by other users" not in caplog.text
         server_credentials(TLSConfig(pki.server_cert, loose))
     assert f"readable by other users path={loose}" in caplog.text
+    assert f"chmod 600 {loose}" in caplog.text  # the same warning as a token file's
+
+
+def test_a_token_file_others_can_read_is_warned_about_like_a_key_file(tmp_path, caplog):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    token_file.chmod(0o600)
+    with caplog.at_level(logging.WARNING, logger="alscout.server.security"):
+        assert load_token(token_file) == TOKEN
+        assert caplog.records == []
+        token_file.chmod(0o644)
+        assert load_token(token_file) == TOKEN
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING
+    assert f"path={token_file}" in record.getMessage()
+    assert f"chmod 600 {token_file}" in record.getMessage()
 
 
 def test_client_credentials_and_tokens_are_checked(pki, tmp_path):
@@ -316,3 +334,88 @@ def test_mutual_tls_and_token_together(pki, secure_server):
     assert model_info(server.target, creds, token_metadata(TOKEN)).num_heads == 5
     assert refused_code(model_info, server.target, creds) == grpc.StatusCode.UNAUTHENTICATED
     assert health_status(server.target, creds) == SERVING
+
+
+# ---------------------------------------------------------------- refused calls
+
+
+async def _echo_server(deserialized: list[int]) -> tuple[grpc.aio.Server, int]:
+    """A bare server behind the token interceptor whose methods count deserializations."""
+
+    def deserialize(data: bytes) -> bytes:
+        deserialized.append(len(data))
+        return data
+
+    async def unary(request: bytes, context) -> bytes:
+        return request[:4]
+
+    async def stream(requests, context):
+        async for request in requests:
+            yield request[:4]
+
+    handler = grpc.method_handlers_generic_handler(
+        "test.Echo",
+        {
+            "Unary": grpc.unary_unary_rpc_method_handler(unary, deserialize, bytes),
+            "Stream": grpc.stream_stream_rpc_method_handler(stream, deserialize, bytes),
+        },
+    )
+    size = 64 * 1024 * 1024
+    server = grpc.aio.server(
+        interceptors=[BearerTokenInterceptor(TOKEN)],
+        options=[("grpc.max_receive_message_length", size)],
+    )
+    server.add_generic_rpc_handlers([handler])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, port
+
+
+def test_a_refused_call_is_never_deserialized(harness):
+    deserialized: list[int] = []
+    server, port = harness.call(_echo_server(deserialized))
+    big = b"\x07" * (8 * 1024 * 1024)
+    options = [("grpc.max_send_message_length", 64 * 1024 * 1024)]
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+            unary = channel.unary_unary("/test.Echo/Unary")
+            stream = channel.stream_stream("/test.Echo/Stream")
+            for _ in range(3):
+                assert refused_code(unary, big, timeout=30) == grpc.StatusCode.UNAUTHENTICATED
+                calls = stream(iter([big, big]), timeout=30)
+                assert refused_code(list, calls) == grpc.StatusCode.UNAUTHENTICATED
+            assert deserialized == []  # refused from the metadata, before any message
+            assert unary(big, metadata=token_metadata(TOKEN), timeout=30) == big[:4]
+            assert deserialized == [len(big)]
+    finally:
+        harness.call(server.stop(0))
+
+
+def test_refused_calls_are_logged_with_their_peer_at_most_once_per_period(secure_server, caplog):
+    server = secure_server(token=TOKEN)
+    with caplog.at_level(logging.WARNING, logger="alscout.server.security"):
+        for _ in range(5):
+            assert refused_code(model_info, server.target) == grpc.StatusCode.UNAUTHENTICATED
+    lines = [r for r in caplog.records if "call refused" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING
+    message = lines[0].getMessage()
+    assert "code=UNAUTHENTICATED" in message and "peer=ipv4:127.0.0.1:" in message
+    assert "method=/alscout.v1.Scorer/GetModelInfo" in message
+
+
+def test_refusal_log_counts_what_it_left_out(caplog):
+    now = [100.0]
+    refusals = RefusalLog(10.0, clock=lambda: now[0], max_peers=2)
+    with caplog.at_level(logging.WARNING, logger="alscout.server.security"):
+        assert refusals.refused("ipv4:10.0.0.7:5000", "UNAUTHENTICATED", "no token")
+        for port in range(5001, 5005):  # a new connection per call: same address
+            assert not refusals.refused(f"ipv4:10.0.0.7:{port}", "UNAUTHENTICATED", "no token")
+        assert refusals.refused("ipv6:[::1]:5000", "UNAUTHENTICATED", "no token")
+        now[0] += 10.0
+        assert refusals.refused("ipv4:10.0.0.7:5009", "PERMISSION_DENIED", "wrong token")
+        assert refusals.refused("ipv4:10.0.0.8:1", "UNAUTHENTICATED", "no token")  # 3rd peer
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 4
+    assert "suppressed=0" in messages[0] and "peer=ipv4:10.0.0.7:5000" in messages[0]
+    assert "peer=ipv6:[::1]:5000" in messages[1]
+    assert "code=PERMISSION_DENIED" in messages[2] and "suppressed=4" in messages[2]

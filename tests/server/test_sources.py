@@ -12,6 +12,7 @@ import pytest
 from mcap_ros2.writer import Writer as McapWriter
 
 from alscout.errors import DataError, InvalidInputError
+from alscout.files import frame_files
 from alscout.runtime.decode import decode_frame
 from alscout.server.sources import (
     CameraSource,
@@ -119,9 +120,23 @@ def test_image_folder_sends_files_as_stored_in_natural_order(tmp_path):
     np.testing.assert_array_equal(decoded(frames[2]), images["frame10.png"])
 
 
+def test_image_folder_streams_every_frame_file_in_frame_order(tmp_path):
+    """The stream numbers a folder's frames as training and evaluation do
+    (:func:`alscout.files.frame_files`): a BMP is sent as raw pixels at its index."""
+    images = {name: rgb_image(i) for i, name in enumerate(["f10.png", "f2.bmp", "f1.jpg"])}
+    for name, pixels in images.items():
+        cv2.imwrite(str(tmp_path / name), pixels[:, :, ::-1])
+    (tmp_path / "._f1.jpg").write_bytes(b"macOS metadata")
+    frames = list(ImageFolderSource(tmp_path))
+    assert [f.metadata["file"] for f in frames] == [p.name for p in frame_files(tmp_path)]
+    assert [f.metadata["file"] for f in frames] == ["f1.jpg", "f2.bmp", "f10.png"]
+    assert (frames[1].encoding, frames[1].pixel_format) == ("raw", "bgr8")
+    np.testing.assert_array_equal(decoded(frames[1]), images["f2.bmp"])
+
+
 def test_image_folder_errors_name_the_folder(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match=r"empty: no \.jpg, \.jpeg or \.png images"):
+    with pytest.raises(DataError, match=r"empty: no images \(\.jpg, \.jpeg, \.png, \.bmp\)"):
         ImageFolderSource(tmp_path / "empty")
     with pytest.raises(DataError, match="nowhere: no such folder"):
         ImageFolderSource(tmp_path / "nowhere")

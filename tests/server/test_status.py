@@ -45,3 +45,10 @@ def test_other_errors_are_internal_without_details():
     code, message = status_for(KeyError("/secret/path"))
     assert code == grpc.StatusCode.INTERNAL
     assert "secret" not in message and "KeyError" in message
+
+
+def test_a_huge_message_is_cut_below_grpcs_trailer_limit():
+    code, message = status_for(InvalidInputError("metadata key " + "k" * 70_000 + " is too long"))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(message.encode()) < 16 * 1024
+    assert message.endswith("more characters)")

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alscout.errors import CapacityError, InvalidInputError, StreamBusyError
+from alscout.errors import (
+    CapacityError,
+    InvalidInputError,
+    ResumeDeniedError,
+    StreamBusyError,
+)
 from alscout.runtime.temporal import SelectorConfig, flag_recording
 from alscout.server.metrics import ServerMetrics
 from alscout.server.outbox import FramePayload
@@ -116,3 +121,12 @@ def test_registry_attaches_detaches_expires_and_counts():
     assert len(registry) == 0
     assert metrics.value("alscout_streams_freed_total", reason="finished") == 1
     assert metrics.value("alscout_active_streams") == 0
+
+
+def test_each_stream_has_a_random_resume_token_that_a_resume_must_match():
+    a, b = StreamState("r", "left", CONFIG), StreamState("r", "left", CONFIG)
+    assert len(a.resume_token) >= 16 and a.resume_token != b.resume_token
+    a.check_resume_token(a.resume_token)
+    for wrong in ("", b.resume_token, a.resume_token[:-1], a.resume_token + "x"):
+        with pytest.raises(ResumeDeniedError, match="resume_token"):
+            a.check_resume_token(wrong)

@@ -286,3 +286,98 @@ def test_alscout_outbox_upload(tmp_path):
     args = ["outbox", "upload", "--outbox", str(tmp_path / "outbox"), "--sink"]
     assert alscout([*args, f"file://{tmp_path}/s", "--once"]) == 0
     assert (tmp_path / "s" / "frames" / "rec-1" / "front" / "000000000004.json").exists()
+
+
+# ------------------------------------------------------------------ parked frames (#13, D1)
+
+
+def drain_within(uploader: Uploader, seconds: float = 10.0) -> tuple[int, bool]:
+    """(frames uploaded, whether the drain had to be stopped) of a drain cut at ``seconds``."""
+    stop = threading.Event()
+    timer = threading.Timer(seconds, stop.set)
+    timer.start()
+    try:
+        return uploader.drain(stop), stop.is_set()
+    finally:
+        timer.cancel()
+
+
+def test_a_frame_whose_key_the_sink_refuses_is_parked_and_the_queue_moves_on(tmp_path, capsys):
+    """A store holding a "." id (written before the door refused it) blocks nothing."""
+    import sqlite3
+
+    from alscout.apps.cli import main as alscout
+
+    root = tmp_path / "outbox"
+    with DurableOutbox(root, 10**6) as outbox:
+        for i in range(4):
+            outbox.put(flagged(i, smoothed=0.1 * (i + 1)))
+        outbox.put(flagged(9, smoothed=0.99))  # first in line
+    with sqlite3.connect(root / "index.sqlite3") as db:
+        db.execute("UPDATE frames SET recording_id='.' WHERE frame_index=9")
+    db.close()
+    registry = CollectorRegistry()
+    sink = CountingSink(tmp_path / "sink")
+    with DurableOutbox(root) as outbox:
+        uploader = Uploader(outbox, sink, FAST, registry=registry)
+        assert drain_within(uploader) == (4, False)
+        assert outbox.pending() == []
+        (parked,) = outbox.frames("parked")
+        assert (parked.recording_id, parked.frame_index) == (".", 9)
+        assert "not allowed" in parked.reason
+        assert registry.get_sample_value("alscout_upload_parked_frames_total") == 1
+        assert registry.get_sample_value("alscout_outbox_parked_frames") == 1
+        assert registry.get_sample_value("alscout_upload_frames_total") == 4
+        assert outbox.status().counts["parked"] == 1
+        assert outbox.status().parked_bytes == parked.nbytes
+    assert sorted(k for k in sink.puts if k.startswith("frames/")) == [
+        f"frames/rec-1/front/{i:012d}.json" for i in range(4)
+    ]
+    # parked frames stay on disk across a restart and are not tried again
+    with DurableOutbox(root) as outbox:
+        (again,) = outbox.frames("parked")
+        assert again.reason == parked.reason
+        assert outbox.read_blob(again.blobs[0]) == flagged(9).image
+        assert outbox.check().ok and outbox.earlier_frames(".", "front") == [9]
+        puts = dict(sink.puts)
+        assert drain_within(Uploader(outbox, sink, FAST)) == (0, False)
+        assert sink.puts == puts
+    assert alscout(["outbox", "status", "--outbox", str(root)]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["counts"]["parked"] == 1 and status["parked_bytes"] == parked.nbytes
+    assert status["parked"] == [
+        {"id": parked.id, "recording_id": ".", "camera_id": "front", "frame_index": 9,
+         "reason": parked.reason}
+    ]  # fmt: skip
+
+
+def test_a_permanent_sink_error_parks_a_transient_one_retries(tmp_path):
+    from alscout.storage.sinks import SinkRefusedError
+
+    class PickySink(CountingSink):
+        """Refuses frame 2's record for good; frame 1's record fails twice, then passes."""
+
+        def __init__(self, root):
+            super().__init__(root)
+            self.flaky = 2
+
+        def put(self, key, data, sha256):
+            if key.endswith("000000000002.json"):
+                raise SinkRefusedError(f"{key}: object too large for this bucket")
+            if key.endswith("000000000001.json") and self.flaky:
+                self.flaky -= 1
+                raise SinkError("connection reset")
+            super().put(key, data, sha256)
+
+    registry = CollectorRegistry()
+    with DurableOutbox(tmp_path / "outbox", 10**6) as outbox:
+        for i in range(4):
+            outbox.put(flagged(i, smoothed=1.0 - 0.1 * i))
+        sink = PickySink(tmp_path / "sink")
+        uploader = Uploader(outbox, sink, FAST, registry=registry)
+        assert drain_within(uploader) == (3, False)
+        (parked,) = outbox.frames("parked")
+        assert parked.frame_index == 2 and "too large" in parked.reason
+        assert [f.frame_index for f in outbox.frames("uploaded")] == [0, 1, 3]
+        assert registry.get_sample_value("alscout_upload_retries_total") == 2
+        assert registry.get_sample_value("alscout_upload_parked_frames_total") == 1

@@ -83,3 +83,23 @@ def test_export_trt_reports_what_is_missing(tmp_path, capsys):
         code = main(["export", "trt", "--onnx", str(onnx_path), "--out", str(engine)])
         assert code == 2 and "tensorrt is not installed" in capsys.readouterr().err
         assert not engine.exists()
+
+
+def test_export_onnx_tolerance_flags(checkpoint, frame_dir, tmp_path, capsys):
+    """--atol/--rtol set the verification tolerance; a failure names the values over it
+    and writes nothing."""
+    out = tmp_path / "det.onnx"
+    args = ["export", "onnx", "--checkpoint", str(checkpoint), "--out", str(out),
+            "--input-size", "128x96", "--verify-frames", str(frame_dir)]  # fmt: skip
+    assert main([*args, "--atol", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "verification failed" in err and "values over the tolerance" in err
+    assert "worst at [n, k, y, x] = [" in err and "--atol/--rtol" in err
+    assert not out.exists()
+    assert main([*args, "--atol", "1e-3", "--rtol", "1e-3"]) == 0
+    printed = capsys.readouterr().out
+    assert "real frames: ok" in printed and "(<= 0.001 + 0.001 * |reference|)" in printed
+    assert "(<= 0.0001) over 3 inputs" in printed  # the mean bound moves with --atol
+    assert out.is_file()
+    assert main([*args, "--atol", "-1"]) == 2
+    assert "atol" in capsys.readouterr().err

@@ -68,6 +68,41 @@ def test_image_folder_and_mot_layout(tmp_path: Path) -> None:
     assert [(b.track_id, b.ignore) for b in data[2].boxes] == [(6, True)]
 
 
+def test_unpadded_frame_names_number_frames_in_natural_order(tmp_path: Path) -> None:
+    """gt frame ``f`` is the ``f``-th image in natural order: ``10.jpg`` is frame 10,
+    not frame 3 (plain sorting reads 1, 10, 11, 12, 2, ...)."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(1, 13):
+        cv2.imwrite(str(frames / f"{i}.jpg"), np.full((48, 64, 3), 20 * i, np.uint8))
+    (tmp_path / "gt.txt").write_text("2,1,1,1,10,20,1,-1,-1,-1\n10,2,1,1,10,20,1,-1,-1,-1\n")
+    data = read_mot(tmp_path / "gt.txt", frames)
+    assert [Path(r.source).name for r in data] == [f"{i}.jpg" for i in range(1, 13)]
+    assert [b.track_id for b in data[1].boxes] == [1]
+    assert [b.track_id for b in data[9].boxes] == [2]
+    assert abs(load_image(data[9]).mean() - 200) < 4  # the pixels of 10.jpg
+
+
+def test_frame_folders_read_in_one_order_by_every_tool(tmp_path: Path) -> None:
+    from alscout.export.frames import read_frames
+    from alscout.server.sources import ImageFolderSource
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in (1, 2, 10, 11):
+        cv2.imwrite(str(frames / f"f{i}.png"), np.full((48, 64, 3), 20 * i, np.uint8))
+    (tmp_path / "gt.txt").write_text("1,1,1,1,10,20,1,-1,-1,-1\n")
+    mot = [Path(r.source).name for r in read_mot(tmp_path / "gt.txt", frames)]
+    streamed = [f.metadata["file"] for f in ImageFolderSource(frames)]
+    exported = [int(f[0, 0, 0]) // 20 for f in read_frames(frames)]
+    assert (
+        mot
+        == streamed
+        == [f"f{i}.png" for i in exported]
+        == ["f1.png", "f2.png", "f10.png", "f11.png"]
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -7,6 +7,10 @@ We do not delete such boxes; we mark them ``ignore``, so that training neither c
 them as positives nor samples negatives on them, and evaluation does not count a
 detection on them as a false positive. Sizes are measured **at training resolution**:
 the image is first resized to the size the network sees.
+
+These two rules are the whole filter, in training and in evaluation. Whether a box
+fits some head (``trainer.targets``) is a training matter only: evaluation counts a
+person no head fits, so its figures do not depend on the network's default boxes.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ of the trailing columns exist:
   reflection) are ignore boxes, the rest (vehicles, occluders) are dropped.
 
 Frames come from a video (frame ``f`` in the file is ``ImageRecord.frame == f - 1``)
-or from a folder of images sorted by name (frame ``f`` is the ``f``-th file). Every
+or from a folder of images in natural name order (:func:`alscout.files.frame_files`:
+``1.jpg, 2.jpg, 10.jpg``; frame ``f`` is the ``f``-th file), the order ``alscout stream``
+and export read the folder in. Every
 frame gets a record, with or without boxes, in frame order; ``image_id`` is the
 0-based frame number.
 """
@@ -24,7 +26,7 @@ from pathlib import Path
 import cv2
 
 from alscout.errors import DataError, InvalidInputError
-from alscout.files import IMAGE_FILE_SUFFIXES
+from alscout.files import frame_files
 from alscout.trainer.data.annotations import Box, Dataset, ImageRecord, clip_to_image
 from alscout.trainer.data.images import video_info
 
@@ -33,15 +35,6 @@ __all__ = ["read_mot", "write_mot"]
 log = logging.getLogger(__name__)
 
 _IGNORE_CLASSES = {2, 7, 8, 12}
-
-
-def _frame_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_FILE_SUFFIXES)
-    if not files:
-        raise DataError(
-            f"{folder}: no images ({', '.join(IMAGE_FILE_SUFFIXES)}) in the frame folder"
-        )
-    return files
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -107,7 +100,7 @@ def read_mot(
     rows = _parse_rows(gt_path)
     files: list[Path] = []
     if frames.is_dir():
-        files = _frame_files(frames)
+        files = frame_files(frames)
         count = len(files)
         width, height = _image_size(files[0])
         name = sequence or (frames.parent.name if frames.name == "img1" else frames.name)
