@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,7 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
         return Checkpoint(
             model=payload["model"],
             detector=DetectorConfig.from_dict(payload["detector"]),
-            train=TrainConfig.from_dict(payload["train"]) if payload.get("train") else None,
+            train=_train_config(payload["train"]) if payload.get("train") else None,
             epoch=int(payload.get("epoch", 0)),
             optimizer=payload.get("optimizer"),
             scheduler=payload.get("scheduler"),
@@ -144,18 +145,28 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
         raise ModelError(f"{path}: checkpoint is missing or has bad fields ({error})") from error
 
 
+def _train_config(values: dict[str, Any]) -> TrainConfig:
+    """The stored training config; runs from before scale augmentation keep it off."""
+    if "scale_aug" not in values:  # written before zoom and photometric jitter existed
+        values = {**values, "scale_aug": False, "photometric": 0.0}
+    return TrainConfig.from_dict(values)
+
+
 def load_detector(path: Path | str) -> Detector:
     """The detector stored in a checkpoint or weights file, on the CPU in eval mode."""
     return load_checkpoint(path).build_model()
 
 
-def dataset_digest(dataset: Dataset) -> str:
+def dataset_digest(dataset: Dataset, weights: Sequence[float] | None = None) -> str:
     """SHA-256 over every record's source name, frame, size and boxes (hex, 16 chars).
 
     Names, not file contents: cheap for video datasets, and stable across machines
-    that keep the data in different folders.
+    that keep the data in different folders. Per-image sampling ``weights`` count too
+    unless they are all 1 (so an unweighted run keeps the digest it always had).
     """
     h = hashlib.sha256()
+    if weights is not None and any(w != 1 for w in weights):
+        h.update(("weights:" + ",".join(f"{w:.6g}" for w in weights) + "\n").encode())
     for r in dataset:
         h.update(f"{Path(r.source).name}|{r.frame}|{r.width}x{r.height}|".encode())
         for b in r.boxes:

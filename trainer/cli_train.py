@@ -7,6 +7,8 @@ Examples::
         --input-size 480x360 --width 8 --epochs 8 --cache-images
     alscout train --data al/cycle3.json --init runs/wl/last.pt --out runs/cycle3
     alscout train --resume runs/pets/last.pt --data gt.txt --images vtest.avi --out runs/pets
+    alscout train --data gt.txt --images vtest.avi --frames 1-600 \
+        --data synth/annotations.json --weight 0.5 --out runs/mix   # two sources
     torchrun --nproc-per-node 4 -m alscout.apps.cli train --data ... --out ...   # 4 GPUs
 
 Settings come from the defaults (the paper's), then ``--config FILE.toml``, then the
@@ -101,7 +103,9 @@ def load_data(
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Options of ``alscout train``."""
-    add_data_arguments(parser)
+    from alscout.trainer.cli_sources import add_source_arguments
+
+    add_source_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="run folder: last.pt, history")
     parser.add_argument("--config", type=Path, help="TOML with [detector] and [train] tables")
     parser.add_argument("--init", type=Path, help="start from these weights (w_l when finetuning)")
@@ -116,6 +120,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, help="detector base channels (default 16)")
     parser.add_argument("--dropout", type=float, help="dropout rate in training (default 0)")
     parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    _add_augmentation_arguments(parser)
     parser.add_argument("--workers", type=int, help="data loader processes (default 0)")
     parser.add_argument(
         "--cache-images", action="store_true", help="decode each image once, keep it in memory"
@@ -123,6 +128,113 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_data_arguments(parser, prefix="val-", required=False)
+
+
+def _add_augmentation_arguments(parser: argparse.ArgumentParser) -> None:
+    """Zoom and photometric jitter (docs/detector.md, "Augmentation")."""
+    parser.add_argument(
+        "--no-scale-aug",
+        action="store_true",
+        help="no zoom augmentation (mirroring only, plus --photometric)",
+    )
+    parser.add_argument(
+        "--zoom-range",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="zoom factors, drawn log-uniformly (default 0.5 3.0; > 1 enlarges people)",
+    )
+    parser.add_argument("--zoom-prob", type=float, help="share of images zoomed (default 0.5)")
+    parser.add_argument(
+        "--photometric",
+        type=float,
+        help="brightness and contrast jitter, +- this fraction (default 0.2; 0 = off)",
+    )
+
+
+def _augmentation_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The TrainConfig fields the augmentation flags set (None: not given)."""
+    return {
+        "scale_aug": False if args.no_scale_aug else None,
+        "zoom_range": tuple(args.zoom_range) if args.zoom_range else None,
+        "zoom_prob": args.zoom_prob,
+        "photometric": args.photometric,
+    }
+
+
+def _load_sources(args: argparse.Namespace) -> tuple[Dataset, list[float]]:
+    """Every ``--data`` source, concatenated, and one sampling weight per image."""
+    from alscout.trainer.cli_sources import concat_sources, described, source_specs
+
+    specs = source_specs(args)
+    parts = [load_data(s.data, s.format, s.images, s.frames) for s in specs]
+    for spec, part in zip(specs, parts, strict=True):
+        log.info("training source %s", described(spec, len(part)))
+    return concat_sources(parts, [s.weight for s in specs])
+
+
+#: flag -> (config in the checkpoint, its field): the settings a resumed run keeps
+_RESUMED = {
+    "--epochs": ("train", "epochs"),
+    "--batch-size": ("train", "batch_size"),
+    "--input-size": ("train", "input_size"),
+    "--lr": ("train", "lr"),
+    "--lr-final": ("train", "lr_final"),
+    "--seed": ("train", "seed"),
+    "--width": ("detector", "width"),
+    "--dropout": ("detector", "dropout"),
+    "--no-scale-aug": ("train", "scale_aug"),
+    "--zoom-range": ("train", "zoom_range"),
+    "--zoom-prob": ("train", "zoom_prob"),
+    "--photometric": ("train", "photometric"),
+}
+
+
+def _setting_text(flag: str, value: object) -> str:
+    """``value`` as the flag takes it (``--input-size`` is WIDTHxHEIGHT)."""
+    if isinstance(value, list | tuple):
+        if flag == "--input-size":
+            height, width = value
+            return f"{width}x{height}"
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def _check_resume(args: argparse.Namespace, augmentation: dict[str, object]) -> None:
+    """Refuse flags that would change the resumed run, each named with the run's value;
+    the run's own values are fine, so its first command line works again with --resume."""
+    from alscout.trainer.checkpoint import load_checkpoint
+
+    if args.config is not None:
+        raise ConfigError(
+            f"--resume continues the run as it was configured; drop --config {args.config} "
+            "(the checkpoint holds the run's settings)"
+        )
+    given = {flag: getattr(args, flag[2:].replace("-", "_"), None) for flag in _RESUMED}
+    given["--no-scale-aug"] = augmentation["scale_aug"]
+    given["--zoom-range"] = augmentation["zoom_range"]
+    state = load_checkpoint(args.resume)
+    configs = {"train": state.train, "detector": state.detector}
+    changes = []
+    for flag, (where, field) in _RESUMED.items():
+        config = configs[where]
+        if given[flag] is None or config is None:  # no train config stored: flags apply
+            continue
+        value, kept = given[flag], getattr(config, field)
+        if isinstance(kept, list | tuple) and isinstance(value, list | tuple):
+            kept, value = tuple(kept), tuple(value)
+        if value == kept:
+            continue
+        if flag == "--no-scale-aug":
+            changes.append(f"{flag} (the run zooms)")
+        else:
+            ran = _setting_text(flag, kept)
+            changes.append(f"{flag} {_setting_text(flag, value)} (the run's is {ran})")
+    if changes:
+        raise ConfigError(
+            f"--resume continues the run as it was configured; {args.resume} cannot take "
+            f"{', '.join(changes)}: drop these flags, or start a new run with --init"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -138,18 +250,15 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.stop_after is not None and args.stop_after < 1:
         raise ConfigError(f"--stop-after must be >= 1, got {args.stop_after}")
-    fixed = ("config", "epochs", "batch_size", "input_size", "lr", "lr_final", "seed")
-    if args.resume and any(getattr(args, name) is not None for name in fixed):
-        raise ConfigError(
-            "--resume continues the run as it was configured; drop --config, --epochs, "
-            "--batch-size, --input-size, --lr, --lr-final and --seed"
-        )
+    augmentation = _augmentation_overrides(args)
+    if args.resume:
+        _check_resume(args, augmentation)
     detector, train = load_toml(args.config) if args.config else (DetectorConfig(), TrainConfig())
     detector_changes = {"width": args.width, "dropout": args.dropout}
     detector_changes = {k: v for k, v in detector_changes.items() if v is not None}
-    if detector_changes:
-        if args.init or args.resume:
-            raise ConfigError("--width/--dropout cannot change the network of --init or --resume")
+    if detector_changes and not args.resume:  # on resume they equal the run's (checked)
+        if args.init:
+            raise ConfigError("--width/--dropout cannot change the network of --init")
         detector = DetectorConfig.from_dict({**detector.to_dict(), **detector_changes})
     train = train.with_overrides(
         epochs=args.epochs,
@@ -161,8 +270,9 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         num_workers=args.workers,
         cache_images=args.cache_images or None,
+        **augmentation,
     )
-    data = load_data(args.data, args.format, args.images, args.frames)
+    data, weights = _load_sources(args)
     val = None
     if args.val_data is not None:
         val = load_data(args.val_data, args.val_format, args.val_images, args.val_frames)
@@ -179,6 +289,7 @@ def run(args: argparse.Namespace) -> int:
             context=context,
             stop_after=args.stop_after,
             progress=not args.no_progress,
+            weights=weights,
         )
     finally:
         shutdown(context)

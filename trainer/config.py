@@ -30,7 +30,12 @@ class TrainConfig:
     last step. ``weight_decay`` is RMSProp's L2 term (gradient += decay * weight).
     ``n2p``: negatives sampled per positive, per head and image; an image with no
     positive in a head still gives ``min_negatives`` negatives there. ``hflip``:
-    mirror each image with probability 1/2 (seeded per image and epoch). ``amp``:
+    mirror each image with probability 1/2 (seeded per image and epoch).
+    ``scale_aug``: with probability ``zoom_prob``, zoom each image by a factor drawn
+    log-uniformly from ``zoom_range`` (> 1 crops and enlarges, < 1 shrinks onto a
+    canvas of the image's mean colour; ``augment.random_zoom``), so that people of
+    every size reach every head. ``photometric``: random brightness and contrast,
+    each +-this fraction (0 = off). ``amp``:
     mixed precision, used on CUDA only. ``device``: "auto", "cpu", "cuda", "cuda:1".
     ``cache_images``: keep each decoded, resized image in memory (read once in file
     order before the first epoch when ``num_workers`` is 0; per worker otherwise).
@@ -47,6 +52,10 @@ class TrainConfig:
     n2p: int = 15
     min_negatives: int = 32
     hflip: bool = True
+    scale_aug: bool = True
+    zoom_range: tuple[float, float] = (0.5, 3.0)
+    zoom_prob: float = 0.5
+    photometric: float = 0.2
     seed: int = 0
     amp: bool = True
     device: str = "auto"
@@ -57,6 +66,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
+        object.__setattr__(self, "zoom_range", tuple(float(v) for v in self.zoom_range))
         if isinstance(self.targets, dict):
             object.__setattr__(self, "targets", build_table(TargetConfig, self.targets, "targets"))
         if self.epochs < 1:
@@ -77,6 +87,12 @@ class TrainConfig:
             raise ConfigError(f"n2p must be >= 1 and min_negatives >= 0 ({self.n2p}, ...)")
         if self.num_workers < 0 or self.checkpoint_every < 1:
             raise ConfigError("num_workers must be >= 0 and checkpoint_every >= 1")
+        if len(self.zoom_range) != 2 or not 0 < self.zoom_range[0] <= self.zoom_range[1] < 100:
+            raise ConfigError(f"zoom_range must be (low, high), 0 < low <= high: {self.zoom_range}")
+        if not 0 <= self.zoom_prob <= 1:
+            raise ConfigError(f"zoom_prob must be in [0, 1], got {self.zoom_prob}")
+        if not 0 <= self.photometric < 1:
+            raise ConfigError(f"photometric must be in [0, 1), got {self.photometric}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from alscout.errors import ConfigError
+from alscout.trainer.sampling import WeightedSampler
 
 __all__ = [
     "DistContext",
@@ -128,25 +130,31 @@ def make_loader(
     shuffle: bool,
     seed: int,
     num_workers: int = 0,
+    weights: Sequence[float] | None = None,
 ) -> DataLoader:
     """A loader giving this process its ``batch_size / world_size`` share of each batch.
 
     The global ``batch_size`` must divide by the world size. The sampler is a
     :class:`DistributedSampler` in every case (``set_epoch`` reshuffles), so a
-    1-process run shuffles exactly as the multi-process one does.
+    1-process run shuffles exactly as the multi-process one does. ``weights`` (one
+    per image, not all 1) switch to :class:`~alscout.trainer.sampling.WeightedSampler`.
     """
     if batch_size % context.world_size:
         raise ConfigError(
             f"batch size {batch_size} does not divide by {context.world_size} processes"
         )
-    sampler: DistributedSampler[Any] = DistributedSampler(
-        dataset,
-        num_replicas=context.world_size,
-        rank=context.rank,
-        shuffle=shuffle,
-        seed=seed,
-        drop_last=False,
-    )
+    sampler: DistributedSampler[Any]
+    if weights is not None and any(w != 1 for w in weights):
+        sampler = WeightedSampler(dataset, weights, context.world_size, context.rank, seed)
+    else:
+        sampler = DistributedSampler(
+            dataset,
+            num_replicas=context.world_size,
+            rank=context.rank,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=False,
+        )
     return DataLoader(
         dataset,
         batch_size=batch_size // context.world_size,

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from alscout.errors import ConfigError, InvalidInputError
 from alscout.trainer.data.annotations import Box, Dataset, ImageRecord
-from alscout.trainer.data.augment import hflip, resize_to
+from alscout.trainer.data.augment import hflip, photometric_jitter, random_zoom, resize_to
 from alscout.trainer.data.filters import BoxFilter
 from alscout.trainer.data.images import load_image
 from alscout.trainer.model import DetectorConfig
@@ -49,6 +49,7 @@ __all__ = [
     "centred_iou",
     "assign_head",
     "make_targets",
+    "count_heads",
     "sample_pixels",
     "TrainingSet",
 ]
@@ -191,6 +192,28 @@ def make_targets(
     return labels
 
 
+def count_heads(
+    boxes: Sequence[Box],
+    height: int,
+    width: int,
+    detector: DetectorConfig,
+    config: TargetConfig | None = None,
+) -> np.ndarray:
+    """How many of ``boxes`` train each head (as :func:`make_targets` assigns them).
+
+    ``boxes`` in pixels of the ``height x width`` training input. Returns ``[K]`` int64.
+    """
+    config = config or TargetConfig()
+    default_boxes = detector.boxes_at(height, width)
+    min_height = config.min_height * height / detector.reference_size[0]
+    counts = np.zeros(detector.num_heads, dtype=np.int64)
+    for box in boxes:
+        head, _ = assign_head(box, default_boxes, min_height, config)
+        if head >= 0:
+            counts[head] += 1
+    return counts
+
+
 def sample_pixels(
     labels: np.ndarray, n2p: int, min_negatives: int, rng: np.random.Generator
 ) -> np.ndarray:
@@ -222,8 +245,14 @@ class TrainingSet(torch.utils.data.Dataset):
     """Images resized to the training input, with per-head labels and loss masks.
 
     Item ``i``: ``image`` ``[H, W, 3]`` uint8, ``labels`` ``[K, H, W]`` int8,
-    ``mask`` ``[K, H, W]`` bool (pixels in the loss), ``index`` ``i``. Call
-    :meth:`set_epoch` before each epoch; with ``augment=False`` nothing is mirrored.
+    ``mask`` ``[K, H, W]`` bool (pixels in the loss), ``heads`` ``[K]`` int64 (boxes
+    that train each head), ``index`` ``i``. Call :meth:`set_epoch` before each epoch.
+
+    Augmentation (``augment=True``, as the config enables it): mirror, then zoom, then
+    photometric jitter. The mirror and the negatives come from
+    ``default_rng([seed, epoch, i])`` as before zoom existed; zoom and jitter from
+    ``default_rng([seed, epoch, i, 1])``, so every draw depends on the image and the
+    epoch alone. With ``augment=False`` (validation) images are used as they are.
     """
 
     def __init__(
@@ -232,7 +261,7 @@ class TrainingSet(torch.utils.data.Dataset):
         self.dataset = dataset
         self.detector = detector
         self.config = config
-        self.augment = augment and config.hflip
+        self.augment = augment
         self.epoch = 0
         self._cache: dict[int, tuple[np.ndarray, tuple]] = {}
 
@@ -267,15 +296,32 @@ class TrainingSet(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, boxes = self.resized(index)
-        rng = np.random.default_rng([self.config.seed, self.epoch, index])
-        if self.augment and rng.random() < 0.5:
+        config = self.config
+        rng = np.random.default_rng([config.seed, self.epoch, index])
+        if self.augment and config.hflip and rng.random() < 0.5:
             image, boxes = hflip(image, boxes)
-        height, width = self.config.input_size
-        labels = make_targets(boxes, height, width, self.detector, self.config.targets)
-        mask = sample_pixels(labels, self.config.n2p, self.config.min_negatives, rng)
+        if self.augment and (config.scale_aug or config.photometric > 0):
+            image, boxes = self._scale_and_colour(image, boxes, index)
+        height, width = config.input_size
+        labels = make_targets(boxes, height, width, self.detector, config.targets)
+        mask = sample_pixels(labels, config.n2p, config.min_negatives, rng)
+        heads = count_heads(boxes, height, width, self.detector, config.targets)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image)),
             "labels": torch.from_numpy(labels),
             "mask": torch.from_numpy(mask),
+            "heads": torch.from_numpy(heads),
             "index": index,
         }
+
+    def _scale_and_colour(
+        self, image: np.ndarray, boxes: tuple, index: int
+    ) -> tuple[np.ndarray, tuple]:
+        """Zoom (with probability ``zoom_prob``) and photometric jitter, seeded per image."""
+        config = self.config
+        rng = np.random.default_rng([config.seed, self.epoch, index, 1])
+        if config.scale_aug and rng.random() < config.zoom_prob:
+            image, boxes, _ = random_zoom(image, boxes, rng, config.zoom_range)
+        if config.photometric > 0:
+            image = photometric_jitter(image, rng, config.photometric, config.photometric)
+        return image, boxes

@@ -16,7 +16,8 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from alscout.errors import ConfigError
 from alscout.trainer import checkpoint as ckpt
 from alscout.trainer.config import TrainConfig
 from alscout.trainer.data.annotations import Dataset
+from alscout.trainer.data.augment import zoom as zoom_image
+from alscout.trainer.data.augment import zoom_boxes
 from alscout.trainer.data.filters import BoxFilter, filter_dataset
 from alscout.trainer.data.images import load_image
 from alscout.trainer.distributed import (
@@ -71,9 +74,16 @@ class EpochStats:
     mean_prob_negative: float
     lr: float
     seconds: float
+    head_boxes: tuple[int, ...] = ()
+    head_positives: tuple[int, ...] = ()
 
-    def to_dict(self) -> dict[str, float | int]:
-        return dict(self.__dict__)
+    def to_dict(self) -> dict[str, float | int | list[int]]:
+        """Plain values; ``head_boxes`` (boxes that trained each head) and
+        ``head_positives`` (positive pixels per head) become lists."""
+        values = dict(self.__dict__)
+        values["head_boxes"] = list(self.head_boxes)
+        values["head_positives"] = list(self.head_positives)
+        return values
 
 
 def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -118,6 +128,39 @@ def _prob_sums(probs: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) ->
     return torch.stack([probs[pos].sum(), pos.sum(), probs[neg].sum(), neg.sum()]).double()
 
 
+def _head_sums(heads: torch.Tensor, labels: torch.Tensor, context: DistContext) -> torch.Tensor:
+    """``[2, K]`` over the global batch: boxes that train each head, positive pixels.
+
+    ``heads``: ``[N, K]`` (a :class:`TrainingSet` item's ``heads``); ``labels``:
+    ``[N, K, H, W]`` on the device. Returned on the CPU.
+    """
+    local = torch.stack(
+        [heads.to(labels.device).sum(dim=0), (labels == POSITIVE).sum(dim=(0, 2, 3))]
+    )
+    return all_reduce_sum(local.double(), context).cpu()
+
+
+def _warn_starved_heads(stats: EpochStats, config: DetectorConfig, size: tuple[int, int]) -> None:
+    """A WARNING for every head that no box trained in this epoch."""
+    boxes = config.boxes_at(*size)
+    for k, count in enumerate(stats.head_boxes):
+        if count == 0:
+            ref_h, ref_w = config.default_boxes[k]
+            log.warning(
+                "epoch=%d head=%d default_box=%.0fx%.0f (%.0fx%.0f at the %dx%d input) saw no "
+                "positives: no training box fits it; zoom in more (--zoom-range) or add a "
+                "source with people of that size (--data ... --weight)",
+                stats.epoch,
+                k,
+                ref_h,
+                ref_w,
+                boxes[k, 0],
+                boxes[k, 1],
+                size[1],
+                size[0],
+            )
+
+
 def train_one_epoch(
     model: torch.nn.Module,
     loader: DataLoader,
@@ -140,6 +183,8 @@ def train_one_epoch(
     config: DetectorConfig = _unwrap(model).config
     start = time.perf_counter()
     totals = torch.zeros(5, dtype=torch.float64)  # loss * steps, prob sums (4)
+    heads = torch.zeros(2, config.num_heads, dtype=torch.float64)  # boxes, positive pixels
+    size = (0, 0)
     steps = 0
     lr = optimizer.param_groups[0]["lr"]
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", disable=not (progress and context.is_main))
@@ -171,8 +216,10 @@ def train_one_epoch(
         totals[0] += float(global_loss)
         with torch.no_grad():
             totals[1:] += all_reduce_sum(_prob_sums(torch.sigmoid(logits), labels, mask), context)
+            heads += _head_sums(batch["heads"], labels, context)
+        size = (int(images.shape[-2]), int(images.shape[-1]))
         bar.set_postfix(loss=f"{float(global_loss):.4f}")
-    stats = _stats(epoch, totals, steps, lr, time.perf_counter() - start)
+    stats = _stats(epoch, totals, steps, lr, time.perf_counter() - start, heads)
     if context.is_main:
         log.info(
             "epoch=%d loss=%.5f p_pos=%.3f p_neg=%.3f lr=%.2e seconds=%.1f",
@@ -183,10 +230,19 @@ def train_one_epoch(
             stats.lr,
             stats.seconds,
         )
+        log.info(
+            "epoch=%d head_boxes=%s head_positives=%s",
+            epoch + 1,
+            list(stats.head_boxes),
+            list(stats.head_positives),
+        )
+        _warn_starved_heads(stats, config, size)
     return stats
 
 
-def _stats(epoch: int, totals: torch.Tensor, steps: int, lr: float, seconds: float) -> EpochStats:
+def _stats(
+    epoch: int, totals: torch.Tensor, steps: int, lr: float, seconds: float, heads: torch.Tensor
+) -> EpochStats:
     loss_sum, pos_p, pos_n, neg_p, neg_n = (float(v) for v in totals)
     return EpochStats(
         epoch=epoch + 1,
@@ -197,6 +253,8 @@ def _stats(epoch: int, totals: torch.Tensor, steps: int, lr: float, seconds: flo
         mean_prob_negative=neg_p / neg_n if neg_n else float("nan"),
         lr=lr,
         seconds=seconds,
+        head_boxes=tuple(int(v) for v in heads[0]),
+        head_positives=tuple(int(v) for v in heads[1]),
     )
 
 
@@ -213,6 +271,7 @@ def validation_loss(
     net.eval()
     start = time.perf_counter()
     totals = torch.zeros(5, dtype=torch.float64)
+    heads = torch.zeros(2, net.config.num_heads, dtype=torch.float64)
     steps = 0
     for batch in loader:
         images = normalise(batch["image"], net.config).to(context.device)
@@ -223,8 +282,9 @@ def validation_loss(
         loss = sampled_logistic_loss(logits, labels, mask, counts.to(logits.device))
         totals[0] += float(all_reduce_sum(loss.double(), context))
         totals[1:] += all_reduce_sum(_prob_sums(torch.sigmoid(logits), labels, mask), context)
+        heads += _head_sums(batch["heads"], labels, context)
         steps += 1
-    return _stats(epoch, totals, steps, float("nan"), time.perf_counter() - start)
+    return _stats(epoch, totals, steps, float("nan"), time.perf_counter() - start, heads)
 
 
 def evaluate(
@@ -237,6 +297,7 @@ def evaluate(
     paper_filters: bool = True,
     batch_size: int = 8,
     progress: bool = False,
+    zoom: float = 1.0,
 ) -> tuple[EvalResult, list[tuple[np.ndarray, np.ndarray]]]:
     """Detect on every image and score with the Caltech protocol (LAMR, MR at FPPI 1).
 
@@ -244,8 +305,18 @@ def evaluate(
     compared in the stored images' pixels. With ``paper_filters`` the ground truth
     the network cannot represent (under 50 px at 640x480 scale, w/h outside
     [0.2, 0.65], measured at ``input_size``) becomes ignore, as in the paper's
-    filtered datasets. Returns the result and the per-image detections.
+    filtered datasets. ``zoom``: first zoom every image about its centre
+    (``augment.zoom``, as training does: > 1 crops and enlarges, < 1 shrinks onto a
+    canvas; ground truth follows, boxes cut to under half their area become ignore),
+    to check robustness to scale. Returns the result and the per-image detections
+    (in the zoomed images' pixels).
     """
+    if zoom != 1.0:
+        dataset = Dataset(
+            [replace(r, boxes=zoom_boxes(r.boxes, r.width, r.height, zoom)) for r in dataset],
+            name=f"{dataset.name}@zoom{zoom:g}",
+            labels=dataset.labels,
+        )
     if paper_filters:
         height, width = input_size
         rule = BoxFilter(
@@ -263,6 +334,8 @@ def evaluate(
 
     for record in tqdm(dataset, desc="detect", disable=not progress):
         image = load_image(record)
+        if zoom != 1.0:
+            image, _ = zoom_image(image, (), zoom)
         if pending and (len(pending) == batch_size or image.shape != pending[0].shape):
             flush()
         pending.append(image)
@@ -291,6 +364,7 @@ def fit(
     context: DistContext | None = None,
     stop_after: int | None = None,
     progress: bool = True,
+    weights: Sequence[float] | None = None,
 ) -> FitResult:
     """Train a detector on ``dataset``; checkpoints go to ``out_dir/last.pt`` (rank 0).
 
@@ -300,6 +374,8 @@ def fit(
     evaluated after each epoch. ``stop_after``: finish at most this many epochs in
     this call (the schedule still spans ``config.epochs``). ``context``: this
     process's place in a torchrun job (default: one process on ``config.device``).
+    ``weights``: one sampling weight per image of ``dataset`` (several sources in
+    one run; see :mod:`alscout.trainer.sampling`); None samples every image once.
     """
     state = ckpt.load_checkpoint(resume) if resume is not None else None
     start_weights = None
@@ -316,7 +392,7 @@ def fit(
     if start_weights is not None:
         net.load_state_dict(start_weights)
     model = wrap_model(DetectorLogits(net), context)
-    digest = ckpt.dataset_digest(dataset)
+    digest = ckpt.dataset_digest(dataset, weights)
     if state is not None and state.data_digest and state.data_digest != digest:
         raise ConfigError(
             f"{resume} was trained on other data (digest {state.data_digest}, given "
@@ -326,7 +402,7 @@ def fit(
     if config.cache_images and config.num_workers == 0:
         train_set.preload(progress and context.is_main)
     loader = make_loader(
-        train_set, config.batch_size, context, True, config.seed, config.num_workers
+        train_set, config.batch_size, context, True, config.seed, config.num_workers, weights
     )
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config, len(loader))

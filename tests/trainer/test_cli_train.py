@@ -91,9 +91,32 @@ def test_stop_and_resume_through_the_command_line(coco, tmp_path, capsys):
     assert load_checkpoint(out / "last.pt").epoch == 2
     capsys.readouterr()
     assert main([*args, "--resume", str(out / "last.pt"), "--epochs", "5"]) == 2
-    assert "--resume continues the run" in capsys.readouterr().err
+    assert "--resume continues the run as it was configured" in capsys.readouterr().err
     assert main([*args, "--init", str(out / "last.pt"), "--width", "8"]) == 2
     assert "cannot change the network" in capsys.readouterr().err
+
+
+def test_resume_accepts_the_runs_own_settings_and_names_changes(coco, tmp_path, capsys):
+    """The first command line, repeated with --resume, continues the run; only flags
+    that change a setting are refused, each named with the run's value."""
+    out = tmp_path / "run"
+    first = ["train", "--data", str(coco), "--out", str(out), "--no-progress", "--epochs", "2"]
+    first += [*SMALL, "--lr", "0.001", "--seed", "0"]
+    assert main([*first, "--stop-after", "1"]) == 0
+    assert load_checkpoint(out / "last.pt").epoch == 1
+    capsys.readouterr()
+    resume = ["--resume", str(out / "last.pt")]
+    changed = ["--epochs", "5", "--input-size", "160x96", "--width", "8", "--photometric", "0.3"]
+    assert main([*first, *resume, *changed]) == 2
+    err = capsys.readouterr().err
+    assert "--epochs 5 (the run's is 2)" in err
+    assert "--photometric 0.3 (the run's is 0.2)" in err
+    assert "--input-size 160x96 (the run's is 128x96)" in err
+    assert "--width 8 (the run's is 4)" in err
+    assert "--batch-size" not in err and "--lr" not in err  # unchanged, not named
+    assert load_checkpoint(out / "last.pt").epoch == 1
+    assert main([*first, *resume, "--zoom-prob", "0.5"]) == 0  # the default: no change
+    assert load_checkpoint(out / "last.pt").epoch == 2
 
 
 def test_bad_input_ends_in_one_line_and_status_2(coco, tmp_path, capsys):
@@ -130,3 +153,80 @@ def test_trains_and_evaluates_on_real_pets_frames(pets_dir, tmp_path, capsys):
     assert main([*evaluate, "--no-progress", "--threads", "1"]) == 0
     summary = capsys.readouterr().out
     assert summary.startswith("images=10 people=")
+
+
+@pytest.fixture(scope="module")
+def stills(tmp_path_factory) -> Path:
+    """Four synthetic street stills at 128x96 (the generator's COCO file)."""
+    out = tmp_path_factory.mktemp("synth")
+    args = ["data", "synth", "--out", str(out), "--count", "4", "--size", "128x96", "--seed", "1"]
+    assert main(args) == 0
+    return out / "annotations.json"
+
+
+def test_several_sources_with_weights_and_the_augmentation_flags(coco, stills, tmp_path, capsys):
+    out = tmp_path / "mix"
+    sources = ["--data", str(coco), "--frames", "1-4", "--weight", "2", "--data", str(stills)]
+    sources += ["--weight", "0.5"]
+    flags = ["--zoom-range", "0.8", "2.5", "--zoom-prob", "0.7", "--photometric", "0.1"]
+    args = ["train", *sources, "--out", str(out), "--no-progress", *SMALL]
+    assert main([*args, *flags, "--epochs", "2", "--stop-after", "1"]) == 0
+    assert capsys.readouterr().out.startswith("trained epochs=1 images=8 ")
+    state = load_checkpoint(out / "last.pt")
+    train = state.train
+    assert (train.scale_aug, train.zoom_range, train.zoom_prob, train.photometric) == (
+        True,
+        (0.8, 2.5),
+        0.7,
+        0.1,
+    )
+    assert len(state.history[0]["train"]["head_boxes"]) == 5
+    resume = ["train", *sources, "--out", str(out), "--resume", str(out / "last.pt")]
+    assert main([*resume, "--zoom-prob", "0.2"]) == 2  # the run keeps its augmentation
+    assert "cannot take --zoom-prob 0.2 (the run's is 0.7)" in capsys.readouterr().err
+    other = [*resume[:10], "1", *resume[11:]]  # the stills at weight 1: other data
+    assert main(other) == 2
+    assert "other data" in capsys.readouterr().err
+    assert main([*resume, "--no-progress", "--threads", "1"]) == 0
+    assert load_checkpoint(out / "last.pt").epoch == 2
+
+
+def test_no_scale_aug_is_recorded_and_source_options_bind_to_their_data(coco, tmp_path, capsys):
+    out = tmp_path / "plain"
+    # --frames before the first --data belongs to it (the old single-source spelling)
+    args = ["train", "--frames", "1-4", "--data", str(coco), "--out", str(out), *SMALL]
+    assert main([*args, "--epochs", "1", "--no-scale-aug", "--no-progress"]) == 0
+    assert capsys.readouterr().out.startswith("trained epochs=1 images=4 ")
+    train = load_checkpoint(out / "last.pt").train
+    assert train.scale_aug is False and train.photometric == 0.2
+    with pytest.raises(SystemExit):
+        main(["train", "--data", str(coco), "--images", "a", "--images", "b", "--out", "x"])
+    assert "--images given twice for --data" in capsys.readouterr().err
+    assert main(["train", "--out", str(out), *SMALL]) == 2
+    assert "give at least one --data" in capsys.readouterr().err
+    assert main(["train", "--data", str(coco), "--out", str(out), "--zoom-prob", "2"]) == 2
+    assert "zoom_prob" in capsys.readouterr().err
+
+
+def test_evaluate_zoom_on_a_tiny_synthetic_set(stills, tmp_path, capsys):
+    out = tmp_path / "run"
+    train = ["train", "--data", str(stills), "--out", str(out), "--epochs", "1", *SMALL]
+    assert main([*train, "--no-progress"]) == 0
+    capsys.readouterr()
+    results = {}
+    for factor in ("0.5", "1", "2"):
+        report = tmp_path / f"zoom{factor}.json"
+        evaluate = ["evaluate", "--checkpoint", str(out / "last.pt"), "--data", str(stills)]
+        args = [*evaluate, "--zoom", factor, "--out-json", str(report), "--no-progress"]
+        assert main([*args, "--threads", "1"]) == 0
+        assert capsys.readouterr().out.startswith("images=4 people=")
+        results[factor] = json.loads(report.read_text())
+    # Zooming changes which people a head can represent: the counts move.
+    counts = {f: (r["num_gt"], r["num_ignore_gt"]) for f, r in results.items()}
+    assert len(set(counts.values())) > 1, counts
+    assert all(0.0 <= r["lamr"] <= 1.0 for r in results.values())
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--checkpoint", str(out / "last.pt"), "--data", str(stills), "--zoom"])
+    bad = ["evaluate", "--checkpoint", str(out / "last.pt"), "--data", str(stills)]
+    assert main([*bad, "--zoom", "0", "--no-progress"]) == 2
+    assert "zoom factor" in capsys.readouterr().err

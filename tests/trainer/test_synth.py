@@ -15,6 +15,7 @@ from alscout.errors import ConfigError
 from alscout.trainer.data.coco import read_coco
 from alscout.trainer.data.images import clear_video_cache, load_image
 from alscout.trainer.data.mot import read_mot
+from alscout.trainer.model import DetectorConfig
 from alscout.trainer.synth import (
     PAPER_DEFAULT_BOXES,
     DomainConfig,
@@ -26,6 +27,7 @@ from alscout.trainer.synth import (
     render_still,
 )
 from alscout.trainer.synth.figures import random_appearance
+from alscout.trainer.targets import count_heads
 
 SOURCE, TARGET = domain_preset("source"), domain_preset("target")
 
@@ -67,6 +69,18 @@ def test_box_sizes_follow_default_boxes() -> None:
     used = np.abs(np.array(heights)[:, None] / defaults[None, :] - 1).argmin(axis=1)
     assert set(used.tolist()) == set(range(5))
     assert min(aspects) > 0.5 and max(aspects) < 0.7  # 160/270 .. 31/55 with jitter
+
+
+@pytest.mark.parametrize("domain", [SOURCE, TARGET])
+def test_stills_train_every_head(domain: DomainConfig) -> None:
+    """As a training source next to PETS (people 33-96 px of 360: heads 3-4 only), the
+    stills give every default box people it trains on, at PETS's 480x360 too."""
+    rng = np.random.default_rng(0)
+    heads = np.zeros(5, dtype=np.int64)
+    for _ in range(40):
+        _, boxes = render_still(rng, domain, 480, 360)
+        heads += count_heads(boxes, 360, 480, DetectorConfig())
+    assert heads.min() >= 0.08 * heads.sum(), heads  # no head starves
 
 
 def test_boxes_scale_with_image_size() -> None:

@@ -1,18 +1,22 @@
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from alscout.errors import ConfigError, InvalidInputError
-from alscout.trainer.data.annotations import Box
+from alscout.trainer.config import TrainConfig
+from alscout.trainer.data.annotations import Box, Dataset, ImageRecord
 from alscout.trainer.model import DetectorConfig
 from alscout.trainer.targets import (
     IGNORE,
     NEGATIVE,
     POSITIVE,
     TargetConfig,
+    TrainingSet,
     assign_head,
     centred_iou,
+    count_heads,
     make_targets,
     sample_pixels,
 )
@@ -169,3 +173,48 @@ def test_sample_pixels_is_seeded_and_takes_all_negatives_when_few():
 def test_target_config_rejects_bad_values(changes):
     with pytest.raises(ConfigError):
         TargetConfig(**changes)
+
+
+def _small_people(root, count: int = 12) -> Dataset:
+    """240x320 noise images, each with four 'people' 30-55 px tall (heads 3 and 4 at
+    this size: 40x25 and 27.5x15.5), as PNG files."""
+    rng = np.random.default_rng(5)
+    records = []
+    for i in range(count):
+        image = cv2.GaussianBlur(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8), (5, 5), 0)
+        boxes = []
+        for h in (30, 45, 50, 55):
+            w = round(0.55 * h)
+            x, y = int(rng.integers(0, 320 - w)), int(rng.integers(0, 240 - h))
+            image[y : y + h, x : x + w] = (200, 40, 40)
+            boxes.append(Box(x, y, w, h))
+        path = root / f"{i}.png"
+        cv2.imwrite(str(path), image)
+        records.append(ImageRecord(i, path, 320, 240, tuple(boxes)))
+    return Dataset(records, name="small-people")
+
+
+def _boxes_per_head(data: Dataset, train: TrainConfig, epochs: int) -> np.ndarray:
+    items = TrainingSet(data, PAPER, train)
+    total = np.zeros(PAPER.num_heads, dtype=np.int64)
+    for epoch in range(epochs):
+        items.set_epoch(epoch)
+        for i in range(len(items)):
+            item = items[i]
+            heads = item["heads"].numpy()
+            positive = (item["labels"].numpy() == POSITIVE).any(axis=(1, 2))
+            assert np.array_equal(heads > 0, positive)  # counted heads are trained heads
+            total += heads
+    return total
+
+
+def test_zoom_gives_every_head_positives_where_mirroring_alone_starves_the_big_heads(tmp_path):
+    data = _small_people(tmp_path)
+    assert count_heads(data[0].boxes, 240, 320, PAPER).tolist() == [0, 0, 0, 3, 1]
+    # Head 0 (135x80 here) needs a zoom of about 2.4 or more on the tallest.
+    plain = TrainConfig(input_size=(240, 320), scale_aug=False, photometric=0.0)
+    off = _boxes_per_head(data, plain, epochs=2)
+    assert off[:3].tolist() == [0, 0, 0] and off[3] > 0 and off[4] > 0  # the failure
+    recipe = TrainConfig(input_size=(240, 320))  # the default: zoom 0.5-3, half the images
+    on = _boxes_per_head(data, recipe, epochs=10)
+    assert (on > 0).all(), on

@@ -117,10 +117,11 @@ def test_scheduler_anneals_exponentially_from_lr_to_lr_final_at_the_last_step():
 
 
 def test_training_set_items_are_seeded_per_epoch_and_image(scenes):
-    data = TrainingSet(scenes, TINY, config())
+    data = TrainingSet(scenes, TINY, config(scale_aug=False, photometric=0.0))
     item = data[0]
     assert item["image"].shape == (*SIZE, 3) and item["image"].dtype == torch.uint8
     assert item["labels"].shape == (5, *SIZE) and item["mask"].shape == (5, *SIZE)
+    assert item["heads"].shape == (5,) and int(item["heads"].sum()) == 2
     assert torch.equal(data[0]["mask"], item["mask"])
     flips = []
     for epoch in range(6):
@@ -136,13 +137,29 @@ def test_training_set_items_are_seeded_per_epoch_and_image(scenes):
         assert np.array_equal(plain[1]["image"].numpy(), plain.resized(1)[0])
 
 
+def test_the_full_recipe_zooms_and_jitters_each_image_the_same_way_in_the_same_epoch(scenes):
+    data = TrainingSet(scenes, TINY, config(zoom_prob=1.0))
+    seen = []
+    for epoch in range(3):
+        data.set_epoch(epoch)
+        a, b = data[2], data[2]
+        for key in ("image", "labels", "mask", "heads"):
+            assert torch.equal(a[key], b[key]), key
+        seen.append(a["image"].numpy())
+        plain = data.resized(2)[0]
+        assert not np.array_equal(seen[-1], plain) and not np.array_equal(seen[-1], plain[:, ::-1])
+    assert not np.array_equal(seen[0], seen[1])
+
+
 @pytest.mark.slow
 def test_tiny_model_overfits_a_small_synthetic_set(tmp_path):
     # Half of 640x480: at a quarter, the coarse heads' strides (16 px for head 2)
     # are too coarse for the figures' boxes to be placed within IoU 0.5.
     scenes = figure_scenes(tmp_path, 12, seed=1, scale=2)
     size = (2 * SIZE[0], 2 * SIZE[1])
-    cfg = config(epochs=25, batch_size=4, cache_images=True, input_size=size)
+    # Overfitting is the point: mirroring only, no zoom or photometric jitter.
+    plain = {"scale_aug": False, "photometric": 0.0}
+    cfg = config(epochs=25, batch_size=4, cache_images=True, input_size=size, **plain)
     result = fit(scenes, TINY, cfg, progress=False)
     first, last = result.history[0]["train"], result.history[-1]["train"]
     assert last["loss"] < first["loss"] / 5
@@ -192,17 +209,59 @@ def test_resume_equals_an_uninterrupted_run(scenes, tmp_path):
     assert len(history) == 2
 
 
-def test_finetuning_starts_from_the_given_weights(scenes, tmp_path):
-    base = fit(scenes, TINY, config(epochs=6), out_dir=tmp_path / "base", progress=False)
-    other = DetectorConfig(width=8)  # the init file's own config wins
-    tuned = fit(
-        scenes,
-        other,
-        config(epochs=1, lr=1e-9, lr_final=1e-9),
-        init=base.checkpoint,
-        progress=False,
+def test_resume_with_zoom_jitter_and_weights_equals_an_uninterrupted_run(scenes, tmp_path):
+    cfg = config(epochs=2, zoom_prob=1.0, photometric=0.3)
+    weights = [2.0] * 4 + [0.5] * 4  # two sources: the first counts 4 times as much
+    whole = fit(scenes, TINY, cfg, out_dir=tmp_path / "whole", progress=False, weights=weights)
+    half = fit(
+        scenes, TINY, cfg, out_dir=tmp_path / "half", stop_after=1, progress=False, weights=weights
     )
-    fresh = fit(scenes, TINY, config(epochs=1, lr=1e-9, lr_final=1e-9), progress=False)
+    with pytest.raises(ConfigError, match="other data"):  # the weights are part of the data
+        fit(scenes, TINY, cfg, resume=half.checkpoint, progress=False)
+    resumed = fit(
+        scenes,
+        TINY,
+        cfg,
+        out_dir=tmp_path / "half",
+        resume=half.checkpoint,
+        progress=False,
+        weights=weights,
+    )
+    _assert_same_state(whole.model.state_dict(), resumed.model.state_dict())
+    assert _timeless(whole.history) == _timeless(resumed.history)  # losses, head counts
+    assert whole.history[0]["train"]["head_boxes"] != whole.history[1]["train"]["head_boxes"]
+    state = load_checkpoint(resumed.checkpoint)
+    assert state.train == cfg and state.train.zoom_range == (0.5, 3.0)
+
+
+def _timeless(history: list[dict]) -> list[dict]:
+    return [{k: {**v, "seconds": 0} for k, v in epoch.items()} for epoch in history]
+
+
+def test_history_counts_positives_per_head_and_warns_about_starved_heads(scenes, caplog):
+    caplog.set_level("INFO", logger="alscout.trainer.training")
+    cfg = config(epochs=1, scale_aug=False)
+    result = fit(scenes, TINY, cfg, progress=False)
+    train = result.history[0]["train"]
+    boxes, pixels = train["head_boxes"], train["head_positives"]
+    assert boxes[:2] == [0, 0] and min(boxes[2:]) > 0  # the scenes' figures fit heads 2-4
+    assert boxes[2] + boxes[3] + boxes[4] == 2 * len(scenes)
+    assert pixels[:2] == [0, 0] and min(pixels[2:]) > 0 and sum(pixels) == train["positives"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2
+    assert "head=0 default_box=270x160 (68x40 at the 160x120 input)" in warnings[0]
+    assert "head=1 default_box=225x130" in warnings[1]
+    assert any("head_boxes=[0, 0, " in r.getMessage() for r in caplog.records)
+
+
+def test_finetuning_starts_from_the_given_weights(scenes, tmp_path):
+    # Mirroring only: six epochs of 8 images learn too little under zoom to compare.
+    plain = {"scale_aug": False, "photometric": 0.0}
+    base = fit(scenes, TINY, config(epochs=6, **plain), out_dir=tmp_path / "base", progress=False)
+    other = DetectorConfig(width=8)  # the init file's own config wins
+    still = config(epochs=1, lr=1e-9, lr_final=1e-9, **plain)
+    tuned = fit(scenes, other, still, init=base.checkpoint, progress=False)
+    fresh = fit(scenes, TINY, still, progress=False)
     assert tuned.model.config == TINY
     assert tuned.history[0]["train"]["loss"] < 0.5 * fresh.history[0]["train"]["loss"]
     torch.testing.assert_close(
@@ -269,6 +328,19 @@ def test_checkpoint_files_fail_loudly(tmp_path):
         mismatched.build_model()
 
 
+def test_a_checkpoint_from_before_zoom_resumes_without_it(tmp_path):
+    path = save_checkpoint(
+        tmp_path / "old.pt",
+        Checkpoint(model=Detector(TINY).state_dict(), detector=TINY, train=TrainConfig()),
+    )
+    payload = torch.load(path, weights_only=True)
+    for key in ("scale_aug", "zoom_range", "zoom_prob", "photometric"):
+        del payload["train"][key]
+    torch.save(payload, path)
+    train = load_checkpoint(path).train
+    assert train.scale_aug is False and train.photometric == 0.0 and train.hflip
+
+
 def test_dataset_digest_follows_boxes_not_folders(scenes):
     moved = Dataset(
         [
@@ -288,6 +360,12 @@ def test_train_config_validation_and_toml(tmp_path):
         TrainConfig(input_size=(16, 640))
     with pytest.raises(ConfigError):
         TrainConfig(device="tpu")
+    for bad in ({"zoom_range": (2.0, 1.0)}, {"zoom_range": (0.0, 2.0)}, {"zoom_prob": 1.5}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            TrainConfig(**bad)
+    with pytest.raises(ConfigError, match="photometric"):
+        TrainConfig(photometric=-0.1)
+    assert TrainConfig(zoom_range=[1, 2]).zoom_range == (1.0, 2.0)  # TOML gives lists
     cfg = TrainConfig(epochs=3, targets=TargetConfig(centre_fraction=0.1))
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.with_overrides(epochs=None, batch_size=2).batch_size == 2
@@ -321,3 +399,42 @@ def test_preload_fills_the_cache_in_file_order_and_needs_caching(scenes, monkeyp
     data.set_epoch(3)
     data[5]
     assert len(seen) == len(scenes)  # served from memory
+
+
+def _red_blobs(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An oracle 'detector': the bounding box of each red region, score 1."""
+    red = (image[:, :, 0] > 150) & (image[:, :, 1] < 100)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(red.astype(np.uint8), connectivity=4)
+    boxes = stats[1:count, :4].astype(np.float32)
+    return boxes, np.ones(len(boxes), np.float32)
+
+
+@pytest.mark.parametrize("zoom", [0.5, 1.0, 2.0, 2.5])
+def test_evaluate_zooms_images_and_ground_truth_alike(tmp_path, monkeypatch, zoom):
+    # Red people on grey frames: the central crops keep the first whole, cut the
+    # last to under half (an ignore region) and lose the other two.
+    people = [[(70, 40, 20, 40), (150, 10, 16, 36)], [(10, 70, 24, 48), (105, 20, 30, 40)]]
+    records = []
+    for i, boxes in enumerate(people):
+        image = np.full((120, 160, 3), 110, np.uint8)
+        for x, y, w, h in boxes:
+            image[y : y + h, x : x + w] = (220, 30, 30)
+        path = tmp_path / f"{i}.png"
+        cv2.imwrite(str(path), image[:, :, ::-1])
+        records.append(ImageRecord(i, path, 160, 120, tuple(Box(*b) for b in boxes)))
+    data = Dataset(records)
+    seen = []
+
+    def oracle(model, images, *args):
+        seen.extend(images)
+        return [_red_blobs(image) for image in images]
+
+    monkeypatch.setattr("alscout.trainer.training.detect", oracle)
+    result, detections = evaluate(Detector(TINY), data, SIZE, paper_filters=False, zoom=zoom)
+    assert all(image.shape == (120, 160, 3) for image in seen)
+    # The detections found in the zoomed frames are exactly the zoomed ground truth:
+    # no miss, no false positive, whatever the zoom.
+    assert result.mr_at_fppi1 == pytest.approx(0.0, abs=1e-9), result.to_json()
+    kept, ignored = {0.5: (4, 0), 1.0: (4, 0), 2.0: (1, 1), 2.5: (1, 1)}[zoom]
+    assert (result.num_gt, result.num_ignore_gt) == (kept, ignored)
+    assert sum(len(boxes) for boxes, _ in detections) == kept + ignored

@@ -3,11 +3,15 @@
 Every function takes an ``[H, W, C]`` image (any dtype) and a sequence of
 :class:`Box` in that image's pixels, and returns the new image with the boxes moved
 the same way. Photometric jitter (brightness, contrast, noise) changes no box.
+
+:func:`zoom` is the one scale change that training (:func:`random_zoom`) and
+``alscout evaluate --zoom`` share: the frame keeps its size, people grow or shrink.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -15,7 +19,20 @@ import numpy as np
 from alscout.errors import InvalidInputError
 from alscout.trainer.data.annotations import Box
 
-__all__ = ["hflip", "rescale", "resize_to", "crop", "photometric_jitter"]
+__all__ = [
+    "MIN_VISIBLE",
+    "hflip",
+    "rescale",
+    "resize_to",
+    "crop",
+    "zoom",
+    "zoom_boxes",
+    "random_zoom",
+    "photometric_jitter",
+]
+
+#: A box cut by a crop keeps being a positive when at least this much of its area stays in.
+MIN_VISIBLE = 0.5
 
 
 def _check_image(image: np.ndarray) -> None:
@@ -82,7 +99,7 @@ def crop(
     y: int,
     width: int,
     height: int,
-    min_visible: float = 0.5,
+    min_visible: float = MIN_VISIBLE,
 ) -> tuple[np.ndarray, tuple[Box, ...]]:
     """Cut the ``width x height`` window at ``(x, y)``; boxes are clipped to it.
 
@@ -106,6 +123,151 @@ def crop(
         ignore = b.ignore or visible < min_visible
         out.append(Box(x1 - x, y1 - y, x2 - x1, y2 - y1, b.label, ignore, b.track_id))
     return np.ascontiguousarray(image[y : y + height, x : x + width]), tuple(out)
+
+
+def _zoom_windows(
+    width: int, height: int, factor: float, anchor: tuple[float, float]
+) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
+    """``(source, target)`` windows ``(x, y, w, h)`` of a zoom, whole pixels.
+
+    Zoom in (``factor > 1``): the source is a ``W/factor x H/factor`` crop, the target
+    the whole frame. Zoom out: the source is the whole frame, the target a
+    ``W*factor x H*factor`` window of the canvas. ``anchor`` in [0, 1]^2 places the
+    smaller window inside the frame ((0.5, 0.5): centred).
+    """
+    if factor >= 1:
+        w, h = max(1, round(width / factor)), max(1, round(height / factor))
+    else:
+        w, h = max(1, round(width * factor)), max(1, round(height * factor))
+    x, y = round(anchor[0] * (width - w)), round(anchor[1] * (height - h))
+    inner, whole = (x, y, w, h), (0, 0, width, height)
+    return (inner, whole) if factor >= 1 else (whole, inner)
+
+
+def _check_zoom(factor: float, anchor: tuple[float, float]) -> None:
+    if not (np.isfinite(factor) and factor > 0):
+        raise InvalidInputError(f"zoom factor must be a positive number, got {factor}")
+    if len(anchor) != 2 or not all(0.0 <= a <= 1.0 for a in anchor):
+        raise InvalidInputError(f"anchor must be two fractions in [0, 1], got {anchor}")
+
+
+def zoom_boxes(
+    boxes: Sequence[Box],
+    width: int,
+    height: int,
+    factor: float,
+    anchor: tuple[float, float] = (0.5, 0.5),
+    min_visible: float = MIN_VISIBLE,
+) -> tuple[Box, ...]:
+    """Where :func:`zoom` moves ``boxes`` of a ``width x height`` image (no pixels needed)."""
+    _check_zoom(factor, anchor)
+    (sx, sy, sw, sh), (tx, ty, tw, th) = _zoom_windows(width, height, factor, anchor)
+    if (sw, sh, tw, th) == (width, height, width, height):
+        return tuple(boxes)
+    out = []
+    for b in boxes:  # crop's rule, then the resize and the placement on the canvas
+        x1, y1 = max(b.x, sx), max(b.y, sy)
+        x2, y2 = min(b.x2, sx + sw), min(b.y2, sy + sh)
+        if x2 <= x1 or y2 <= y1:
+            continue
+        visible = (x2 - x1) * (y2 - y1) / max(b.w * b.h, 1e-12)
+        clipped = Box(x1 - sx, y1 - sy, x2 - x1, y2 - y1, b.label, b.ignore, b.track_id)
+        scaled = clipped.scaled(tw / sw, th / sh)
+        ignore = b.ignore or visible < min_visible
+        out.append(replace(scaled, x=scaled.x + tx, y=scaled.y + ty, ignore=ignore))
+    return tuple(out)
+
+
+def zoom(
+    image: np.ndarray,
+    boxes: Sequence[Box],
+    factor: float,
+    anchor: tuple[float, float] = (0.5, 0.5),
+    fill: Sequence[float] | None = None,
+    min_visible: float = MIN_VISIBLE,
+) -> tuple[np.ndarray, tuple[Box, ...]]:
+    """Enlarge (``factor > 1``) or shrink (``factor < 1``) the content; the frame keeps its size.
+
+    Zoom in crops a ``W/factor x H/factor`` window at ``anchor`` (fractions of the
+    free room, (0.5, 0.5) = the centre) and resizes it up to ``W x H``. Zoom out
+    resizes the image to ``W*factor x H*factor`` and places it at ``anchor`` on a
+    canvas filled with ``fill`` (per channel; default the image's mean colour).
+    Window sides are whole pixels, so the scale is ``factor`` up to rounding; boxes
+    move by the exact factors used and stay on the same pixels (:func:`zoom_boxes`).
+
+    Boxes cut by the crop follow :func:`crop`'s rule: wholly outside are dropped,
+    less than ``min_visible`` of the area left in is kept clipped as ``ignore``, the
+    rest are kept clipped. Ignore boxes stay ignore. ``image``: ``[H, W]`` or
+    ``[H, W, C]``, any dtype; the result has the same shape and dtype.
+    """
+    _check_image(image)
+    _check_zoom(factor, anchor)
+    height, width = image.shape[:2]
+    moved = zoom_boxes(boxes, width, height, factor, anchor, min_visible)
+    (sx, sy, sw, sh), (tx, ty, tw, th) = _zoom_windows(width, height, factor, anchor)
+    if (sw, sh, tw, th) == (width, height, width, height):
+        return image, moved
+    window, _ = resize_to(crop(image, (), sx, sy, sw, sh)[0], (), tw, th)
+    if (tw, th) == (width, height):
+        return window, moved
+    if fill is None:
+        fill = image.reshape(height, width, -1).mean(axis=(0, 1))
+    values = np.asarray(fill, dtype=np.float64)
+    if np.issubdtype(image.dtype, np.integer):
+        values = np.rint(values)
+    canvas = np.empty_like(image)
+    canvas[...] = values
+    canvas[ty : ty + th, tx : tx + tw] = window
+    return canvas, moved
+
+
+def _holding(start: float, size: float, window: int, frame: int, u: float) -> float:
+    """Anchor (fraction of the free room) of a ``window`` that holds ``[start, start+size)``.
+
+    Uniform (by ``u``) among the placements that hold it; centred on it when it does
+    not fit.
+    """
+    room = frame - window
+    if room <= 0:
+        return 0.5
+    low, high = max(0.0, start + size - window), min(start, float(room))
+    offset = low + u * (high - low) if low <= high else start + size / 2 - window / 2
+    return float(np.clip(offset / room, 0.0, 1.0))
+
+
+def random_zoom(
+    image: np.ndarray,
+    boxes: Sequence[Box],
+    rng: np.random.Generator,
+    zoom_range: tuple[float, float] = (0.5, 3.0),
+    min_visible: float = MIN_VISIBLE,
+) -> tuple[np.ndarray, tuple[Box, ...], float]:
+    """:func:`zoom` by a factor drawn log-uniformly from ``zoom_range``.
+
+    Zooming in, the window holds one of the image's non-ignore boxes, drawn
+    uniformly (placed uniformly among the windows that hold it; centred on it when
+    it is larger than the window): a crop of empty street would teach the larger
+    heads nothing. Zooming out, or without such a box, the anchor is uniform.
+    Returns the image, the boxes and the factor. Draws from ``rng``: the factor,
+    two uniforms for the anchor, then the box's index when one is held.
+    """
+    low, high = zoom_range
+    if not (0 < low <= high and np.isfinite(high)):
+        raise InvalidInputError(f"zoom_range must be 0 < low <= high, got {zoom_range}")
+    _check_image(image)
+    factor = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+    anchor = (float(rng.uniform()), float(rng.uniform()))
+    people = [b for b in boxes if not b.ignore]
+    if factor > 1 and people:
+        held = people[int(rng.integers(len(people)))]
+        height, width = image.shape[:2]
+        (_, _, w, h), _ = _zoom_windows(width, height, factor, anchor)
+        anchor = (
+            _holding(held.x, held.w, w, width, anchor[0]),
+            _holding(held.y, held.h, h, height, anchor[1]),
+        )
+    zoomed, moved = zoom(image, boxes, factor, anchor, min_visible=min_visible)
+    return zoomed, moved, factor
 
 
 def photometric_jitter(
