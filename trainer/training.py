@@ -12,6 +12,7 @@ global batch and divided by their global count; the heads' losses are summed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -60,6 +61,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: TrainConfig fields that say where a run executes, not what it learns: a resume takes
+#: them from its caller (another machine may resume the run), the rest from the checkpoint
+RUN_PLACE_FIELDS = ("device", "num_workers", "cache_images")
 
 
 @dataclass(frozen=True)
@@ -370,7 +375,8 @@ def fit(
 
     ``init``: a checkpoint or weights file to start from (the paper's ``w_l`` when
     finetuning; its detector config replaces ``detector``). ``resume``: a checkpoint
-    of this run to continue exactly; its configs replace the given ones. ``val``:
+    of this run to continue exactly; its configs replace the given ones, except
+    :data:`RUN_PLACE_FIELDS` (where the run executes, not what it learns). ``val``:
     evaluated after each epoch. ``stop_after``: finish at most this many epochs in
     this call (the schedule still spans ``config.epochs``). ``context``: this
     process's place in a torchrun job (default: one process on ``config.device``).
@@ -380,7 +386,8 @@ def fit(
     state = ckpt.load_checkpoint(resume) if resume is not None else None
     start_weights = None
     if state is not None:
-        detector, config = state.detector, state.train or config
+        where = {name: getattr(config, name) for name in RUN_PLACE_FIELDS}
+        detector, config = state.detector, dataclasses.replace(state.train or config, **where)
     elif init is not None:
         start = ckpt.load_checkpoint(init)
         if start.detector != detector:

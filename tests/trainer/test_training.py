@@ -209,6 +209,28 @@ def test_resume_equals_an_uninterrupted_run(scenes, tmp_path):
     assert len(history) == 2
 
 
+def test_a_resume_runs_where_it_is_told_and_learns_what_the_run_learned(
+    scenes, tmp_path, monkeypatch
+):
+    """Device, loader workers and image caching are where a run executes, not what it
+    learns: a resume (on another machine, say) takes them from its caller; the rest of
+    the recipe comes from the checkpoint."""
+    half = fit(scenes, TINY, config(epochs=2), out_dir=tmp_path / "r", stop_after=1, progress=False)
+    preloads: list[int] = []
+    monkeypatch.setattr(TrainingSet, "preload", lambda self, progress=True: preloads.append(1))
+    resumed = fit(
+        scenes,
+        TINY,
+        config(epochs=2, cache_images=True, lr=0.5),
+        out_dir=tmp_path / "r",
+        resume=half.checkpoint,
+        progress=False,
+    )
+    assert preloads == [1]  # the caller's cache_images=True was used
+    saved = load_checkpoint(resumed.checkpoint).train
+    assert saved.cache_images and saved.lr == config(epochs=2).lr  # lr is the run's
+
+
 def test_resume_with_zoom_jitter_and_weights_equals_an_uninterrupted_run(scenes, tmp_path):
     cfg = config(epochs=2, zoom_prob=1.0, photometric=0.3)
     weights = [2.0] * 4 + [0.5] * 4  # two sources: the first counts 4 times as much
