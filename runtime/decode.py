@@ -18,6 +18,7 @@ from alscout.errors import InvalidInputError
 from alscout.runtime.jpeg_scan import check_jpeg_data
 
 __all__ = [
+    "warm_up",
     "ENCODINGS",
     "PIXEL_FORMATS",
     "MAX_PIXELS",
@@ -187,3 +188,15 @@ def _decode_raw(
     if pixel_format == "bgr8":
         return np.ascontiguousarray(pixels[:, :, ::-1])
     return pixels.copy()
+
+
+def warm_up() -> None:
+    """Compile the decoders' Numba kernels (the JPEG scan check) now, not on a first frame.
+
+    Without a disk cache the compile takes seconds; a server calls this before it
+    reports SERVING, so its first JPEG frame is answered as fast as the others.
+    """
+    ok, encoded = cv2.imencode(".jpg", np.zeros((16, 16, 3), np.uint8))
+    if not ok:  # pragma: no cover  # OpenCV always encodes a small black image
+        raise RuntimeError("OpenCV could not encode a JPEG")
+    decode_frame(encoded.tobytes(), encoding="jpeg")

@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from alscout.errors import ConfigError
+from alscout.runtime.decode import warm_up
 from alscout.server._proto import alscout_pb2, alscout_pb2_grpc
 from alscout.server.config import ServerConfig
 from alscout.server.durable_outbox import DEFAULT_QUOTA_BYTES, DurableOutbox
@@ -71,7 +72,12 @@ class ScoringServer:
         self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Start serving and report SERVING for the whole server and the Scorer service."""
+        """Start serving and report SERVING for the whole server and the Scorer service.
+
+        The decoders' kernels are compiled first (:func:`~alscout.runtime.decode.warm_up`),
+        so the first JPEG frame does not wait seconds for Numba.
+        """
+        await asyncio.get_running_loop().run_in_executor(self.executor, warm_up)
         self.service.start()
         await self.server.start()
         if self.config.metrics_port is not None:

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
 import zlib
 
 import cv2
@@ -213,3 +216,15 @@ def test_a_truncated_jpeg_is_corrupt_with_or_without_an_end_marker(scene):
     for cut in (data[:middle], data[:middle] + b"\xff\xd9", data[:-2]):
         with pytest.raises(InvalidInputError, match="corrupt jpeg frame"):
             decode_frame(cut, encoding="jpeg")
+
+
+def test_warm_up_compiles_the_jpeg_scan_before_any_frame():
+    """A fresh process: after warm_up the scan kernel has its machine code, so the
+    server's first JPEG frame does not wait for Numba (the server calls it at start)."""
+    code = (
+        "from alscout.runtime import jpeg_scan; from alscout.runtime.decode import warm_up;"
+        "assert not jpeg_scan._walk_scan.signatures; warm_up();"
+        "assert jpeg_scan._walk_scan.signatures"
+    )
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "0"}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300, env=env)
