@@ -23,7 +23,7 @@ with the default boxes scaled to that input (``DetectorConfig.boxes_at``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -168,13 +168,10 @@ def make_targets(
     config = config or TargetConfig()
     if height < 1 or width < 1:
         raise InvalidInputError(f"target size must be positive, got {width}x{height}")
-    default_boxes = detector.boxes_at(height, width)
-    min_height = config.min_height * height / detector.reference_size[0]
     k = detector.num_heads
     ignore = np.zeros((k, height, width), dtype=bool)
     positive = np.zeros((k, height, width), dtype=bool)
-    for box in boxes:
-        head, fits = assign_head(box, default_boxes, min_height, config)
+    for box, head, fits in _assignments(boxes, height, width, detector, config):
         if head < 0:
             region = _whole(box, height, width)
             if region is not None:
@@ -203,15 +200,22 @@ def count_heads(
 
     ``boxes`` in pixels of the ``height x width`` training input. Returns ``[K]`` int64.
     """
-    config = config or TargetConfig()
-    default_boxes = detector.boxes_at(height, width)
-    min_height = config.min_height * height / detector.reference_size[0]
     counts = np.zeros(detector.num_heads, dtype=np.int64)
-    for box in boxes:
-        head, _ = assign_head(box, default_boxes, min_height, config)
+    for _, head, _ in _assignments(boxes, height, width, detector, config or TargetConfig()):
         if head >= 0:
             counts[head] += 1
     return counts
+
+
+def _assignments(
+    boxes: Sequence[Box], height: int, width: int, detector: DetectorConfig, config: TargetConfig
+) -> Iterator[tuple[Box, int, np.ndarray]]:
+    """Each box with its head and the heads it fits (:func:`assign_head`) at this size."""
+    default_boxes = detector.boxes_at(height, width)
+    min_height = config.min_height * height / detector.reference_size[0]
+    for box in boxes:
+        head, fits = assign_head(box, default_boxes, min_height, config)
+        yield box, head, fits
 
 
 def sample_pixels(
