@@ -169,20 +169,10 @@ def slow_first_answer(harness, tiny_model):
 
 
 @pytest.mark.parametrize("kind", ["blocking", "async"])
-def test_a_call_cut_before_any_result_is_retried_as_a_fresh_call(
-    slow_first_answer, monkeypatch, kind
-):
+def test_a_call_cut_before_any_result_is_retried_as_a_fresh_call(slow_first_answer, resumes, kind):
     proxy = slow_first_answer
     frames = frames_of(12, seed=53)
     rec = f"c-early-{kind}"
-    resumes: list[int] = []
-    message = StreamProgress.resume_message
-
-    def record_resume(self):
-        resumes.append(self.last_decided)
-        return message(self)
-
-    monkeypatch.setattr(StreamProgress, "resume_message", record_resume)
     timer = threading.Timer(0.2, proxy.cut)  # the first answer is 600 ms away
     cuts = proxy.cuts
 

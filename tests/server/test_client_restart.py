@@ -170,18 +170,10 @@ def hold(target: str, scoring, rec: str):
 
 
 @pytest.mark.parametrize("kind", CLIENTS)
-def test_a_fresh_call_waits_for_the_call_it_replaces(busy_server, monkeypatch, caplog, kind):
+def test_a_fresh_call_waits_for_the_call_it_replaces(busy_server, resumes, caplog, kind):
     target, scoring = busy_server
     rec = f"b-{kind}"
     channel, holder = hold(target, scoring, rec)
-    resumes: list[int] = []
-    message = StreamProgress.resume_message
-
-    def record_resume(self):
-        resumes.append(self.last_decided)
-        return message(self)
-
-    monkeypatch.setattr(StreamProgress, "resume_message", record_resume)
     release = threading.Timer(0.3, holder.finish)
     release.start()
     try:
