@@ -17,7 +17,14 @@ from typing import Any
 
 from alscout.errors import ModelError
 from alscout.export.loaders import Loader, resolve
-from alscout.runtime.model_info import INPUT_NAME, OUTPUT_NAME, ModelInfo, Normalisation
+from alscout.runtime.model_info import (
+    HEATMAP_NAME,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    Z_NAME,
+    ModelInfo,
+    Normalisation,
+)
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -170,8 +177,10 @@ def check_onnx(model: Any, *, source: str | Path) -> ModelInfo:
     """Check an ``onnx.ModelProto`` against SPEC §4 and return its metadata.
 
     Runs ``onnx.checker`` (full check) and strict shape inference, then checks the one
-    input ``images`` float32 ``(N, 3, H, W)``, the one output ``probs`` float32
-    ``(N, K, H, W)`` with K equal to the metadata's, and dynamic N, H, W.
+    input ``images`` float32 ``(N, 3, H, W)`` with dynamic N, H, W and the outputs: one
+    ``probs`` float32 ``(N, K, H, W)``, K equal to the metadata's; or, for a model with
+    the scores inside its graph (``alscout.scores.*`` metadata), ``z`` ``(N,)`` and
+    ``heatmap`` ``(N, h, w)`` float32, then ``probs`` only if kept.
     """
     import onnx
 
@@ -187,25 +196,35 @@ def check_onnx(model: Any, *, source: str | Path) -> ModelInfo:
     outputs = list(inferred.graph.output)
     if [v.name for v in inputs] != [INPUT_NAME]:
         raise ModelError(f"{source}: inputs are {[v.name for v in inputs]}, need [{INPUT_NAME!r}]")
-    if [v.name for v in outputs] != [OUTPUT_NAME]:
-        raise ModelError(
-            f"{source}: outputs are {[v.name for v in outputs]}, need [{OUTPUT_NAME!r}]"
-        )
-    for value, channels in ((inputs[0], 3), (outputs[0], info.num_heads)):
+    names = [v.name for v in outputs]
+    if info.scoring is None:
+        allowed: list[list[str]] = [[OUTPUT_NAME]]
+    else:
+        allowed = [[Z_NAME, HEATMAP_NAME], [Z_NAME, HEATMAP_NAME, OUTPUT_NAME]]
+    if names not in allowed:
+        need = " or ".join(str(a) for a in allowed)
+        raise ModelError(f"{source}: outputs are {names}, need {need}")
+    ranks = {INPUT_NAME: 4, OUTPUT_NAME: 4, Z_NAME: 1, HEATMAP_NAME: 3}
+    channels = {INPUT_NAME: 3, OUTPUT_NAME: info.num_heads}
+    for value in (inputs[0], *outputs):
         tensor = value.type.tensor_type
         if tensor.elem_type != onnx.TensorProto.FLOAT:
             raise ModelError(f"{source}: {value.name} is not float32")
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
-        if len(dims) != 4:
-            raise ModelError(f"{source}: {value.name} has rank {len(dims)}, need 4")
-        if dims[1] != channels:
+        if len(dims) != ranks[value.name]:
             raise ModelError(
-                f"{source}: {value.name} has {dims[1]} channels, need {channels}"
+                f"{source}: {value.name} has rank {len(dims)}, need {ranks[value.name]}"
+            )
+        if value.name in channels and dims[1] != channels[value.name]:
+            raise ModelError(
+                f"{source}: {value.name} has {dims[1]} channels, need {channels[value.name]}"
                 + (" (K from metadata)" if value.name == OUTPUT_NAME else "")
             )
-        fixed = [axis for axis in (0, 2, 3) if dims[axis] is not None]
+        dynamic = (0, 2, 3) if len(dims) == 4 else tuple(range(len(dims)))
+        fixed = [axis for axis in dynamic if dims[axis] is not None]
         if fixed:
+            what = "N, H, W" if len(dims) == 4 else "every axis"
             raise ModelError(
-                f"{source}: {value.name} axes {fixed} are fixed; N, H, W must be dynamic"
+                f"{source}: {value.name} axes {fixed} are fixed; {what} must be dynamic"
             )
     return info

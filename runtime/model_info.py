@@ -8,6 +8,11 @@ sides cannot drift apart.
 
 Input normalisation: for an RGB ``uint8`` pixel ``p``, the model input is
 ``(p * scale - mean[c]) / std[c]`` for channel ``c``.
+
+A model with the scores inside its graph (``alscout export onnx --scores-in-graph``,
+SPEC §4) outputs ``z`` and ``heatmap`` (and ``probs`` only on request) instead of
+``probs``, and carries the settings its graph computes them with in the
+``alscout.scores.*`` keys (:class:`GraphScoring`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,11 @@ __all__ = [
     "CONTRACT_VERSION",
     "INPUT_NAME",
     "OUTPUT_NAME",
+    "Z_NAME",
+    "HEATMAP_NAME",
     "METADATA_KEYS",
+    "SCORING_KEYS",
+    "GraphScoring",
     "Normalisation",
     "ModelInfo",
     "file_sha256",
@@ -37,6 +46,9 @@ __all__ = [
 CONTRACT_VERSION = "1"
 INPUT_NAME = "images"
 OUTPUT_NAME = "probs"
+#: outputs of a model with the scores inside its graph
+Z_NAME = "z"
+HEATMAP_NAME = "heatmap"
 
 #: Every key a model must carry; values are strings (JSON where structured).
 METADATA_KEYS = (
@@ -49,6 +61,124 @@ METADATA_KEYS = (
     "alscout.normalisation",
     "alscout.training_data_digest",
 )
+#: Keys of a model with the scores inside its graph: all of them, or none.
+SCORING_KEYS = (
+    "alscout.scores.radius",
+    "alscout.scores.region",
+    "alscout.scores.method",
+    "alscout.scores.aggregation",
+    "alscout.scores.double_evaluation",
+    "alscout.scores.heatmap_stride",
+)
+_SCORING_PREFIX = "alscout.scores."
+#: the pixel-score methods and aggregations of runtime/scoring.py (tested to match;
+#: not imported from there, so reading metadata needs no Numba)
+_METHODS = ("divergence", "entropy")
+_AGGREGATIONS = ("maxpool", "mean")
+
+
+@dataclass(frozen=True)
+class GraphScoring:
+    """The settings a model's graph computes its scores with (SPEC §1 and §4).
+
+    ``radius``, ``region``, ``method`` and ``aggregation`` as in
+    :func:`~alscout.runtime.scoring.pixel_scores` and
+    :func:`~alscout.runtime.scoring.aggregate`; ``double_evaluation``: the graph runs
+    each frame with its mirror; ``heatmap_stride``: side in pixels of the blocks whose
+    maxima form the ``heatmap`` output.
+    """
+
+    radius: int = 9
+    region: int = 30
+    method: str = "divergence"
+    aggregation: str = "maxpool"
+    double_evaluation: bool = True
+    heatmap_stride: int = 16
+
+    def __post_init__(self) -> None:
+        for name, minimum in (("radius", 0), ("region", 1), ("heatmap_stride", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ModelError(f"scores in the graph: {name} must be an integer >= {minimum}")
+        if self.method not in _METHODS:
+            raise ModelError(f"scores in the graph: method must be one of {_METHODS}")
+        if self.aggregation not in _AGGREGATIONS:
+            raise ModelError(f"scores in the graph: aggregation must be one of {_AGGREGATIONS}")
+        if not isinstance(self.double_evaluation, bool):
+            raise ModelError("scores in the graph: double_evaluation must be true or false")
+
+    def to_metadata(self) -> dict[str, str]:
+        """The ``alscout.scores.*`` metadata props."""
+        return {
+            "alscout.scores.radius": str(self.radius),
+            "alscout.scores.region": str(self.region),
+            "alscout.scores.method": self.method,
+            "alscout.scores.aggregation": self.aggregation,
+            "alscout.scores.double_evaluation": "true" if self.double_evaluation else "false",
+            "alscout.scores.heatmap_stride": str(self.heatmap_stride),
+        }
+
+    @classmethod
+    def from_metadata(
+        cls, metadata: Mapping[str, str], *, source: str | Path
+    ) -> GraphScoring | None:
+        """The settings in ``metadata``, or None for a model without scores in its graph."""
+        present = [key for key in metadata if key.startswith(_SCORING_PREFIX)]
+        if not present:
+            return None
+        missing = [key for key in SCORING_KEYS if key not in metadata]
+        if missing:
+            raise ModelError(
+                f"{source}: model has scores in its graph but its metadata lacks "
+                f"{', '.join(missing)}; re-export it with `alscout export onnx --scores-in-graph`"
+            )
+        key = ""
+        try:
+            key = "alscout.scores.double_evaluation"
+            double = {"true": True, "false": False}[metadata[key]]
+            key = "alscout.scores.radius"
+            radius = int(metadata[key])
+            key = "alscout.scores.region"
+            region = int(metadata[key])
+            key = "alscout.scores.heatmap_stride"
+            stride = int(metadata[key])
+            return cls(
+                radius=radius,
+                region=region,
+                method=metadata["alscout.scores.method"],
+                aggregation=metadata["alscout.scores.aggregation"],
+                double_evaluation=double,
+                heatmap_stride=stride,
+            )
+        except ModelError as error:
+            raise ModelError(f"{source}: {error}") from error
+        except (ValueError, KeyError) as error:
+            raise ModelError(f"{source}: metadata {key} is malformed: {error!r}") from error
+
+    def disagreements(self, other: GraphScoring) -> list[str]:
+        """``"name: mine vs other"`` for every setting that differs from ``other``'s.
+
+        A setting that neither side uses is not compared: the radius when both score
+        by entropy (no window), the region when both aggregate by the mean.
+        """
+        skip = set()
+        if self.method == other.method == "entropy":
+            skip.add("radius")
+        if self.aggregation == other.aggregation == "mean":
+            skip.add("region")
+        names = (
+            "radius",
+            "region",
+            "method",
+            "aggregation",
+            "double_evaluation",
+            "heatmap_stride",
+        )
+        return [
+            f"{name}: {getattr(self, name)} vs {getattr(other, name)}"
+            for name in names
+            if name not in skip and getattr(self, name) != getattr(other, name)
+        ]
 
 
 @dataclass(frozen=True)
@@ -104,6 +234,8 @@ class ModelInfo:
     resizes frames to it.
     ``sha256``: of the file that was loaded (an engine's own bytes for TensorRT);
     ``source_sha256``: of the ONNX file it was built from (equal for ONNX models).
+    ``scoring``: the settings of the scores inside the model's graph, or None for a
+    model that outputs ``probs`` only.
     """
 
     name: str
@@ -116,6 +248,7 @@ class ModelInfo:
     sha256: str = ""
     source_sha256: str = ""
     file_format: str = "onnx"
+    scoring: GraphScoring | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.version:
@@ -136,7 +269,8 @@ class ModelInfo:
 
     def to_metadata(self) -> dict[str, str]:
         """The metadata props (string to string) that carry this info in a model file."""
-        return {
+        scoring = self.scoring.to_metadata() if self.scoring is not None else {}
+        return scoring | {
             "alscout.contract": CONTRACT_VERSION,
             "alscout.model_name": self.name,
             "alscout.model_version": self.version,
@@ -182,6 +316,8 @@ class ModelInfo:
             height, width = int(size["height"]), int(size["width"])
             key = "alscout.normalisation"
             normalisation = Normalisation.from_json(metadata[key])
+            key = ""
+            scoring = GraphScoring.from_metadata(metadata, source=source)
             return cls(
                 name=metadata["alscout.model_name"],
                 version=metadata["alscout.model_version"],
@@ -193,8 +329,11 @@ class ModelInfo:
                 sha256=sha256,
                 source_sha256=source_sha256 or sha256,
                 file_format=file_format,
+                scoring=scoring,
             )
         except ModelError as error:
+            if str(error).startswith(f"{source}: "):
+                raise
             raise ModelError(f"{source}: {error}") from error
         except (ValueError, TypeError, KeyError) as error:
             raise ModelError(f"{source}: metadata {key} is malformed: {error}") from error

@@ -5,6 +5,11 @@ enlarging: the trainer's rule) -> normalise as the model's metadata says -> batc
 inference, each frame with its horizontal mirror in the same batch (double
 evaluation, SPEC §1) -> pixel scores -> image score z, and on request a
 low-resolution heat map of the score map S.
+
+A model with the scores inside its graph (``ModelInfo.scoring``) does the mirroring,
+scoring and heat map itself: the pipeline then takes its ``z`` and ``heatmap``, and
+neither probabilities nor Numba scoring are involved. Its settings must equal the
+pipeline's (:data:`SCORING_PATHS`, :meth:`ScoringPipeline.scoring_path`).
 """
 
 from __future__ import annotations
@@ -19,12 +24,22 @@ from types import TracebackType
 import cv2
 import numpy as np
 
-from alscout.errors import ConfigError, InvalidInputError
+from alscout.errors import ConfigError, InvalidInputError, ModelError
 from alscout.runtime.backends.base import Backend
-from alscout.runtime.model_info import ModelInfo
+from alscout.runtime.model_info import GraphScoring, ModelInfo
 from alscout.runtime.scoring import AGGREGATIONS, METHODS, aggregate, merge_mirrored, pixel_scores
 
-__all__ = ["PipelineConfig", "FrameScore", "ScoringPipeline", "block_max", "resize_frame"]
+__all__ = [
+    "SCORING_PATHS",
+    "PipelineConfig",
+    "FrameScore",
+    "ScoringPipeline",
+    "block_max",
+    "resize_frame",
+]
+
+#: where z is computed: inside the model's graph, or by the Numba kernels after it
+SCORING_PATHS = ("in_graph", "numba")
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +84,18 @@ class PipelineConfig:
                 raise ConfigError(f"input_size must be (height, width) >= 1: {self.input_size}")
             object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
 
+    @property
+    def scoring(self) -> GraphScoring:
+        """These settings as a model's graph would carry them."""
+        return GraphScoring(
+            radius=self.radius,
+            region=self.region,
+            method=self.method,
+            aggregation=self.aggregation,
+            double_evaluation=self.double_evaluation,
+            heatmap_stride=self.heatmap_stride,
+        )
+
 
 @dataclass(frozen=True)
 class FrameScore:
@@ -77,7 +104,9 @@ class FrameScore:
     ``z``: image score (SPEC eq. 5). ``heatmap``: ``[ceil(H/s), ceil(W/s)]`` float32
     block maxima of S at the model's input size (s = heatmap_stride), or None.
     ``infer_ms``/``score_ms``: the frame's share (batch time / frames in the batch) of
-    resizing, normalising and inference, and of scoring, in milliseconds.
+    resizing, normalising and inference, and of scoring, in milliseconds (with the
+    scores inside the model's graph, inference includes the scoring and ``score_ms``
+    is 0).
     """
 
     z: float
@@ -92,7 +121,10 @@ class ScoringPipeline:
     """Scores frames with one backend; safe to call from several threads.
 
     Activates the backend if it is not active yet, so a bad model fails here, at
-    start-up, rather than at the first frame; :meth:`close` deactivates it again.
+    start-up, rather than at the first frame; :meth:`close` deactivates it again. A
+    model with the scores inside its graph whose settings (radius, region, method,
+    aggregation, double evaluation, heat-map stride) disagree with ``config`` is
+    refused with a :class:`ModelError` before it is activated.
     """
 
     def __init__(self, backend: Backend, config: PipelineConfig | None = None) -> None:
@@ -100,11 +132,14 @@ class ScoringPipeline:
         self.config = config or PipelineConfig()
         self.model_info: ModelInfo = backend.model_info
         self.input_size: tuple[int, int] = self.config.input_size or self.model_info.input_size
+        if self.model_info.scoring is not None:
+            _check_graph_scoring(backend.source, self.model_info.scoring, self.config.scoring)
         self._owns_activation = not backend.is_active
         backend.activate()
         self._lock = threading.Lock()
         log.info(
-            "pipeline ready backend=%s model=%s version=%s input=%sx%s batch=%d double=%s",
+            "pipeline ready backend=%s model=%s version=%s input=%sx%s batch=%d double=%s "
+            "scoring=%s",
             backend.name,
             self.model_info.name,
             self.model_info.version,
@@ -112,7 +147,13 @@ class ScoringPipeline:
             self.input_size[0],
             self.config.batch_size,
             self.config.double_evaluation,
+            self.scoring_path,
         )
+
+    @property
+    def scoring_path(self) -> str:
+        """``"in_graph"`` when the model computes z itself, else ``"numba"``."""
+        return "in_graph" if self.model_info.scoring is not None else "numba"
 
     def close(self) -> None:
         """Deactivate the backend if this pipeline activated it."""
@@ -139,8 +180,15 @@ class ScoringPipeline:
         return self.model_info.normalisation.apply(resized)
 
     def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """Head probabilities ``[N, K, H, W]`` at the input size, mirrors merged if on."""
+        """Head probabilities ``[N, K, H, W]`` at the input size, mirrors merged if on.
+
+        A model with the scores inside its graph has them only if exported with
+        ``--keep-probs`` (else :class:`ModelError`).
+        """
         inputs = self.preprocess(images)
+        if self.model_info.scoring is not None:
+            with self._lock:
+                return self.backend.infer(inputs)
         return self._infer(inputs)
 
     def score(self, images: Sequence[np.ndarray], heatmaps: bool = False) -> list[FrameScore]:
@@ -156,13 +204,24 @@ class ScoringPipeline:
     def _score_batch(self, images: Sequence[np.ndarray], heatmaps: bool) -> list[FrameScore]:
         n = len(images)
         started = time.perf_counter()
-        probs = self._infer(self.preprocess(images))
-        inferred = time.perf_counter()
-        cfg = self.config
-        maps = pixel_scores(probs, radius=cfg.radius, method=cfg.method)
-        z = np.asarray(aggregate(maps, region=cfg.region, how=cfg.aggregation), dtype=np.float64)
-        cells = block_max(maps, cfg.heatmap_stride) if heatmaps else None
-        scored = time.perf_counter()
+        cells: np.ndarray | None
+        if self.model_info.scoring is not None:
+            inputs = self.preprocess(images)
+            with self._lock:
+                out = self.backend.infer_scores(inputs)
+            z = out.z.astype(np.float64)
+            cells = out.heatmap if heatmaps else None
+            inferred = scored = time.perf_counter()
+        else:
+            probs = self._infer(self.preprocess(images))
+            inferred = time.perf_counter()
+            cfg = self.config
+            maps = pixel_scores(probs, radius=cfg.radius, method=cfg.method)
+            z = np.asarray(
+                aggregate(maps, region=cfg.region, how=cfg.aggregation), dtype=np.float64
+            )
+            cells = block_max(maps, cfg.heatmap_stride) if heatmaps else None
+            scored = time.perf_counter()
         infer_ms = 1000.0 * (inferred - started) / n
         score_ms = 1000.0 * (scored - inferred) / n
         return [
@@ -210,6 +269,18 @@ def block_max(maps: np.ndarray, stride: int) -> np.ndarray:
     padded[:, :h, :w] = maps
     blocks = padded.reshape(n, rows, stride, cols, stride)
     return blocks.max(axis=(2, 4))
+
+
+def _check_graph_scoring(source: str, model: GraphScoring, wanted: GraphScoring) -> None:
+    """Refuse a model whose in-graph scoring differs from the pipeline's settings."""
+    differences = model.disagreements(wanted)
+    if differences:
+        raise ModelError(
+            f"{source}: the model computes its scores in the graph with settings that "
+            f"disagree with this pipeline's (model vs configured): {'; '.join(differences)}. "
+            "Re-export it with `alscout export onnx --scores-in-graph` and matching "
+            "--radius/--region/--method/--no-double-eval, or configure the same settings"
+        )
 
 
 def _check_frame(image: np.ndarray, index: int) -> np.ndarray:

@@ -94,8 +94,9 @@ class ScoringServer:
     async def reload_path(self, path: Path) -> None:
         """Swap in the model at ``path`` (the registry watcher's reload)."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.executor, self.service.models.reload_path, path)
+        _, new = await loop.run_in_executor(self.executor, self.service.models.reload_path, path)
         self.metrics.reloads.inc()
+        self.metrics.set_scoring_path(new.scoring_path)
 
     async def _watch_registry(self) -> None:
         from alscout.runtime.model_registry import ModelRegistry

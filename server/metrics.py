@@ -13,6 +13,8 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from alscout.runtime.pipeline import SCORING_PATHS
+
 __all__ = ["ServerMetrics", "FREE_REASONS", "LATENCY_BUCKETS"]
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,13 @@ class ServerMetrics:
             registry=r,
         )  # fmt: skip
         self.reloads = Counter("alscout_model_reloads", "Models swapped in", registry=r)
+        self.scoring_path = Gauge(
+            "alscout_scoring_path",
+            "1 for where the current model's z is computed: in_graph (the model's graph "
+            "outputs z and the heat map) or numba (the server scores its probabilities)",
+            ["path"],
+            registry=r,
+        )
         self.decode_pixels = Gauge(
             "alscout_decode_pixels",
             "Pixels of frames admitted to decoding and not yet scored (server_pixel_budget)",
@@ -87,6 +96,11 @@ class ServerMetrics:
             self.latency.labels(stage=stage)
         self._http: WSGIServer | None = None
         self._http_thread: threading.Thread | None = None
+
+    def set_scoring_path(self, path: str) -> None:
+        """Mark ``path`` ("in_graph" | "numba") as the one the current model uses."""
+        for name in SCORING_PATHS:
+            self.scoring_path.labels(path=name).set(1.0 if name == path else 0.0)
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of a sample (``name`` as exposed, e.g. ``alscout_flags_total``)."""

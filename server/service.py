@@ -23,7 +23,7 @@ import grpc
 import numpy as np
 
 from alscout.errors import CapacityError, InvalidInputError, OutboxFullError, ResumeDeniedError
-from alscout.runtime.pipeline import FrameScore
+from alscout.runtime.pipeline import FrameScore, ScoringPipeline
 from alscout.runtime.temporal import Decision
 from alscout.server._proto import alscout_pb2 as pb
 from alscout.server._proto import alscout_pb2_grpc
@@ -97,6 +97,7 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
             max_queue=config.max_queue,
             metrics=self.metrics,
         )
+        self.metrics.set_scoring_path(self.models.pipeline.scoring_path)
         self._sweeper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[object]] = set()
         self._refusals = RefusalLog()  # resumes refused for a wrong token, per peer
@@ -235,8 +236,7 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
     async def GetModelInfo(  # noqa: N802  # names come from the proto
         self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInfo:
-        pipeline = self.models.pipeline
-        return model_info_message(pipeline.model_info, pipeline.backend.name)
+        return _model_info(self.models.pipeline)
 
     async def ReloadModel(  # noqa: N802  # names come from the proto
         self, request: pb.ReloadModelRequest, context: grpc.aio.ServicerContext
@@ -246,10 +246,8 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
         except Exception as error:  # noqa: BLE001
             await self._abort(context, error)
         self.metrics.reloads.inc()
-        return pb.ReloadModelResponse(
-            previous=model_info_message(old.model_info, old.backend.name),
-            current=model_info_message(new.model_info, new.backend.name),
-        )
+        self.metrics.set_scoring_path(new.scoring_path)
+        return pb.ReloadModelResponse(previous=_model_info(old), current=_model_info(new))
 
     # -- a call's frames -------------------------------------------------------------
 
@@ -526,3 +524,10 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
                 )
                 refused.add(item.frame_index)
         return refused
+
+
+def _model_info(pipeline: ScoringPipeline) -> pb.ModelInfo:
+    """The GetModelInfo answer for ``pipeline``: its model, backend and scoring path."""
+    message = model_info_message(pipeline.model_info, pipeline.backend.name)
+    message.scoring_path = pipeline.scoring_path
+    return message

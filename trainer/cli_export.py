@@ -9,6 +9,8 @@ Examples::
     alscout export trt --onnx models/ped-c3.onnx --out models/ped-c3-int8.engine \\
         --precision int8 --calib-frames frames/ --calib-limit 256
     alscout export pt2 --checkpoint runs/c3/model.pt --out models/ped-c3.pt2
+    alscout export onnx --checkpoint runs/c3/model.pt --out models/ped-c3-scored.onnx \\
+        --scores-in-graph --radius 9 --region 30 --verify-frames frames/
 
 Every export is verified before it is written: ONNX against PyTorch (1e-4 absolute),
 engines against ONNX Runtime (docs/runtime.md lists the tolerances) and by the top-20
@@ -16,6 +18,12 @@ frames by image score. A failed verification leaves no output file, exits with 2
 names the values over the tolerance (how many, the worst one's ``[n, k, y, x]`` and both
 values there). ``--atol``/``--rtol`` set another per-value tolerance: a value passes when
 ``|diff| <= atol + rtol * |reference|``.
+
+``--scores-in-graph`` writes a model whose graph computes the image score itself
+(SPEC §4): outputs ``z`` and ``heatmap`` (``probs`` too with ``--keep-probs``), double
+evaluation inside unless ``--no-double-eval``. The plain export is verified as above,
+then the in-graph one against it plus the Numba scoring (z to 1e-4 relative, the heat
+map to 1e-3 absolute).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from alscout.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
     from alscout.export.verify import Tolerance
+    from alscout.runtime.model_info import GraphScoring
 
 __all__ = ["configure", "run"]
 
@@ -72,6 +81,72 @@ def _tolerance(args: argparse.Namespace, standard: Tolerance) -> Tolerance:
     )
 
 
+def _add_scores_in_graph(command: argparse.ArgumentParser) -> None:
+    group = command.add_argument_group(
+        "scores inside the graph",
+        "the model outputs z [N] and heatmap [N, ceil(H/s), ceil(W/s)] instead of probs; "
+        "the server must be configured with the same settings (it refuses the model "
+        "otherwise)",
+    )
+    group.add_argument(
+        "--scores-in-graph",
+        action="store_true",
+        help="compute the image score (SPEC §1) inside the exported graph",
+    )
+    group.add_argument(
+        "--no-double-eval",
+        dest="double_eval",
+        action="store_false",
+        default=None,
+        help="leave out double evaluation (each frame with its mirror, averaged)",
+    )
+    group.add_argument("--method", choices=("divergence", "entropy"), help="pixel score")
+    group.add_argument("--radius", type=int, help="window radius r (default 9)")
+    group.add_argument("--region", type=int, help="aggregation region side R (default 30)")
+    group.add_argument(
+        "--aggregation", choices=("maxpool", "mean"), help="z from S (default maxpool)"
+    )
+    group.add_argument("--heatmap-stride", type=int, help="heat-map block side (default 16)")
+    group.add_argument("--keep-probs", action="store_true", default=None, help="also output probs")
+
+
+_SCORE_FLAGS = {
+    "double_eval": "--no-double-eval",
+    "method": "--method",
+    "radius": "--radius",
+    "region": "--region",
+    "aggregation": "--aggregation",
+    "heatmap_stride": "--heatmap-stride",
+    "keep_probs": "--keep-probs",
+}
+
+
+def _scoring(args: argparse.Namespace) -> GraphScoring | None:
+    """The in-graph settings of ``export onnx``, or None without ``--scores-in-graph``."""
+    from alscout.runtime.model_info import GraphScoring
+
+    if not getattr(args, "scores_in_graph", False):
+        given = [flag for key, flag in _SCORE_FLAGS.items() if getattr(args, key, None) is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} only apply with --scores-in-graph")
+        return None
+    defaults = GraphScoring()
+    try:
+        return GraphScoring(
+            radius=defaults.radius if args.radius is None else args.radius,
+            region=defaults.region if args.region is None else args.region,
+            method=args.method or defaults.method,
+            aggregation=args.aggregation or defaults.aggregation,
+            double_evaluation=args.double_eval is not False,
+            heatmap_stride=(
+                defaults.heatmap_stride if args.heatmap_stride is None else args.heatmap_stride
+            ),
+        )
+    except ModelError as error:  # the settings' own check says which flag is wrong
+        message = str(error).replace("scores in the graph: ", "--")
+        raise ConfigError(message.replace("heatmap_stride", "heatmap-stride")) from None
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``onnx``, ``pt2`` and ``trt`` subcommands."""
     sub = parser.add_subparsers(dest="export_command", metavar="FORMAT", required=True)
@@ -96,6 +171,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         _add_tolerance(command, "1e-4")
         if name == "onnx":
             command.add_argument("--opset", type=int, default=17, help="ONNX opset (17)")
+            _add_scores_in_graph(command)
 
     trt = sub.add_parser(
         "trt",
@@ -162,6 +238,7 @@ def _from_checkpoint(args: argparse.Namespace) -> str:
     from alscout.export.verify import ONNX_TOLERANCE
     from alscout.trainer.checkpoint_export import export_checkpoint
 
+    scoring = _scoring(args)
     report = export_checkpoint(
         args.checkpoint,
         args.out,
@@ -172,6 +249,8 @@ def _from_checkpoint(args: argparse.Namespace) -> str:
         opset=getattr(args, "opset", DEFAULT_OPSET),  # pt2 has no --opset
         frames=_frames(args),
         tolerance=_tolerance(args, ONNX_TOLERANCE),
+        scores=scoring,
+        keep_probs=bool(getattr(args, "keep_probs", False)),
     )
     assert report is not None  # verify=True, the default, always reports
     return f"wrote {args.out}\n{report.describe()}"
@@ -188,6 +267,12 @@ def _trt(args: argparse.Namespace) -> str:
 
     onnx_backend = open_backend(args.onnx, "onnxruntime-cpu")
     info = onnx_backend.model_info
+    if info.scoring is not None:
+        raise ConfigError(
+            f"{args.onnx} has the scores inside its graph; engines are built from plain "
+            "models (export one without --scores-in-graph), or serve this file with the "
+            "onnxruntime-tensorrt backend"
+        )
     profiles = default_profiles(info.input_size, args.max_batch, tuple(args.batch_sizes))
     calibration = None
     if args.precision == "int8":

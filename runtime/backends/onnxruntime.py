@@ -1,4 +1,8 @@
-"""ONNX Runtime backend: CPU, CUDA (with IO binding) and TensorRT execution providers."""
+"""ONNX Runtime backend: CPU, CUDA (with IO binding) and TensorRT execution providers.
+
+Runs plain models (``probs``) and models with the scores inside the graph (``z``,
+``heatmap``, and ``probs`` only if kept) alike.
+"""
 
 from __future__ import annotations
 
@@ -107,6 +111,7 @@ class OnnxRuntimeBackend(Backend):
             [_tensor_meta(arg) for arg in self._session.get_inputs()],
             [_tensor_meta(arg) for arg in self._session.get_outputs()],
         )
+        self.output_names = tuple(arg.name for arg in self._session.get_outputs())
         self._path = path
         self._session_options_obj = session_options
         if device != "cpu":
@@ -189,6 +194,21 @@ class OnnxRuntimeBackend(Backend):
         self._binding.bind_output(OUTPUT_NAME, "cuda", self.options.device_id)
         self._session.run_with_iobinding(self._binding)
         return self._binding.copy_outputs_to_cpu()[0]
+
+    def infer_outputs_impl(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        # Only the model's own outputs leave the session: for a model with the scores in
+        # its graph, z and the heat map, not the probabilities.
+        if self._binding is None:
+            values = self._session.run(list(self.output_names), {INPUT_NAME: images})
+        else:
+            self._binding.clear_binding_inputs()
+            self._binding.clear_binding_outputs()
+            self._binding.bind_cpu_input(INPUT_NAME, images)
+            for name in self.output_names:
+                self._binding.bind_output(name, "cuda", self.options.device_id)
+            self._session.run_with_iobinding(self._binding)
+            values = self._binding.copy_outputs_to_cpu()
+        return dict(zip(self.output_names, values, strict=True))
 
     def deactivate_impl(self) -> None:
         self._binding = None

@@ -90,6 +90,12 @@ class TensorRTBackend(Backend):
             source_sha256=sidecar.get("onnx_sha256", ""),
             file_format="tensorrt",
         )
+        if self.model_info.scoring is not None:
+            raise ModelError(
+                f"{path}: the native TensorRT backend does not run models with the scores "
+                "inside the graph yet; serve the ONNX file (backend onnxruntime-tensorrt "
+                "runs it with TensorRT)"
+            )
         trt = import_tensorrt()
         self._cudart = import_cudart()
         built_with = sidecar.get("tensorrt_version", "")

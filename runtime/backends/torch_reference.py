@@ -18,7 +18,14 @@ import numpy as np
 
 from alscout.errors import BackendUnavailableError, InvalidInputError, ModelError
 from alscout.runtime.backends.base import Backend, TensorMeta, check_io_contract
-from alscout.runtime.model_info import INPUT_NAME, OUTPUT_NAME, ModelInfo, file_sha256
+from alscout.runtime.model_info import (
+    HEATMAP_NAME,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    Z_NAME,
+    ModelInfo,
+    file_sha256,
+)
 
 __all__ = ["TorchBackend", "PT2_METADATA_FILE"]
 
@@ -48,7 +55,13 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(
-        self, module: Any, model_info: ModelInfo, *, source: str = "<module>", threads: int = 0
+        self,
+        module: Any,
+        model_info: ModelInfo,
+        *,
+        source: str = "<module>",
+        threads: int = 0,
+        outputs: tuple[str, ...] | None = None,
     ) -> None:
         super().__init__()
         self._module = module
@@ -57,12 +70,20 @@ class TorchBackend(Backend):
         self._exported = _is_exported(module)
         self.source = source
         self.model_info = model_info
+        if outputs is None:
+            outputs = (Z_NAME, HEATMAP_NAME) if model_info.scoring is not None else (OUTPUT_NAME,)
+        self.output_names = outputs
+        shapes: dict[str, tuple[int | None, ...]] = {
+            OUTPUT_NAME: (None, model_info.num_heads, None, None),
+            Z_NAME: (None,),
+            HEATMAP_NAME: (None, None, None),
+        }
         dims: tuple[int | None, ...] = (None, 3, None, None)
         self.input_meta, self.output_meta = check_io_contract(
             source,
             model_info,
             [TensorMeta(INPUT_NAME, "float32", dims)],
-            [TensorMeta(OUTPUT_NAME, "float32", (None, model_info.num_heads, None, None))],
+            [TensorMeta(name, "float32", shapes.get(name, ())) for name in outputs],
         )
 
     @classmethod
@@ -117,6 +138,24 @@ class TorchBackend(Backend):
         if isinstance(probs, tuple | list):
             probs = probs[0]
         return probs.detach().cpu().numpy().astype(np.float32, copy=False)
+
+    def infer_outputs_impl(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """A module with the scores inside (``export.scores_graph.ScoredDetector``):
+        its outputs, in :attr:`output_names` order."""
+        torch = _import_torch()
+        with torch.inference_mode():
+            values = self._module(torch.from_numpy(images))
+        if not isinstance(values, tuple | list):
+            values = (values,)
+        if len(values) != len(self.output_names):
+            raise ModelError(
+                f"{self.source}: the module returned {len(values)} outputs, expected "
+                f"{list(self.output_names)}"
+            )
+        return {
+            name: value.detach().cpu().numpy().astype(np.float32, copy=False)
+            for name, value in zip(self.output_names, values, strict=True)
+        }
 
     def deactivate_impl(self) -> None:
         if self._saved_threads:

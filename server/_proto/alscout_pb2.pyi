@@ -201,7 +201,7 @@ class BoxSize(_message.Message):
     def __init__(self, height: _Optional[float] = ..., width: _Optional[float] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "model_hash", "num_heads", "default_boxes", "input_height", "input_width", "training_data_digest", "backend", "file_format")
+    __slots__ = ("name", "version", "model_hash", "num_heads", "default_boxes", "input_height", "input_width", "training_data_digest", "backend", "file_format", "scoring_path")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -212,6 +212,7 @@ class ModelInfo(_message.Message):
     TRAINING_DATA_DIGEST_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     FILE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    SCORING_PATH_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     model_hash: str
@@ -222,7 +223,8 @@ class ModelInfo(_message.Message):
     training_data_digest: str
     backend: str
     file_format: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., model_hash: _Optional[str] = ..., num_heads: _Optional[int] = ..., default_boxes: _Optional[_Iterable[_Union[BoxSize, _Mapping]]] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., training_data_digest: _Optional[str] = ..., backend: _Optional[str] = ..., file_format: _Optional[str] = ...) -> None: ...
+    scoring_path: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., model_hash: _Optional[str] = ..., num_heads: _Optional[int] = ..., default_boxes: _Optional[_Iterable[_Union[BoxSize, _Mapping]]] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., training_data_digest: _Optional[str] = ..., backend: _Optional[str] = ..., file_format: _Optional[str] = ..., scoring_path: _Optional[str] = ...) -> None: ...
 
 class ReloadModelRequest(_message.Message):
     __slots__ = ("model_file",)

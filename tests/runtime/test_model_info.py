@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from alscout.errors import InvalidInputError, ModelError
-from alscout.runtime.model_info import METADATA_KEYS, ModelInfo, Normalisation, file_sha256
+from alscout.runtime.model_info import (
+    METADATA_KEYS,
+    SCORING_KEYS,
+    GraphScoring,
+    ModelInfo,
+    Normalisation,
+    file_sha256,
+)
 
 
 def make_info(**changes) -> ModelInfo:
@@ -106,3 +113,71 @@ def test_file_sha256_matches_hashlib(tmp_path):
     path = tmp_path / "blob.bin"
     path.write_bytes(data)
     assert file_sha256(path) == hashlib.sha256(data).hexdigest()
+
+
+# -- scores inside the graph (alscout.scores.* keys) -------------------------------------
+
+
+def test_graph_scoring_round_trips_and_plain_models_have_none():
+    scoring = GraphScoring(radius=5, region=12, method="entropy", double_evaluation=False)
+    info = make_info(scoring=scoring)
+    metadata = info.to_metadata()
+    assert set(metadata) == set(METADATA_KEYS) | set(SCORING_KEYS)
+    back = ModelInfo.from_metadata(metadata, source="m.onnx")
+    assert back.scoring == scoring
+    assert ModelInfo.from_metadata(make_info().to_metadata(), source="m.onnx").scoring is None
+    assert info.with_file("a" * 64, "tensorrt").scoring == scoring
+
+
+@pytest.mark.parametrize("key", SCORING_KEYS)
+def test_a_partial_set_of_scoring_keys_is_refused_naming_the_missing_one(key):
+    metadata = make_info(scoring=GraphScoring()).to_metadata()
+    del metadata[key]
+    with pytest.raises(ModelError, match=f"m.onnx: .*lacks {key}"):
+        ModelInfo.from_metadata(metadata, source="m.onnx")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("alscout.scores.radius", "nine", "alscout.scores.radius is malformed"),
+        ("alscout.scores.double_evaluation", "yes", "double_evaluation is malformed"),
+        ("alscout.scores.method", "variance", "method must be one of"),
+        ("alscout.scores.region", "0", "region must be an integer >= 1"),
+        ("alscout.scores.aggregation", "median", "aggregation must be one of"),
+    ],
+)
+def test_malformed_scoring_values_are_named(key, value, message):
+    metadata = make_info(scoring=GraphScoring()).to_metadata() | {key: value}
+    with pytest.raises(ModelError, match=message) as caught:
+        ModelInfo.from_metadata(metadata, source="m.onnx")
+    assert str(caught.value).startswith("m.onnx: ")
+    assert str(caught.value).count("m.onnx") == 1
+
+
+def test_scoring_names_are_those_of_the_numba_path():
+    from alscout.runtime.scoring import AGGREGATIONS, METHODS
+
+    for method in METHODS:
+        GraphScoring(method=method)
+    for how in AGGREGATIONS:
+        GraphScoring(aggregation=how)
+    with pytest.raises(ModelError):
+        GraphScoring(method="mc-dropout")
+
+
+def test_disagreements_name_the_settings_that_matter():
+    model = GraphScoring(radius=5)
+    assert model.disagreements(GraphScoring()) == ["radius: 5 vs 9"]
+    assert GraphScoring().disagreements(GraphScoring()) == []
+    both_entropy = GraphScoring(method="entropy", radius=3)
+    assert both_entropy.disagreements(GraphScoring(method="entropy")) == []  # no window
+    assert both_entropy.disagreements(GraphScoring()) == [
+        "radius: 3 vs 9",
+        "method: entropy vs divergence",
+    ]
+    means = GraphScoring(aggregation="mean", region=5)
+    assert means.disagreements(GraphScoring(aggregation="mean")) == []  # no regions
+    assert GraphScoring(double_evaluation=False, heatmap_stride=8).disagreements(
+        GraphScoring()
+    ) == ["double_evaluation: False vs True", "heatmap_stride: 8 vs 16"]
