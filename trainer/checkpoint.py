@@ -149,6 +149,8 @@ def _train_config(values: dict[str, Any]) -> TrainConfig:
     """The stored training config; runs from before scale augmentation keep it off."""
     if "scale_aug" not in values:  # written before zoom and photometric jitter existed
         values = {**values, "scale_aug": False, "photometric": 0.0}
+    if "zoom_mode" not in values:  # written before scale-balanced zoom: it zoomed uniformly
+        values = {"zoom_range": (0.5, 3.0), **values, "zoom_mode": "uniform"}
     return TrainConfig.from_dict(values)
 
 

@@ -142,7 +142,14 @@ def _add_augmentation_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         nargs=2,
         metavar=("LOW", "HIGH"),
-        help="zoom factors, drawn log-uniformly (default 0.5 3.0; > 1 enlarges people)",
+        help="zoom factors: the clip of --zoom-mode heads, the draw of uniform "
+        "(default 0.25 4.0; > 1 enlarges people)",
+    )
+    parser.add_argument(
+        "--zoom-mode",
+        choices=("heads", "uniform"),  # TrainConfig.ZOOM_MODES (no torch import here)
+        help="heads (default): a random person takes a random head's box height; "
+        "uniform: a log-uniform factor from --zoom-range",
     )
     parser.add_argument("--zoom-prob", type=float, help="share of images zoomed (default 0.5)")
     parser.add_argument(
@@ -158,6 +165,7 @@ def _augmentation_overrides(args: argparse.Namespace) -> dict[str, object]:
         "scale_aug": False if args.no_scale_aug else None,
         "zoom_range": tuple(args.zoom_range) if args.zoom_range else None,
         "zoom_prob": args.zoom_prob,
+        "zoom_mode": args.zoom_mode,
         "photometric": args.photometric,
     }
 
@@ -186,6 +194,7 @@ _RESUMED = {
     "--no-scale-aug": ("train", "scale_aug"),
     "--zoom-range": ("train", "zoom_range"),
     "--zoom-prob": ("train", "zoom_prob"),
+    "--zoom-mode": ("train", "zoom_mode"),
     "--photometric": ("train", "photometric"),
 }
 

@@ -17,7 +17,10 @@ from alscout.errors import ConfigError
 from alscout.trainer.model import DetectorConfig
 from alscout.trainer.targets import TargetConfig
 
-__all__ = ["TrainConfig", "build_table", "load_toml", "read_toml"]
+__all__ = ["TrainConfig", "ZOOM_MODES", "build_table", "load_toml", "read_toml"]
+
+#: How ``scale_aug`` picks a zoom factor (``TrainConfig.zoom_mode``).
+ZOOM_MODES = ("heads", "uniform")
 
 
 @dataclass(frozen=True)
@@ -31,14 +34,17 @@ class TrainConfig:
     ``n2p``: negatives sampled per positive, per head and image; an image with no
     positive in a head still gives ``min_negatives`` negatives there. ``hflip``:
     mirror each image with probability 1/2 (seeded per image and epoch).
-    ``scale_aug``: with probability ``zoom_prob``, zoom each image by a factor drawn
-    log-uniformly from ``zoom_range`` (> 1 crops and enlarges, < 1 shrinks onto a
-    canvas of the image's mean colour; ``augment.random_zoom``), so that people of
-    every size reach every head. ``photometric``: random brightness and contrast,
-    each +-this fraction (0 = off). ``amp``:
-    mixed precision, used on CUDA only. ``device``: "auto", "cpu", "cuda", "cuda:1".
-    ``cache_images``: keep each decoded, resized image in memory (read once in file
-    order before the first epoch when ``num_workers`` is 0; per worker otherwise).
+    ``scale_aug``: with probability ``zoom_prob``, zoom each image (> 1 crops and
+    enlarges, < 1 shrinks onto a canvas of the image's mean colour) so that people of
+    every size reach every head. ``zoom_mode`` "heads" (default) draws a head, then a
+    person that can train it, then a factor in ``zoom_range`` at which that person
+    is assigned to that head (``targets.head_balanced_zoom``: every head gets
+    positives at about the same rate whatever the dataset's sizes); "uniform" draws
+    the factor log-uniformly from ``zoom_range`` (``augment.random_zoom``).
+    ``photometric``: random brightness and contrast, each +-this fraction (0 = off).
+    ``amp``: mixed precision, used on CUDA only. ``device``: "auto", "cpu", "cuda", "cuda:1".
+    ``cache_images``: keep each decoded, resized image in memory, read once in file
+    order before the first epoch (data loader workers, forked afterwards, share it).
     """
 
     epochs: int = 50
@@ -53,7 +59,8 @@ class TrainConfig:
     min_negatives: int = 32
     hflip: bool = True
     scale_aug: bool = True
-    zoom_range: tuple[float, float] = (0.5, 3.0)
+    zoom_mode: str = "heads"
+    zoom_range: tuple[float, float] = (0.25, 4.0)
     zoom_prob: float = 0.5
     photometric: float = 0.2
     seed: int = 0
@@ -89,6 +96,8 @@ class TrainConfig:
             raise ConfigError("num_workers must be >= 0 and checkpoint_every >= 1")
         if len(self.zoom_range) != 2 or not 0 < self.zoom_range[0] <= self.zoom_range[1] < 100:
             raise ConfigError(f"zoom_range must be (low, high), 0 < low <= high: {self.zoom_range}")
+        if self.zoom_mode not in ZOOM_MODES:
+            raise ConfigError(f"zoom_mode must be one of {ZOOM_MODES}, got {self.zoom_mode!r}")
         if not 0 <= self.zoom_prob <= 1:
             raise ConfigError(f"zoom_prob must be in [0, 1], got {self.zoom_prob}")
         if not 0 <= self.photometric < 1:

@@ -33,7 +33,13 @@ from tqdm import tqdm
 
 from alscout.errors import ConfigError, InvalidInputError
 from alscout.trainer.data.annotations import Box, Dataset, ImageRecord
-from alscout.trainer.data.augment import hflip, photometric_jitter, random_zoom, resize_to
+from alscout.trainer.data.augment import (
+    hflip,
+    photometric_jitter,
+    random_zoom,
+    resize_to,
+    zoom_holding,
+)
 from alscout.trainer.data.filters import BoxFilter
 from alscout.trainer.data.images import load_image
 from alscout.trainer.model import DetectorConfig
@@ -50,6 +56,8 @@ __all__ = [
     "assign_head",
     "make_targets",
     "count_heads",
+    "head_factors",
+    "head_balanced_zoom",
     "sample_pixels",
     "TrainingSet",
 ]
@@ -218,6 +226,89 @@ def _assignments(
         yield box, head, fits
 
 
+#: Zoom factors tried per octave when :func:`head_factors` maps where a box trains each head.
+_FACTORS_PER_OCTAVE = 48
+
+
+def head_factors(
+    box: Box,
+    default_boxes: np.ndarray,
+    min_height: float,
+    config: TargetConfig,
+    zoom_range: tuple[float, float],
+) -> np.ndarray:
+    """For each head, the zoom factors in ``zoom_range`` at which ``box`` trains it.
+
+    Scaling a box by ``f`` changes which default box it fits best (and whether it
+    passes ``min_height``); :func:`assign_head` decides at each factor of a
+    log-spaced grid (48 per octave). ``default_boxes``: ``[K, 2]`` (h, w) at the
+    input size; ``min_height`` in input pixels. Returns ``[K, 2]`` (lowest, highest)
+    factor, NaN for a head the box cannot train in the range. Width/height does not
+    change with ``f``, so a box outside ``aspect_range`` trains no head.
+    """
+    low, high = zoom_range
+    octaves = np.log2(high / low)
+    grid = low * 2.0 ** np.linspace(0, octaves, max(2, int(np.ceil(octaves * _FACTORS_PER_OCTAVE))))
+    out = np.full((default_boxes.shape[0], 2), np.nan)
+    lo, hi = config.aspect_range
+    if box.h <= 0 or box.ignore or not lo <= box.w / box.h <= hi:
+        return out
+    ious = centred_iou(grid * box.h, grid * box.w, default_boxes)  # [F, K]
+    trains = (ious.max(axis=1) >= config.fit_iou) & (grid * box.h >= min_height)
+    heads = np.where(trains, ious.argmax(axis=1), -1)
+    for k in range(default_boxes.shape[0]):
+        factors = grid[heads == k]
+        if factors.size:
+            out[k] = factors.min(), factors.max()
+    return out
+
+
+def head_balanced_zoom(
+    image: np.ndarray,
+    boxes: Sequence[Box],
+    rng: np.random.Generator,
+    detector: DetectorConfig,
+    config: TrainConfig,
+) -> tuple[np.ndarray, tuple[Box, ...], int]:
+    """Zoom so that a person trains a head drawn uniformly (scale-balanced sampling).
+
+    Draw a head ``k`` uniformly, then a person of the image that can train ``k`` at
+    some factor in ``config.zoom_range`` (:func:`head_factors`), then the factor
+    log-uniformly among those; the zoom-in window holds that person
+    (:func:`~alscout.trainer.data.augment.zoom_holding`). When no person can train
+    ``k``, the head is drawn among those some person can train; when none can train
+    any, the zoom is :func:`~alscout.trainer.data.augment.random_zoom`'s. Every head
+    then gets positives at about the same rate, whatever sizes and shapes the
+    dataset's people have. ``image``: ``[H, W, C]`` at the input size. Returns the
+    image, the boxes and the head (-1 for the fallback).
+    """
+    height, width = image.shape[:2]
+    default_boxes = detector.boxes_at(height, width)
+    min_height = config.targets.min_height * height / detector.reference_size[0]
+    people = [b for b in boxes if not b.ignore]
+    factors = np.array(
+        [
+            head_factors(b, default_boxes, min_height, config.targets, config.zoom_range)
+            for b in people
+        ]
+    ).reshape(len(people), default_boxes.shape[0], 2)
+    trainable = ~np.isnan(factors[:, :, 0])  # [P, K]
+    uniforms = (float(rng.uniform()), float(rng.uniform()))
+    head = int(rng.integers(default_boxes.shape[0]))
+    if not trainable.any():
+        zoomed, moved, _ = random_zoom(image, boxes, rng, config.zoom_range)
+        return zoomed, moved, -1
+    if not trainable[:, head].any():
+        reachable = np.flatnonzero(trainable.any(axis=0))
+        head = int(reachable[rng.integers(reachable.size)])
+    candidates = np.flatnonzero(trainable[:, head])
+    person = int(candidates[rng.integers(candidates.size)])
+    low, high = factors[person, head]
+    factor = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+    zoomed, moved = zoom_holding(image, boxes, factor, people[person], uniforms)
+    return zoomed, moved, head
+
+
 def sample_pixels(
     labels: np.ndarray, n2p: int, min_negatives: int, rng: np.random.Generator
 ) -> np.ndarray:
@@ -325,7 +416,10 @@ class TrainingSet(torch.utils.data.Dataset):
         config = self.config
         rng = np.random.default_rng([config.seed, self.epoch, index, 1])
         if config.scale_aug and rng.random() < config.zoom_prob:
-            image, boxes, _ = random_zoom(image, boxes, rng, config.zoom_range)
+            if config.zoom_mode == "heads":
+                image, boxes, _ = head_balanced_zoom(image, boxes, rng, self.detector, config)
+            else:
+                image, boxes, _ = random_zoom(image, boxes, rng, config.zoom_range)
         if config.photometric > 0:
             image = photometric_jitter(image, rng, config.photometric, config.photometric)
         return image, boxes

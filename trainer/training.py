@@ -406,7 +406,7 @@ def fit(
             f"{digest}); resume with the same dataset, or start a new run with --init"
         )
     train_set = TrainingSet(dataset, detector, config, augment=True)
-    if config.cache_images and config.num_workers == 0:
+    if config.cache_images:  # before the loader: forked workers inherit the cache
         train_set.preload(progress and context.is_main)
     loader = make_loader(
         train_set, config.batch_size, context, True, config.seed, config.num_workers, weights

@@ -169,11 +169,13 @@ def test_several_sources_with_weights_and_the_augmentation_flags(coco, stills, t
     sources = ["--data", str(coco), "--frames", "1-4", "--weight", "2", "--data", str(stills)]
     sources += ["--weight", "0.5"]
     flags = ["--zoom-range", "0.8", "2.5", "--zoom-prob", "0.7", "--photometric", "0.1"]
+    flags += ["--zoom-mode", "uniform"]
     args = ["train", *sources, "--out", str(out), "--no-progress", *SMALL]
     assert main([*args, *flags, "--epochs", "2", "--stop-after", "1"]) == 0
     assert capsys.readouterr().out.startswith("trained epochs=1 images=8 ")
     state = load_checkpoint(out / "last.pt")
     train = state.train
+    assert train.zoom_mode == "uniform"
     assert (train.scale_aug, train.zoom_range, train.zoom_prob, train.photometric) == (
         True,
         (0.8, 2.5),

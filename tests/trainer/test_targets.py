@@ -17,6 +17,8 @@ from alscout.trainer.targets import (
     assign_head,
     centred_iou,
     count_heads,
+    head_balanced_zoom,
+    head_factors,
     make_targets,
     sample_pixels,
 )
@@ -215,6 +217,54 @@ def test_zoom_gives_every_head_positives_where_mirroring_alone_starves_the_big_h
     plain = TrainConfig(input_size=(240, 320), scale_aug=False, photometric=0.0)
     off = _boxes_per_head(data, plain, epochs=2)
     assert off[:3].tolist() == [0, 0, 0] and off[3] > 0 and off[4] > 0  # the failure
-    recipe = TrainConfig(input_size=(240, 320))  # the default: zoom 0.5-3, half the images
+    recipe = TrainConfig(input_size=(240, 320))  # the default: head-balanced zoom, half the images
     on = _boxes_per_head(data, recipe, epochs=10)
     assert (on > 0).all(), on
+
+
+@pytest.mark.parametrize("aspect", [0.25, 0.35, 0.41, 0.55, 0.65])
+def test_head_factors_are_where_assign_head_picks_each_head(aspect):
+    config, boxes = TargetConfig(), PAPER.boxes_at(360, 480)
+    box = Box(10, 10, aspect * 60, 60)
+    factors = head_factors(box, boxes, 37.5, config, (0.25, 8.0))
+    assert factors.shape == (5, 2)
+    reached = 0
+    for k, (low, high) in enumerate(factors):
+        if np.isnan(low):
+            continue
+        reached += 1
+        for f in (low, np.sqrt(low * high), high):
+            assert assign_head(box.scaled(f, f), boxes, 37.5, config)[0] == k, (k, f)
+        for f in (low * 0.97, high * 1.03):  # just outside: another head, or none
+            if 0.25 <= f <= 8.0:
+                assert assign_head(box.scaled(f, f), boxes, 37.5, config)[0] != k, (k, f)
+    assert reached == (1 if aspect < 0.3 else 5)  # very narrow boxes fit one head at most
+    ignored = Box(10, 10, aspect * 60, 60, ignore=True)
+    assert np.isnan(head_factors(ignored, boxes, 37.5, config, (0.25, 8.0))).all()
+
+
+def test_head_balanced_zoom_trains_every_head_about_equally_with_narrow_people():
+    # PETS-like: w/h 0.35, 40-70 px at 360x480. Narrow people fit the narrower head 1
+    # better than head 0 at head 0's own height; sampling by height alone starved it.
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (360, 480, 3), dtype=np.uint8)
+    boxes = [Box(40 + 90 * i, 100, 0.35 * h, h) for i, h in enumerate((40, 50, 60, 70))]
+    train = TrainConfig(input_size=(360, 480))
+    chosen = np.zeros(5, dtype=np.int64)
+    for seed in range(250):
+        draws = np.random.default_rng([seed, 1])
+        zoomed, moved, head = head_balanced_zoom(image, boxes, draws, PAPER, train)
+        again = head_balanced_zoom(image, boxes, np.random.default_rng([seed, 1]), PAPER, train)
+        assert np.array_equal(zoomed, again[0]) and moved == again[1] and head == again[2]
+        assert zoomed.shape == image.shape and head >= 0
+        assert count_heads(moved, 360, 480, PAPER)[head] >= 1, (seed, head)
+        chosen[head] += 1
+    assert chosen.min() >= 250 / 5 * 0.6, chosen
+
+
+def test_head_balanced_zoom_without_trainable_people_zooms_uniformly():
+    image = np.zeros((120, 160, 3), np.uint8)
+    boxes = [Box(10, 10, 40, 20)]  # wider than tall: no head, at any scale
+    train = TrainConfig(input_size=(120, 160))
+    _, moved, head = head_balanced_zoom(image, boxes, np.random.default_rng(1), PAPER, train)
+    assert head == -1 and len(moved) <= 1

@@ -253,7 +253,7 @@ def test_resume_with_zoom_jitter_and_weights_equals_an_uninterrupted_run(scenes,
     assert _timeless(whole.history) == _timeless(resumed.history)  # losses, head counts
     assert whole.history[0]["train"]["head_boxes"] != whole.history[1]["train"]["head_boxes"]
     state = load_checkpoint(resumed.checkpoint)
-    assert state.train == cfg and state.train.zoom_range == (0.5, 3.0)
+    assert state.train == cfg and state.train.zoom_mode == "heads"
 
 
 def _timeless(history: list[dict]) -> list[dict]:
@@ -363,6 +363,18 @@ def test_a_checkpoint_from_before_zoom_resumes_without_it(tmp_path):
     assert train.scale_aug is False and train.photometric == 0.0 and train.hflip
 
 
+def test_a_checkpoint_from_before_head_zoom_keeps_zooming_uniformly(tmp_path):
+    old = TrainConfig(zoom_range=(0.7, 2.0))
+    path = save_checkpoint(
+        tmp_path / "old.pt", Checkpoint(model=Detector(TINY).state_dict(), detector=TINY, train=old)
+    )
+    payload = torch.load(path, weights_only=True)
+    del payload["train"]["zoom_mode"]
+    torch.save(payload, path)
+    train = load_checkpoint(path).train
+    assert (train.zoom_mode, train.zoom_range, train.scale_aug) == ("uniform", (0.7, 2.0), True)
+
+
 def test_dataset_digest_follows_boxes_not_folders(scenes):
     moved = Dataset(
         [
@@ -382,7 +394,12 @@ def test_train_config_validation_and_toml(tmp_path):
         TrainConfig(input_size=(16, 640))
     with pytest.raises(ConfigError):
         TrainConfig(device="tpu")
-    for bad in ({"zoom_range": (2.0, 1.0)}, {"zoom_range": (0.0, 2.0)}, {"zoom_prob": 1.5}):
+    for bad in (
+        {"zoom_range": (2.0, 1.0)},
+        {"zoom_range": (0.0, 2.0)},
+        {"zoom_prob": 1.5},
+        {"zoom_mode": "random"},
+    ):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             TrainConfig(**bad)
     with pytest.raises(ConfigError, match="photometric"):

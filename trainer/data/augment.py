@@ -4,8 +4,8 @@ Every function takes an ``[H, W, C]`` image (any dtype) and a sequence of
 :class:`Box` in that image's pixels, and returns the new image with the boxes moved
 the same way. Photometric jitter (brightness, contrast, noise) changes no box.
 
-:func:`zoom` is the one scale change that training (:func:`random_zoom`) and
-``alscout evaluate --zoom`` share: the frame keeps its size, people grow or shrink.
+:func:`zoom` is the one scale change that training (:func:`zoom_holding`, :func:`random_zoom`)
+and ``alscout evaluate --zoom`` share: the frame keeps its size, people grow or shrink.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ __all__ = [
     "zoom",
     "zoom_boxes",
     "random_zoom",
+    "zoom_holding",
     "photometric_jitter",
 ]
 
@@ -258,16 +259,35 @@ def random_zoom(
     factor = float(np.exp(rng.uniform(np.log(low), np.log(high))))
     anchor = (float(rng.uniform()), float(rng.uniform()))
     people = [b for b in boxes if not b.ignore]
-    if factor > 1 and people:
-        held = people[int(rng.integers(len(people)))]
-        height, width = image.shape[:2]
-        (_, _, w, h), _ = _zoom_windows(width, height, factor, anchor)
-        anchor = (
-            _holding(held.x, held.w, w, width, anchor[0]),
-            _holding(held.y, held.h, h, height, anchor[1]),
-        )
-    zoomed, moved = zoom(image, boxes, factor, anchor, min_visible=min_visible)
+    held = people[int(rng.integers(len(people)))] if factor > 1 and people else None
+    zoomed, moved = zoom_holding(image, boxes, factor, held, anchor, min_visible)
     return zoomed, moved, factor
+
+
+def zoom_holding(
+    image: np.ndarray,
+    boxes: Sequence[Box],
+    factor: float,
+    held: Box | None,
+    uniforms: tuple[float, float],
+    min_visible: float = MIN_VISIBLE,
+) -> tuple[np.ndarray, tuple[Box, ...]]:
+    """:func:`zoom` whose zoom-in window holds the box ``held``.
+
+    The window is placed by ``uniforms`` (two draws in [0, 1)) among the placements
+    that hold ``held``, centred on it when it is larger than the window. Zooming
+    out, or with ``held`` None, ``uniforms`` is the anchor itself.
+    """
+    anchor = uniforms
+    if factor > 1 and held is not None:
+        _check_image(image)
+        height, width = image.shape[:2]
+        (_, _, w, h), _ = _zoom_windows(width, height, factor, uniforms)
+        anchor = (
+            _holding(held.x, held.w, w, width, uniforms[0]),
+            _holding(held.y, held.h, h, height, uniforms[1]),
+        )
+    return zoom(image, boxes, factor, anchor, min_visible=min_visible)
 
 
 def photometric_jitter(
