@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("alscout.server.cli", "run the gRPC scoring service on the vehicle"),
     "outbox": ("alscout.server.cli_outbox", "status, check and upload of the flagged-frame outbox"),
     "stream": ("alscout.server.cli_stream", "send a video, folder, MCAP or camera to a server"),
+    "score": (
+        "alscout.apps.score",
+        "score recordings off-line: decisions, a Parquet table, flagged frames (local or Ray)",
+    ),
     "export": (
         "alscout.trainer.cli_export",
         "export a checkpoint to ONNX, .pt2 or a TensorRT engine",

@@ -14,6 +14,7 @@ import logging
 import math
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -21,6 +22,8 @@ from alscout.errors import ServiceUnavailableError
 
 if TYPE_CHECKING:
     import grpc
+
+    from alscout.server.client_progress import StreamFrame
 
 __all__ = ["configure", "run", "decision_record", "default_ids", "StreamFailedError"]
 
@@ -62,7 +65,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def default_ids(source: str, topic: str | None) -> tuple[str, str]:
-    """(recording id, camera id) derived from the source and topic, in the id alphabet."""
+    """(recording id, camera id) derived from the source and topic, in the id alphabet.
+
+    The recording id is the source's file or folder name without suffix (an S3 URL's
+    last key segment, its ``?endpoint_url=...`` query left out).
+    """
+    if source.startswith("s3://"):
+        source = source.partition("?")[0]
     name = Path(source.rstrip("/")).stem or source
 
     def clean(text: str) -> str:
@@ -72,8 +81,14 @@ def default_ids(source: str, topic: str | None) -> tuple[str, str]:
     return clean(name), clean(topic) if topic else "cam0"
 
 
-def decision_record(recording_id: str, camera_id: str, final: Any) -> dict[str, Any]:
-    """One output line for a ``FinalDecision``; non-finite numbers become null."""
+def decision_record(
+    recording_id: str, camera_id: str, final: Any, model_version: str, model_hash: str
+) -> dict[str, Any]:
+    """One output line for a ``FinalDecision``; non-finite numbers become null.
+
+    ``model_version`` / ``model_hash``: the model that scored the frame (its own result
+    says so), so a model swap shows in the decisions.
+    """
 
     def number(value: float) -> float | None:
         return float(value) if math.isfinite(value) else None
@@ -88,6 +103,8 @@ def decision_record(recording_id: str, camera_id: str, final: Any) -> dict[str, 
         "z": number(final.z),
         "smoothed": number(final.smoothed),
         "threshold": number(final.threshold),
+        "model_version": model_version,
+        "model_hash": model_hash,
     }
 
 
@@ -122,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         else min(source.total or args.max_frames, args.max_frames)
     )
 
-    from alscout.server.client import ScorerClient, StreamFrame
+    from alscout.server.client import ScorerClient
 
     started = time.perf_counter()
     sent = flagged = 0
@@ -140,33 +157,30 @@ def run(args: argparse.Namespace) -> int:
                 "streaming source=%s server=%s model=%s", source.name, args.server, info.version
             )
 
-            def frames():
+            def frames() -> Iterator[StreamFrame]:
                 nonlocal sent
                 for frame in paced(itertools.islice(source, args.max_frames), args.fps_limit):
                     sent += 1
-                    yield StreamFrame(
-                        frame_index=frame.frame_index,
-                        image=frame.image,
-                        encoding=frame.encoding,
-                        width=frame.width,
-                        height=frame.height,
-                        pixel_format=frame.pixel_format,
-                        capture_time_ns=frame.capture_time_ns,
-                        metadata=frame.metadata,
-                    )
+                    yield frame.to_stream_frame()
 
+            models = _ScoredBy(info.version, info.model_hash)
             bar = _progress(total, source.name, disabled=args.no_progress)
             with bar:
                 for result in client.stream(recording_id, camera_id, frames()):
                     if not result.end_of_stream:
                         bar.update(1)
+                        if not result.HasField("resume"):
+                            models.scored(result)
                     for final in result.final_decisions:
                         if final.frame_index in decided:
                             raise StreamFailedError(
                                 f"the server sent frame {final.frame_index}'s decision twice"
                             )
                         decided.add(final.frame_index)
-                        record = decision_record(recording_id, camera_id, final)
+                        version, model_hash = models.decided(final.frame_index)
+                        record = decision_record(
+                            recording_id, camera_id, final, version, model_hash
+                        )
                         flagged += record["decision"] == "flagged"
                         out.write(json.dumps(record) + "\n")
                     out.flush()
@@ -189,6 +203,29 @@ def run(args: argparse.Namespace) -> int:
             "the decisions file is incomplete"
         )
     return 0
+
+
+class _ScoredBy:
+    """Which model scored each frame whose final decision has not come yet.
+
+    A frame's own result names its model; its final decision comes with a later
+    frame's. A frame whose own result was lost in a cut call (the server had taken it)
+    is put down to the model of the last result before its decision.
+    """
+
+    def __init__(self, version: str, model_hash: str) -> None:
+        self._by_frame: dict[int, tuple[str, str]] = {}
+        self._last = (version, model_hash)
+
+    def scored(self, result: Any) -> None:
+        """Book a frame's own result."""
+        if result.model_version or result.model_hash:
+            self._last = (result.model_version, result.model_hash)
+            self._by_frame[int(result.frame_index)] = self._last
+
+    def decided(self, frame_index: int) -> tuple[str, str]:
+        """(version, hash) of the model that scored ``frame_index``; forgets the frame."""
+        return self._by_frame.pop(frame_index, self._last)
 
 
 def _security(args: argparse.Namespace) -> tuple[Any, str | None]:

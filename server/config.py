@@ -250,8 +250,10 @@ def load_config(
     """Build a :class:`ServerConfig` from a TOML file, then ``env``, then ``overrides``.
 
     ``overrides`` keys are server field names or ``"pipeline.<key>"`` /
-    ``"selector.<key>"``; values of None are ignored (a flag not given).
-    Raises :class:`ConfigError` naming the file, variable or key that is wrong.
+    ``"selector.<key>"``; values of None are ignored (a flag not given). Without a
+    ``model_path`` but with a ``model_registry``, the registry's newest version is the
+    model (the registry watch takes it as already served). Raises :class:`ConfigError`
+    naming the file, variable or key that is wrong, or the option that is missing.
     """
     sections: dict[str, dict[str, Any]] = {"server": {}, "pipeline": {}, "selector": {}}
     if path is not None:
@@ -271,6 +273,7 @@ def load_config(
             raise ConfigError(f"unknown setting {key!r}")
         _check_key(section, name, "setting")
         sections[section][name] = value
+    _default_model(sections["server"])
     try:
         pipeline = PipelineConfig(**_tuples(sections["pipeline"]))
         selector = SelectorConfig(**sections["selector"])
@@ -279,6 +282,28 @@ def load_config(
         raise
     except (TypeError, ValueError) as error:
         raise ConfigError(f"bad configuration value: {error}") from error
+
+
+def _default_model(server: dict[str, Any]) -> None:
+    """Set ``model_path`` to the registry's newest version when only a registry is given."""
+    if server.get("model_path") not in (None, ""):
+        return
+    registry = server.get("model_registry")
+    if registry in (None, ""):
+        raise ConfigError(
+            "no model to score with: pass --model PATH (model_path in the config file, "
+            "ALSCOUT_SERVER_MODEL_PATH), or --model-registry DIR to serve its newest version"
+        )
+    from alscout.runtime.model_registry import ModelRegistry
+
+    latest = ModelRegistry(registry).latest()
+    if latest is None:
+        raise ConfigError(
+            f"--model-registry {registry} holds no model version yet: publish one "
+            "(alscout fleet publish) or pass --model PATH"
+        )
+    latest.verify()
+    server["model_path"] = latest.path
 
 
 def _merge_file(sections: dict[str, dict[str, Any]], path: Path) -> None:

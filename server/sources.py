@@ -1,5 +1,6 @@
 """Where ``alscout stream`` gets its frames: a video file, an image folder, an MCAP file
-(ROS 2 ``sensor_msgs/msg/Image`` and ``CompressedImage``) or a live camera / RTSP URL.
+(ROS 2 ``sensor_msgs/msg/Image`` and ``CompressedImage``), a recording in S3-compatible
+storage (``s3://bucket/key``: :mod:`alscout.server.s3_source`) or a live camera / RTSP URL.
 
 Every source yields :class:`SourceFrame` records in frame order, each with a 0-based
 frame index and a capture timestamp (ns since the epoch, 0 when unknown). JPEG/PNG
@@ -18,13 +19,16 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from alscout.errors import DataError, InvalidInputError
 from alscout.files import frame_files, natural_key
+
+if TYPE_CHECKING:
+    from alscout.server.client_progress import StreamFrame
 
 __all__ = [
     "SourceFrame",
@@ -71,6 +75,21 @@ class SourceFrame:
     pixel_format: str = ""
     capture_time_ns: int = 0
     metadata: dict[str, str] = field(default_factory=dict)
+
+    def to_stream_frame(self) -> StreamFrame:
+        """The frame as the clients send it (:class:`~alscout.server.client.StreamFrame`)."""
+        from alscout.server.client_progress import StreamFrame
+
+        return StreamFrame(
+            frame_index=self.frame_index,
+            image=self.image,
+            encoding=self.encoding,
+            width=self.width,
+            height=self.height,
+            pixel_format=self.pixel_format,
+            capture_time_ns=self.capture_time_ns,
+            metadata=self.metadata,
+        )
 
 
 class FrameSource:
@@ -371,10 +390,24 @@ def open_source(
     frame_encoding: str = "raw",
     start_time_ns: int | None = None,
 ) -> FrameSource:
-    """The source ``spec`` names: a folder, an ``.mcap`` file, a video file, a camera
-    index ("0") or a URL ("rtsp://..."). Raises :class:`DataError` when it does not exist.
+    """The source ``spec`` names: a folder, an ``.mcap`` file, a video file, a recording in
+    S3 (``s3://bucket/key``, read from a local copy), a camera index ("0") or a URL
+    ("rtsp://..."). Raises :class:`DataError` when it does not exist.
     """
     text = str(spec)
+    if text.startswith("s3://"):
+        from alscout.server.s3_source import S3RecordingSource
+
+        def open_local(local: Path) -> FrameSource:
+            return open_source(
+                local,
+                topic=topic,
+                max_frames=max_frames,
+                frame_encoding=frame_encoding,
+                start_time_ns=start_time_ns,
+            )
+
+        return S3RecordingSource(text, open_local)
     path = Path(text)
     if path.is_dir():
         return ImageFolderSource(path)

@@ -42,6 +42,7 @@ __all__ = [
     "Uploader",
     "configure",
     "run",
+    "summary",
     "main",
 ]
 
@@ -354,11 +355,31 @@ def run(args: argparse.Namespace) -> int:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: stop.set())
         if args.once:
+            started = time.monotonic()
             uploaded = uploader.drain(stop)
             log.info("outbox drained uploaded=%d sink=%r", uploaded, sink)
+            sys.stdout.write(summary(uploader, uploaded, time.monotonic() - started) + "\n")
         else:
             uploader.run(stop)
     return 0
+
+
+def summary(uploader: Uploader, uploaded: int, seconds: float) -> str:
+    """One line on a drain: frames and bytes sent, what is left, failed attempts."""
+    status = uploader.outbox.status()
+    counts = status.counts
+    return (
+        f"uploaded {uploaded} frames ({_total(uploader.bytes)} bytes) to "
+        f"{uploader.sink!r} in {seconds:.1f} s; left: {counts['pending']} pending "
+        f"({status.pending_bytes} bytes), {counts['parked']} parked, {counts['corrupt']} "
+        f"corrupt; {_total(uploader.failures)} failed attempts"
+    )
+
+
+def _total(counter: Counter) -> int:
+    """A counter's value (its ``_total`` sample)."""
+    samples = [s for m in counter.collect() for s in m.samples if s.name.endswith("_total")]
+    return int(sum(s.value for s in samples))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,6 +24,12 @@ LAYERS: dict[str, frozenset[str]] = {
     "alscout.storage": frozenset({"alscout"}),
     "alscout.runtime": frozenset({"alscout"}),
     "alscout.server": frozenset({"alscout", "alscout.storage", "alscout.runtime"}),
+    # off-line scoring drives the server's decode, stream state and uploader over whole
+    # recordings (so it sits above the server), on datacenter workers that install the
+    # edge dependencies only (so, like the server, never the trainer or torch)
+    "alscout.offline": frozenset(
+        {"alscout", "alscout.storage", "alscout.runtime", "alscout.server"}
+    ),
     "alscout.export": frozenset({"alscout", "alscout.runtime"}),
     "alscout.trainer": frozenset(
         {"alscout", "alscout.storage", "alscout.runtime", "alscout.export"}
@@ -34,6 +40,7 @@ LAYERS: dict[str, frozenset[str]] = {
             "alscout.storage",
             "alscout.runtime",
             "alscout.server",
+            "alscout.offline",
             "alscout.export",
             "alscout.trainer",
         }
@@ -46,6 +53,7 @@ FORBIDDEN: dict[str, frozenset[str]] = {
     "alscout.storage": frozenset({"torch"}),
     "alscout.runtime": frozenset({"torch"}),
     "alscout.server": frozenset({"torch"}),
+    "alscout.offline": frozenset({"torch"}),
 }
 #: modules exempt from :data:`FORBIDDEN`: the PyTorch reference backend loads torch lazily
 TORCH_EXEMPT = frozenset({"alscout.runtime.backends.torch_reference"})
@@ -163,6 +171,8 @@ def test_every_package_is_a_layer_or_inside_one():
         ("alscout.export.onnx", "from alscout.trainer.model import Detector\n", "trainer"),
         ("alscout.storage.sinks", "from ..server import uploader\n", "alscout.server"),
         ("alscout.server.models", "def f():\n    import torch\n", "torch"),
+        ("alscout.offline.scorer", "from alscout.trainer.fleet import pool\n", "trainer"),
+        ("alscout.server.sources", "from alscout.offline import run\n", "alscout.offline"),
     ],
 )
 def test_a_forbidden_edge_is_found(tmp_path, module, source, layer):

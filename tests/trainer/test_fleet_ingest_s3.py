@@ -190,7 +190,7 @@ def test_missing_bucket_ends_with_one_line_naming_the_url(s3_endpoint, tmp_path,
     pool = tmp_path / "pool"
     assert cli_main(["fleet", "ingest", "--pool", str(pool), str(folder), url]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if "werkzeug" not in line]
-    assert len(err) == 1 and err[0].startswith("alscout fleet: s3://no-such-bucket/car-6: ")
+    assert len(err) == 1 and err[0].startswith("alscout fleet ingest: s3://no-such-bucket/car-6: ")
     assert "NoSuchBucket" in err[0]
     assert not (pool / "manifest.json").exists()  # the folder's upload waits for a good run
 

@@ -5,8 +5,8 @@ Examples::
     alscout fleet ingest --pool pool/ uploads/car-1 uploads/car-2
     alscout fleet ingest --pool pool/ uploads/car-1 \\
         's3://fleet-uploads/car-2?endpoint_url=https://minio.local:9000&region=eu-west-1'
-    alscout fleet export-tasks --pool pool/ --out tasks/cycle1
-    alscout fleet import-labels --pool pool/ tasks/cycle1/labels.json
+    alscout fleet export-tasks --pool pool/ --out tasks/cycle1 --registry models/
+    alscout fleet import-labels --pool pool/ tasks/cycle1/labels.json   # COCO or Label Studio
     alscout fleet oracle --pool pool/ --ground-truth rec-1=data/rec1/annotations.json \\
         --out tasks/cycle1/labels.json          # synthetic data: ground truth labels
     alscout fleet finetune --pool pool/ --init runs/wl/last.pt --out runs/cycle1 \\
@@ -16,7 +16,8 @@ Examples::
 
 ``ingest`` exits with 1 when it rejected an upload (each is named on stderr; the
 rest are ingested), and with 2 (one line naming the URL, nothing written) when a sink
-cannot be read at all: a missing folder or bucket, refused credentials.
+cannot be read at all: a missing folder or bucket, refused credentials. Every action's
+errors end in one line that names it (``alscout fleet import-labels: ...``) and exit 2.
 The server picks up a published version by watching the registry
 (``alscout serve --model-registry``) or by an admin ``ReloadModel`` call.
 """
@@ -25,10 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
-from alscout.errors import ConfigError
+from alscout.errors import AlscoutError, ConfigError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["configure", "run"]
 
@@ -66,9 +70,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     export.add_argument("--out", type=Path, required=True, help="folder for the task files")
     export.add_argument("--all", action="store_true", help="also frames already labeled")
     export.add_argument("--url-prefix", help="Label Studio image URL prefix (local files)")
+    model = export.add_mutually_exclusive_group()
+    model.add_argument("--model", type=Path, help="pre-annotate with this ONNX model's detections")
+    model.add_argument(
+        "--registry", type=Path, help="pre-annotate with the registry's newest model version"
+    )
+    export.add_argument(
+        "--pre-threshold", type=float, default=0.5,
+        help="a detection's least score to be a pre-annotation (default 0.5)",
+    )  # fmt: skip
 
-    labels = sub.add_parser("import-labels", help="apply finished COCO labels to the pool")
-    labels.add_argument("labels", type=Path, help="COCO JSON from the labeling tool")
+    labels = sub.add_parser(
+        "import-labels", help="apply finished labels (COCO or Label Studio JSON) to the pool"
+    )
+    labels.add_argument(
+        "labels", type=Path, help="the labeling tool's export: COCO JSON or Label Studio JSON"
+    )
     labels.add_argument("--pool", type=Path, required=True)
 
     oracle = sub.add_parser("oracle", help="label pool frames from ground truth (synthetic data)")
@@ -98,6 +115,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     tune.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     tune.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_data_arguments(tune, prefix="base-", required=False)
+    _set_help(
+        tune,
+        "base_data",
+        "the base labeled set w_l was trained on, trained on again with the pool's labels: "
+        "COCO json, MOT gt.txt or a CityPersons folder",
+    )
     add_data_arguments(tune, prefix="val-", required=False)
 
     publish = sub.add_parser("publish", help="publish an ONNX model into the registry")
@@ -107,8 +130,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     publish.add_argument("--notes", default="")
 
 
+def _set_help(parser: argparse.ArgumentParser, dest: str, text: str) -> None:
+    """Replace the help of the option stored in ``dest`` (a shared helper added it)."""
+    for action in parser._actions:
+        if action.dest == dest:
+            action.help = text
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run one fleet action; prints one summary line."""
+    """Run one fleet action; prints one summary line. An error ends in one line naming
+    the action (``alscout fleet import-labels: ...``) and exit status 2."""
     action = {
         "ingest": _ingest,
         "export-tasks": _export,
@@ -117,7 +148,12 @@ def run(args: argparse.Namespace) -> int:
         "finetune": _finetune,
         "publish": _publish,
     }[args.fleet_command]
-    return action(args)
+    try:
+        return action(args)
+    except AlscoutError as error:
+        log.debug("fleet %s failed", args.fleet_command, exc_info=True)
+        sys.stderr.write(f"alscout fleet {args.fleet_command}: {error}\n")
+        return 2
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -137,17 +173,43 @@ def _export(args: argparse.Namespace) -> int:
     from alscout.trainer.fleet.tasks import LABEL_STUDIO_URL_PREFIX, export_tasks
 
     pool = LabelPool(args.pool)
+    items = pool.items if args.all else pool.unlabeled()
+    predictions = None
+    model = _pre_annotation_model(args)
+    if model is not None:
+        from alscout.trainer.fleet.preannotate import predict_boxes
+
+        predictions = predict_boxes(pool, items, model, threshold=args.pre_threshold)
     result = export_tasks(
         pool,
         args.out,
-        items=pool.items if args.all else None,
+        items=items,
         url_prefix=args.url_prefix or LABEL_STUDIO_URL_PREFIX,
+        predictions=predictions,
     )
+    pre = ""
+    if predictions is not None:
+        pre = f" predictions={result.predicted_boxes} model={predictions.model_version}"
     sys.stdout.write(
         f"exported images={result.count} coco={result.coco} list={result.image_list} "
-        f"label_studio={result.label_studio}\n"
+        f"label_studio={result.label_studio}{pre}\n"
     )
     return 0
+
+
+def _pre_annotation_model(args: argparse.Namespace) -> Path | None:
+    """The model to pre-annotate with: ``--model``, the registry's newest, or None."""
+    if args.model is not None:
+        return Path(args.model)
+    if args.registry is None:
+        return None
+    from alscout.runtime.model_registry import ModelRegistry
+
+    latest = ModelRegistry(args.registry).latest()
+    if latest is None:
+        raise ConfigError(f"--registry {args.registry} holds no model version to pre-annotate with")
+    latest.verify()
+    return latest.path
 
 
 def _import(args: argparse.Namespace) -> int:

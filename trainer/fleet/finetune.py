@@ -14,11 +14,12 @@ registry or by an admin ``ReloadModel`` call.
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from alscout.errors import DataError
+from alscout.errors import ConfigError, DataError, ModelError
 from alscout.runtime.model_registry import ModelRegistry, ModelVersion
 from alscout.trainer.config import TrainConfig
 from alscout.trainer.data.annotations import Dataset
@@ -161,11 +162,40 @@ def publish_model(
     notes: str = "",
     version: str | None = None,
 ) -> ModelVersion:
-    """Publish an ONNX file into the registry (checked against the model contract first)."""
+    """Publish an ONNX file into the registry (checked against the model contract first).
+
+    The registry's version is the model's version: the copy published carries it in
+    its ``alscout.model_version`` metadata (what ``GetModelInfo`` and every decision
+    report), whatever version the file was exported with. ``version``: take exactly
+    this name; default the next free one (taken again if another publisher wins it).
+    """
     from alscout.export.onnx import OnnxFromPath
 
     OnnxFromPath(model_file)()  # raises ModelError naming the file
-    return registry.publish(model_file, metrics=metrics, notes=notes, version=version)
+    source = Path(model_file)
+    for _ in range(100):
+        name = version or registry.next_version()
+        with tempfile.TemporaryDirectory(prefix="alscout-publish-") as folder:
+            stamped = stamp_version(source, Path(folder) / source.name, name)
+            try:
+                return registry.publish(stamped, metrics=metrics, notes=notes, version=name)
+            except ConfigError:
+                if version is not None:
+                    raise
+                log.info("version taken by another publisher version=%s", name)
+    raise ModelError(f"{registry.root}: could not take a free version number")
+
+
+def stamp_version(model_file: Path, out: Path, version: str) -> Path:
+    """Copy the ONNX file ``model_file`` to ``out`` with metadata version ``version``."""
+    import onnx
+
+    model = onnx.load(str(model_file))
+    props = {prop.key: prop.value for prop in model.metadata_props}
+    props["alscout.model_version"] = version
+    onnx.helper.set_model_props(model, props)
+    out.write_bytes(model.SerializeToString())
+    return out
 
 
 def finetune_and_publish(

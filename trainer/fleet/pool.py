@@ -161,6 +161,14 @@ class LabelPool:
     def labeled(self) -> list[PoolItem]:
         return [item for item in self._state.items if item.labeled]
 
+    def uploaded_frames(self) -> list[tuple[str, str, int]]:
+        """(recording_id, camera_id, frame_index) of every frame the fleet received:
+        the items and the near-duplicates not added (they were uploaded all the same).
+        The upload record SPEC §2b's dt2 rule reads (``alscout score --earlier``)."""
+        keys = {item.key for item in self._state.items}
+        keys.update((d.recording_id, d.camera_id, d.frame_index) for d in self._state.duplicates)
+        return sorted(keys)
+
     def unlabeled(self) -> list[PoolItem]:
         return [item for item in self._state.items if not item.labeled]
 
@@ -192,14 +200,20 @@ class LabelPool:
     def edit(self) -> Iterator[_Manifest]:
         """Lock the pool, yield its freshly read manifest to change, write it atomically.
 
-        Nothing is written when the block raises.
+        Nothing is written when the block raises, nor when it changed nothing (the
+        generation counts the manifest's changes, not the attempts).
         """
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / ".lock", "a+b") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 state = self._read()
+                before = json.dumps(_record(state), sort_keys=True)
                 yield state
+                if json.dumps(_record(state), sort_keys=True) == before:
+                    log.debug("pool unchanged root=%s generation=%d", self.root, state.generation)
+                    self._state = state
+                    return
                 state.generation += 1
                 self._write(state)
                 self._state = state
@@ -248,15 +262,7 @@ class LabelPool:
             ) from None
 
     def _write(self, state: _Manifest) -> None:
-        record = {
-            "format": FORMAT,
-            "generation": state.generation,
-            "items": [item.to_json() for item in state.items],
-            "duplicates": [asdict(d) for d in state.duplicates],
-            "rejected": [asdict(r) for r in state.rejected],
-            "label_imports": state.label_imports,
-        }
-        data = json.dumps(record, indent=1, allow_nan=False).encode("utf-8")
+        data = json.dumps(_record(state), indent=1, allow_nan=False).encode("utf-8")
         write_atomic(self.manifest_path, data, sync_dir=True)
         log.debug(
             "pool manifest written root=%s generation=%d items=%d",
@@ -264,3 +270,15 @@ class LabelPool:
             state.generation,
             len(state.items),
         )
+
+
+def _record(state: _Manifest) -> dict[str, Any]:
+    """The manifest's JSON object."""
+    return {
+        "format": FORMAT,
+        "generation": state.generation,
+        "items": [item.to_json() for item in state.items],
+        "duplicates": [asdict(d) for d in state.duplicates],
+        "rejected": [asdict(r) for r in state.rejected],
+        "label_imports": state.label_imports,
+    }

@@ -1,4 +1,4 @@
-"""Labeling round trips: export the pool's frames as tasks, import finished labels (COCO).
+"""Labeling round trips: export the pool's frames as tasks, import finished labels.
 
 Export writes three files into one folder, for whichever tool the labelers use:
 
@@ -11,12 +11,20 @@ Export writes three files into one folder, for whichever tool the labelers use:
   ``image`` is ``url_prefix + file_name`` (default: Label Studio's local-files URL,
   with ``LOCAL_FILES_DOCUMENT_ROOT`` set to the pool folder).
 
-Import reads a COCO file (the tool's export) with :func:`read_coco`. Each image is
+With ``predictions`` (:func:`~alscout.trainer.fleet.preannotate.predict_boxes`: the
+current model's detections) the tasks carry them as pre-annotations, marked as the
+model's: Label Studio ``predictions`` (:mod:`~alscout.trainer.fleet.label_studio`),
+and COCO annotations with a ``score`` and ``"prediction": 1`` (``info.pre_annotations``
+names the model).
+
+Import reads either the tool's COCO export (:func:`read_coco`) or Label Studio's JSON
+export (:func:`~alscout.trainer.fleet.label_studio.read_export`). A COCO image is
 matched to a pool item by its ``file_name``'s trailing path (tools keep or strip
 folders), the ``id`` breaking ties; an image listed without annotations is a frame
-labeled as holding no pedestrian. The whole file is checked before anything is
-written: a malformed file, an unknown image or a size mismatch raises
-:class:`DataError` naming the file, and the pool is left as it was.
+labeled as holding no pedestrian. A COCO file still holding the model's predictions
+(``"prediction": 1``) is refused: predictions are not labels. The whole file is
+checked before anything is written: a malformed file, an unknown image or a size
+mismatch raises :class:`DataError` naming the file, and the pool is left as it was.
 """
 
 from __future__ import annotations
@@ -29,9 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from alscout.errors import DataError
-from alscout.trainer.data.annotations import Dataset, ImageRecord
+from alscout.trainer.data.annotations import Box, Dataset, ImageRecord
 from alscout.trainer.data.coco import read_coco, write_coco
+from alscout.trainer.fleet.label_studio import is_label_studio_export, read_export, task_of
 from alscout.trainer.fleet.pool import LabelPool, PoolItem, now_iso
+from alscout.trainer.fleet.preannotate import Predictions
 
 __all__ = [
     "LABEL_STUDIO_URL_PREFIX",
@@ -50,12 +60,14 @@ LABEL_STUDIO_URL_PREFIX = "/data/local-files/?d="
 
 @dataclass(frozen=True)
 class TaskExport:
-    """The files one export wrote and how many images they list."""
+    """The files one export wrote, how many images they list and how many predicted
+    boxes they carry (0 without pre-annotations)."""
 
     coco: Path
     image_list: Path
     label_studio: Path
     count: int
+    predicted_boxes: int = 0
 
 
 @dataclass(frozen=True)
@@ -74,44 +86,57 @@ def export_tasks(
     *,
     items: Sequence[PoolItem] | None = None,
     url_prefix: str = LABEL_STUDIO_URL_PREFIX,
+    predictions: Predictions | None = None,
 ) -> TaskExport:
-    """Write labeling tasks for ``items`` (default: every unlabeled pool item)."""
+    """Write labeling tasks for ``items`` (default: every unlabeled pool item), with
+    ``predictions`` as pre-annotations when given."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     chosen = list(pool.unlabeled() if items is None else items)
+    predicted = predictions.boxes if predictions is not None else {}
     records = [
         ImageRecord(
             image_id=item.item_id,
             source=pool.image_path(item),
             width=item.width,
             height=item.height,
+            boxes=tuple(p.box for p in predicted.get(item.item_id, ())),
             sequence=f"{item.recording_id}/{item.camera_id}",
         )
         for item in chosen
     ]
     coco = write_coco(Dataset(records, name="alscout-tasks"), out / "tasks_coco.json", pool.root)
+    if predictions is not None:
+        _mark_predictions(coco, chosen, predictions)
     image_list = out / "images.txt"
     image_list.write_text(
         "".join(f"{pool.image_path(item).resolve()}\n" for item in chosen), encoding="utf-8"
     )
-    tasks = [
-        {
-            "id": item.item_id,
-            "data": {
-                "image": f"{url_prefix}{item.file}",
-                "alscout_item": item.item_id,
-                "recording_id": item.recording_id,
-                "camera_id": item.camera_id,
-                "frame_index": item.frame_index,
-                "vehicle": item.vehicle,
-            },
-        }
-        for item in chosen
-    ]
+    tasks = [task_of(item, url_prefix, predictions) for item in chosen]
     label_studio = out / "tasks_label_studio.json"
     label_studio.write_text(json.dumps(tasks, indent=1), encoding="utf-8")
-    log.info("exported labeling tasks out=%s images=%d", out, len(chosen))
-    return TaskExport(coco, image_list, label_studio, len(chosen))
+    boxes = sum(len(r.boxes) for r in records)
+    log.info("exported labeling tasks out=%s images=%d predicted_boxes=%d", out, len(chosen), boxes)
+    return TaskExport(coco, image_list, label_studio, len(chosen), boxes)
+
+
+def _mark_predictions(coco: Path, items: Sequence[PoolItem], predictions: Predictions) -> None:
+    """Give each COCO annotation write_coco wrote (one per predicted box, in item order)
+    its score and the mark ``"prediction": 1``; name the model in ``info``."""
+    document = json.loads(coco.read_text(encoding="utf-8"))
+    scores = [p.score for item in items for p in predictions.boxes.get(item.item_id, ())]
+    annotations = document["annotations"]
+    assert len(annotations) == len(scores)  # write_coco writes records and boxes in order
+    for annotation, score in zip(annotations, scores, strict=True):
+        annotation["score"] = score
+        annotation["prediction"] = 1
+    document["info"]["pre_annotations"] = {
+        "model_version": predictions.model_version,
+        "model_hash": predictions.model_hash,
+        "threshold": predictions.threshold,
+        "note": "annotations are the model's predictions, to be corrected, not labels",
+    }
+    coco.write_text(json.dumps(document, indent=1), encoding="utf-8")
 
 
 def match_items(pool: LabelPool, records: Sequence[ImageRecord], source: Path) -> list[PoolItem]:
@@ -152,8 +177,35 @@ def match_items(pool: LabelPool, records: Sequence[ImageRecord], source: Path) -
 
 
 def import_labels(pool: LabelPool, labels_file: str | Path) -> LabelImport:
-    """Apply a COCO labels file to the pool, all or nothing; returns what changed."""
+    """Apply a labels file (COCO, or Label Studio's JSON export) to the pool, all or
+    nothing; returns what changed."""
     source = Path(labels_file)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{source}: cannot read the labels file: {error}") from None
+    if not text.strip():
+        raise DataError(f"{source}: the labels file is empty")
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{source}: not valid JSON ({error})") from None
+    if is_label_studio_export(document):
+        labeled = read_export(pool, document, source)
+        if not labeled:
+            raise DataError(f"{source}: no task has a finished annotation; nothing to import")
+        boxes_of: dict[int, tuple[Box, ...]] = {}
+        for item, boxes in labeled:
+            if item.item_id in boxes_of:
+                raise DataError(f"{source}: two tasks label {item.file}")
+            boxes_of[item.item_id] = boxes
+        return _apply(pool, source, boxes_of)
+    if not isinstance(document, dict) or "images" not in document:
+        raise DataError(
+            f"{source}: not a COCO file (no 'images' list) nor a Label Studio JSON export "
+            "(a list of tasks)"
+        )
+    _refuse_predictions(document, source)
     try:
         data = read_coco(source, check_files=False)
     except DataError:
@@ -172,6 +224,23 @@ def import_labels(pool: LabelPool, labels_file: str | Path) -> LabelImport:
         seen[item.item_id] = record.image_id
     # read_coco keeps pedestrians and ignore regions only; other categories are dropped
     boxes_of = {item.item_id: record.boxes for record, item in zip(data, items, strict=True)}
+    return _apply(pool, source, boxes_of)
+
+
+def _refuse_predictions(document: dict[str, object], source: Path) -> None:
+    """A COCO file whose annotations are still the model's predictions is not labels."""
+    annotations = document.get("annotations")
+    for annotation in annotations if isinstance(annotations, list) else []:
+        if isinstance(annotation, dict) and annotation.get("prediction"):
+            raise DataError(
+                f"{source}: annotation {annotation.get('id', '?')} is a model prediction "
+                "(the pre-annotations of export-tasks), not a label; import the labeling "
+                "tool's export of the corrected boxes"
+            )
+
+
+def _apply(pool: LabelPool, source: Path, boxes_of: dict[int, tuple[Box, ...]]) -> LabelImport:
+    """Write the labels of ``boxes_of`` (item id -> boxes) into the pool, in one edit."""
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     relabeled = 0
     with pool.edit() as state:
