@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "alscout.apps.score",
         "score recordings off-line: decisions, a Parquet table, flagged frames (local or Ray)",
     ),
+    "calibrate": (
+        "alscout.apps.calibrate",
+        "score calibration frames and ship the thresholds of target flag rates in a model",
+    ),
     "export": (
         "alscout.trainer.cli_export",
         "export a checkpoint to ONNX, .pt2 or a TensorRT engine",

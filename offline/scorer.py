@@ -39,7 +39,7 @@ from alscout.server.messages import decode, final_message, payload
 from alscout.server.models import ModelHolder
 from alscout.server.outbox import FlaggedFrame
 from alscout.server.sources import SourceFrame, open_source
-from alscout.server.streams import StreamState
+from alscout.server.streams import SelectorChoices, StreamState
 from alscout.server.uploader import Uploader, UploaderConfig
 from alscout.storage.sinks import open_sink
 
@@ -83,6 +83,7 @@ class RecordingScorer:
         self.models = ModelHolder(
             settings.model_path, settings.backend, settings.threads, settings.pipeline
         )
+        self.selectors = SelectorChoices(settings.selector)  # the server's threshold choice
         self.sink = open_sink(settings.sink_url)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -111,7 +112,7 @@ class RecordingScorer:
             state = StreamState(
                 unit.recording_id,
                 camera_id,
-                settings.selector,
+                self.selectors.for_pipeline(self.models.pipeline),
                 earlier=settings.earlier.of_stream(unit.recording_id, camera_id),
                 context_frames=settings.context_frames,
                 log_size=1,
@@ -172,7 +173,7 @@ class RecordingScorer:
                 width, height = _size(image, fmt, raw)
                 data = payload(message, score, fmt, raw, width, height)
                 scored_by[message.frame_index] = (score.model_version, score.model_hash)
-                release(*state.push(message.frame_index, score.z, data))
+                release(*state.push(message.frame_index, score.z, data, score.gated))
         release(*state.finish())
         return records
 

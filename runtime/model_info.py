@@ -13,6 +13,12 @@ A model with the scores inside its graph (``alscout export onnx --scores-in-grap
 SPEC §4) outputs ``z`` and ``heatmap`` (and ``probs`` only on request) instead of
 ``probs``, and carries the settings its graph computes them with in the
 ``alscout.scores.*`` keys (:class:`GraphScoring`).
+
+A calibrated model (``alscout calibrate``, ``alscout fleet publish
+--calibration-frames``) carries the thresholds on the smoothed score that flagged given
+fractions of a calibration set, with the settings they hold for, in the
+``alscout.calibration`` key (:class:`FlagCalibration`): the server starts its adaptive
+threshold from them (docs/temporal.md, "Shipped thresholds").
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ __all__ = [
     "HEATMAP_NAME",
     "METADATA_KEYS",
     "SCORING_KEYS",
+    "CALIBRATION_KEY",
     "GraphScoring",
+    "FlagCalibration",
     "Normalisation",
     "ModelInfo",
     "file_sha256",
@@ -71,6 +79,10 @@ SCORING_KEYS = (
     "alscout.scores.heatmap_stride",
 )
 _SCORING_PREFIX = "alscout.scores."
+#: optional key of a calibrated model: :meth:`FlagCalibration.to_json`
+CALIBRATION_KEY = "alscout.calibration"
+#: two target rates closer than this (relative) are the same rate
+_RATE_RTOL = 1e-6
 #: the pixel-score methods and aggregations of runtime/scoring.py (tested to match;
 #: not imported from there, so reading metadata needs no Numba)
 _METHODS = ("divergence", "entropy")
@@ -182,6 +194,90 @@ class GraphScoring:
 
 
 @dataclass(frozen=True)
+class FlagCalibration:
+    """Thresholds on the smoothed score that flag target fractions of frames.
+
+    ``thresholds``: ``(rate, threshold)`` pairs by increasing rate; flagging the local
+    maxima of the smoothed score at or above ``threshold`` flagged ``rate`` of the
+    calibration frames. ``settings``: what they hold for, as canonical JSON (the
+    acquisition function and its settings, double evaluation, input size, quality gate,
+    and the selector's dt, sigma, dt1); a server with other settings must not use them.
+    ``frames``: frames scored; ``candidates``: local maxima among them; ``source``:
+    what was scored (for people); ``created``: ISO 8601 UTC time.
+    """
+
+    thresholds: tuple[tuple[float, float], ...]
+    settings: str
+    frames: int
+    candidates: int
+    source: str = ""
+    created: str = ""
+
+    def __post_init__(self) -> None:
+        pairs = tuple((float(r), float(v)) for r, v in self.thresholds)
+        if not pairs:
+            raise ModelError("a calibration needs at least one (rate, threshold) pair")
+        rates = [r for r, _ in pairs]
+        if any(not 0.0 < r <= 1.0 for r in rates) or rates != sorted(set(rates)):
+            raise ModelError(f"calibration rates must be distinct, increasing, in (0, 1]: {rates}")
+        if not all(math.isfinite(v) for _, v in pairs):
+            raise ModelError(f"calibration thresholds must be finite: {pairs}")
+        try:
+            settings = json.loads(self.settings)
+        except (TypeError, ValueError) as error:
+            raise ModelError(f"calibration settings are not JSON: {error}") from None
+        if not isinstance(settings, dict):
+            raise ModelError("calibration settings must be a JSON object")
+        if self.frames < 1 or self.candidates < 0:
+            raise ModelError("a calibration needs frames >= 1 and candidates >= 0")
+        object.__setattr__(self, "thresholds", pairs)
+        object.__setattr__(self, "settings", json.dumps(settings, sort_keys=True))
+
+    @property
+    def rates(self) -> tuple[float, ...]:
+        """The calibrated target rates, increasing."""
+        return tuple(r for r, _ in self.thresholds)
+
+    def threshold_for(self, rate: float) -> float | None:
+        """The threshold calibrated for ``rate`` (same to 1e-6 relative), or None."""
+        for r, value in self.thresholds:
+            if abs(r - rate) <= _RATE_RTOL * max(r, rate):
+                return value
+        return None
+
+    def settings_dict(self) -> dict[str, object]:
+        """:attr:`settings` parsed."""
+        return dict(json.loads(self.settings))
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "thresholds": [list(pair) for pair in self.thresholds],
+                "settings": self.settings_dict(),
+                "frames": self.frames,
+                "candidates": self.candidates,
+                "source": self.source,
+                "created": self.created,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> FlagCalibration:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ModelError("calibration must be a JSON object")
+        return cls(
+            thresholds=tuple((float(r), float(v)) for r, v in data["thresholds"]),
+            settings=json.dumps(data["settings"], sort_keys=True),
+            frames=int(data["frames"]),
+            candidates=int(data["candidates"]),
+            source=str(data.get("source", "")),
+            created=str(data.get("created", "")),
+        )
+
+
+@dataclass(frozen=True)
 class Normalisation:
     """Per-channel input normalisation ``(p * scale - mean) / std`` of RGB pixels ``p``."""
 
@@ -235,7 +331,8 @@ class ModelInfo:
     ``sha256``: of the file that was loaded (an engine's own bytes for TensorRT);
     ``source_sha256``: of the ONNX file it was built from (equal for ONNX models).
     ``scoring``: the settings of the scores inside the model's graph, or None for a
-    model that outputs ``probs`` only.
+    model that outputs ``probs`` only. ``calibration``: the model's shipped flag
+    thresholds, or None for a model not calibrated.
     """
 
     name: str
@@ -249,6 +346,7 @@ class ModelInfo:
     source_sha256: str = ""
     file_format: str = "onnx"
     scoring: GraphScoring | None = None
+    calibration: FlagCalibration | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.version:
@@ -270,6 +368,8 @@ class ModelInfo:
     def to_metadata(self) -> dict[str, str]:
         """The metadata props (string to string) that carry this info in a model file."""
         scoring = self.scoring.to_metadata() if self.scoring is not None else {}
+        if self.calibration is not None:
+            scoring = scoring | {CALIBRATION_KEY: self.calibration.to_json()}
         return scoring | {
             "alscout.contract": CONTRACT_VERSION,
             "alscout.model_name": self.name,
@@ -318,6 +418,8 @@ class ModelInfo:
             normalisation = Normalisation.from_json(metadata[key])
             key = ""
             scoring = GraphScoring.from_metadata(metadata, source=source)
+            key = CALIBRATION_KEY
+            calibration = FlagCalibration.from_json(metadata[key]) if key in metadata else None
             return cls(
                 name=metadata["alscout.model_name"],
                 version=metadata["alscout.model_version"],
@@ -330,6 +432,7 @@ class ModelInfo:
                 source_sha256=source_sha256 or sha256,
                 file_format=file_format,
                 scoring=scoring,
+                calibration=calibration,
             )
         except ModelError as error:
             if str(error).startswith(f"{source}: "):

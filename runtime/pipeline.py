@@ -3,8 +3,11 @@
 resize to the model's input size (area interpolation when shrinking, bilinear when
 enlarging: the trainer's rule) -> normalise as the model's metadata says -> batched
 inference, each frame with its horizontal mirror in the same batch (double
-evaluation, SPEC §1) -> pixel scores -> image score z, and on request a
-low-resolution heat map of the score map S.
+evaluation, SPEC §1) -> the acquisition function's image score z
+(:mod:`alscout.runtime.acquisition`; default the paper's divergence), and on request
+a low-resolution heat map of its score map. With a quality gate
+(:mod:`alscout.runtime.quality`) each decoded frame is also measured, and a frame that
+fails is marked ``low_quality`` (the selector never flags it).
 
 A model with the scores inside its graph (``ModelInfo.scoring``) does the mirroring,
 scoring and heat map itself: the pipeline then takes its ``z`` and ``heatmap``, and
@@ -25,9 +28,17 @@ import cv2
 import numpy as np
 
 from alscout.errors import ConfigError, InvalidInputError, ModelError
+from alscout.runtime.acquisition import (
+    AcquisitionConfig,
+    frame_scores,
+    get_acquisition,
+    reference_boxes,
+)
 from alscout.runtime.backends.base import Backend
+from alscout.runtime.detections import DEFAULT_BOXES
 from alscout.runtime.model_info import GraphScoring, ModelInfo
-from alscout.runtime.scoring import AGGREGATIONS, METHODS, aggregate, merge_mirrored, pixel_scores
+from alscout.runtime.quality import FrameQuality, QualityConfig, measure_quality
+from alscout.runtime.scoring import AGGREGATIONS, merge_mirrored
 
 __all__ = [
     "SCORING_PATHS",
@@ -49,10 +60,16 @@ class PipelineConfig:
     """How frames are scored; validated on construction.
 
     ``batch_size``: frames per inference call (the backend sees twice as many with
-    ``double_evaluation``). ``radius``, ``region``, ``method``, ``aggregation``: SPEC §1.
+    ``double_evaluation``). ``method``: the acquisition function, a name of
+    :data:`~alscout.runtime.acquisition.VEHICLE_ACQUISITIONS`. ``radius``, ``region``,
+    ``aggregation``: SPEC §1. ``candidate_threshold``, ``count_threshold``, ``nms_iou``:
+    the detection-based acquisition functions'
+    (:class:`~alscout.runtime.acquisition.AcquisitionConfig`).
     ``heatmap_stride``: side in pixels (at the model's input size) of the blocks whose
     maximum forms one heat-map cell. ``input_size``: (height, width) override; None
-    uses the model's metadata.
+    uses the model's metadata. ``quality``: the quality gate's limits, or None (off);
+    ``True`` or a mapping of limits (a TOML table) is turned into a
+    :class:`~alscout.runtime.quality.QualityConfig`.
     """
 
     batch_size: int = 8
@@ -63,6 +80,10 @@ class PipelineConfig:
     aggregation: str = "maxpool"
     heatmap_stride: int = 16
     input_size: tuple[int, int] | None = None
+    candidate_threshold: float = 0.05
+    count_threshold: float = 0.5
+    nms_iou: float = 0.5
+    quality: QualityConfig | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -71,8 +92,7 @@ class PipelineConfig:
             raise ConfigError(f"radius must be >= 0, got {self.radius}")
         if self.region < 1:
             raise ConfigError(f"region must be >= 1, got {self.region}")
-        if self.method not in METHODS:
-            raise ConfigError(f"method must be one of {sorted(METHODS)}, got {self.method!r}")
+        get_acquisition(self.method, vehicle=True)  # ConfigError naming the choices
         if self.aggregation not in AGGREGATIONS:
             raise ConfigError(
                 f"aggregation must be one of {sorted(AGGREGATIONS)}, got {self.aggregation!r}"
@@ -83,6 +103,23 @@ class PipelineConfig:
             if len(self.input_size) != 2 or min(self.input_size) < 1:
                 raise ConfigError(f"input_size must be (height, width) >= 1: {self.input_size}")
             object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
+        object.__setattr__(self, "quality", QualityConfig.parse(self.quality))
+        self.acquisition()  # validates the detection settings
+
+    def acquisition(
+        self, default_boxes: tuple[tuple[float, float], ...] | None = None
+    ) -> AcquisitionConfig:
+        """The acquisition settings; ``default_boxes`` (height, width) at 640x480, default
+        the paper's."""
+        return AcquisitionConfig(
+            radius=self.radius,
+            region=self.region,
+            aggregation=self.aggregation,
+            default_boxes=DEFAULT_BOXES if default_boxes is None else default_boxes,
+            candidate_threshold=self.candidate_threshold,
+            count_threshold=self.count_threshold,
+            nms_iou=self.nms_iou,
+        )
 
     @property
     def scoring(self) -> GraphScoring:
@@ -106,7 +143,9 @@ class FrameScore:
     ``infer_ms``/``score_ms``: the frame's share (batch time / frames in the batch) of
     resizing, normalising and inference, and of scoring, in milliseconds (with the
     scores inside the model's graph, inference includes the scoring and ``score_ms``
-    is 0).
+    is 0; the quality gate's time counts as scoring). ``quality``: the frame's
+    statistics when the pipeline has a quality gate, else None; ``low_quality``: the
+    checks it failed (empty: it passed, or no gate).
     """
 
     z: float
@@ -115,6 +154,13 @@ class FrameScore:
     model_hash: str
     infer_ms: float
     score_ms: float
+    quality: FrameQuality | None = None
+    low_quality: tuple[str, ...] = ()
+
+    @property
+    def gated(self) -> bool:
+        """Whether the quality gate holds this frame back (it is never flagged)."""
+        return bool(self.low_quality)
 
 
 class ScoringPipeline:
@@ -133,13 +179,19 @@ class ScoringPipeline:
         self.model_info: ModelInfo = backend.model_info
         self.input_size: tuple[int, int] = self.config.input_size or self.model_info.input_size
         if self.model_info.scoring is not None:
+            _check_graph_method(backend.source, self.model_info.scoring, self.config.method)
             _check_graph_scoring(backend.source, self.model_info.scoring, self.config.scoring)
+            self._acquisition = self.config.acquisition()
+        else:
+            info = self.model_info
+            boxes = reference_boxes(info.default_boxes, info.input_size)
+            self._acquisition = self.config.acquisition(boxes)
         self._owns_activation = not backend.is_active
         backend.activate()
         self._lock = threading.Lock()
         log.info(
             "pipeline ready backend=%s model=%s version=%s input=%sx%s batch=%d double=%s "
-            "scoring=%s",
+            "scoring=%s acquisition=%s quality_gate=%s",
             backend.name,
             self.model_info.name,
             self.model_info.version,
@@ -148,6 +200,8 @@ class ScoringPipeline:
             self.config.batch_size,
             self.config.double_evaluation,
             self.scoring_path,
+            self.config.method,
+            self.config.quality is not None,
         )
 
     @property
@@ -215,15 +269,15 @@ class ScoringPipeline:
         else:
             probs = self._infer(self.preprocess(images))
             inferred = time.perf_counter()
-            cfg = self.config
-            maps = pixel_scores(probs, radius=cfg.radius, method=cfg.method)
-            z = np.asarray(
-                aggregate(maps, region=cfg.region, how=cfg.aggregation), dtype=np.float64
-            )
-            cells = block_max(maps, cfg.heatmap_stride) if heatmaps else None
+            scores = frame_scores(probs, self.config.method, self._acquisition)
+            z = scores.z
+            cells = block_max(scores.maps, self.config.heatmap_stride) if heatmaps else None
             scored = time.perf_counter()
+        gate = self.config.quality
+        quality = self.quality(images)
+        gate_s = time.perf_counter() - scored if gate is not None else 0.0
         infer_ms = 1000.0 * (inferred - started) / n
-        score_ms = 1000.0 * (scored - inferred) / n
+        score_ms = 1000.0 * (scored - inferred + gate_s) / n
         return [
             FrameScore(
                 z=float(z[i]),
@@ -232,9 +286,18 @@ class ScoringPipeline:
                 model_hash=self.model_info.sha256,
                 infer_ms=infer_ms,
                 score_ms=score_ms,
+                quality=None if quality is None else quality[i],
+                low_quality=() if quality is None or gate is None else gate.failures(quality[i]),
             )
             for i in range(n)
         ]
+
+    def quality(self, images: Sequence[np.ndarray]) -> list[FrameQuality] | None:
+        """The quality statistics of RGB uint8 frames, or None without a quality gate."""
+        gate = self.config.quality
+        if gate is None:
+            return None
+        return [measure_quality(_check_frame(img, i), gate) for i, img in enumerate(images)]
 
     def _infer(self, inputs: np.ndarray) -> np.ndarray:
         n = inputs.shape[0]
@@ -269,6 +332,17 @@ def block_max(maps: np.ndarray, stride: int) -> np.ndarray:
     padded[:, :h, :w] = maps
     blocks = padded.reshape(n, rows, stride, cols, stride)
     return blocks.max(axis=(2, 4))
+
+
+def _check_graph_method(source: str, model: GraphScoring, method: str) -> None:
+    """Refuse an acquisition function a model with scores in its graph cannot give."""
+    if get_acquisition(method).pixel_method is None:
+        raise ModelError(
+            f"{source}: the model computes z = {model.method} inside its graph, so it "
+            f"supports only acquisition {model.method!r}, not {method!r} (which needs the "
+            "head probabilities): serve a model exported without --scores-in-graph, or "
+            f"choose --acquisition {model.method}"
+        )
 
 
 def _check_graph_scoring(source: str, model: GraphScoring, wanted: GraphScoring) -> None:

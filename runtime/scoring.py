@@ -23,6 +23,7 @@ __all__ = [
     "AGGREGATIONS",
     "METHODS",
     "aggregate",
+    "checked_probabilities",
     "image_scores",
     "mc_dropout_scores",
     "merge_mirrored",
@@ -77,6 +78,17 @@ def _as_batch(probs: np.ndarray, name: str) -> tuple[np.ndarray, bool]:
     if array.size == 0:
         raise InvalidInputError(f"{name} is empty (shape {array.shape})")
     return array, single
+
+
+def checked_probabilities(probs: np.ndarray, name: str = "probs") -> np.ndarray:
+    """``[K,H,W]`` or ``[N,K,H,W]`` -> ``[N,K,H,W]`` float, C-contiguous, checked in [0, 1].
+
+    The checks every score applies (rank, NaN, range), for scores computed outside the
+    kernels (the detection-based acquisition functions).
+    """
+    batch, _ = _as_batch(probs, name)
+    _check_probabilities(batch, name)
+    return batch
 
 
 def _divergence(batch: np.ndarray, radius: int) -> np.ndarray:

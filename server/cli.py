@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from alscout.server.app import ScoringServer
+    from alscout.server.config import ServerConfig
 
-__all__ = ["configure", "run"]
+__all__ = ["configure", "run", "load_args"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +34,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--threshold",
         help="flag threshold on the smoothed score: a number or 'adaptive'",
     )
+    parser.add_argument(
+        "--target-rate", metavar="RATE",
+        help="flag about this fraction of frames (1%% or 0.01): the adaptive threshold, "
+        "started from the model's shipped threshold for it (alscout calibrate)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--acquisition", metavar="NAME",
+        help="acquisition function: divergence (default), entropy, least_confidence, "
+        "instance_count, divergence_count (docs/scoring.md)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--quality-gate", action="store_true", default=None,
+        help="hold back blurred, dark, overexposed or covered frames (reason low_quality)",
+    )  # fmt: skip
     parser.add_argument("--max-batch", type=int, help="frames per inference batch, all streams")
     parser.add_argument(
         "--max-delay-ms", type=float, help="longest wait for a batch to fill (default 5)"
@@ -69,8 +84,15 @@ def run(args: argparse.Namespace) -> int:
     """Load the configuration and serve; returns 0 after a graceful shutdown."""
     import asyncio
 
-    from alscout.errors import ConfigError
     from alscout.server.app import serve
+
+    asyncio.run(serve(load_args(args), on_ready=_announce))
+    return 0
+
+
+def load_args(args: argparse.Namespace) -> ServerConfig:
+    """The configuration these options give: TOML file < environment < options."""
+    from alscout.errors import ConfigError
     from alscout.server.config import load_config
 
     threshold = args.threshold
@@ -81,6 +103,16 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"--threshold must be a number or 'adaptive', got {threshold!r}"
             ) from None
+    target_rate = None
+    if args.target_rate is not None:
+        from alscout.runtime.shipped_thresholds import parse_rate
+
+        if threshold not in (None, "adaptive"):
+            raise ConfigError(
+                "--target-rate sets the adaptive threshold; drop --threshold "
+                f"{args.threshold} or --target-rate"
+            )
+        threshold, target_rate = "adaptive", parse_rate(args.target_rate)
     overrides = {
         "model_path": args.model_path,
         "host": args.host,
@@ -91,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
         "outbox_dir": args.outbox_dir,
         "grace_s": args.grace_s,
         "selector.threshold": threshold,
+        "selector.target_rate": target_rate,
+        "pipeline.method": args.acquisition,
+        "pipeline.quality": args.quality_gate,
         "max_batch": args.max_batch,
         "max_delay_ms": args.max_delay_ms,
         "resume_window_s": args.resume_window_s,
@@ -103,9 +138,7 @@ def run(args: argparse.Namespace) -> int:
         "auth_token_file": args.auth_token_file,
         "model_registry": args.model_registry,
     }
-    config = load_config(args.config, env=os.environ, overrides=overrides)
-    asyncio.run(serve(config, on_ready=_announce))
-    return 0
+    return load_config(args.config, env=os.environ, overrides=overrides)
 
 
 def _announce(scoring: ScoringServer, port: int) -> None:

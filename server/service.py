@@ -28,6 +28,7 @@ from alscout.runtime.temporal import Decision
 from alscout.server._proto import alscout_pb2 as pb
 from alscout.server._proto import alscout_pb2_grpc
 from alscout.server.admission import DecodeAdmission
+from alscout.server.batch_policy import choose_batch_policy
 from alscout.server.batching import Batcher
 from alscout.server.calls import (
     END,
@@ -55,6 +56,7 @@ from alscout.server.security import RefusalLog
 from alscout.server.status import abort_with, status_for
 from alscout.server.streams import (
     MAX_STREAMS_PER_CALL,
+    SelectorChoices,
     StreamBusyError,
     StreamRegistry,
     StreamState,
@@ -89,15 +91,23 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
         self.admission = DecodeAdmission(
             config, self.metrics, target_size=lambda: self.models.pipeline.input_size
         )
+        policy = choose_batch_policy(
+            models.pipeline.backend.name,
+            max_batch=config.max_batch,
+            max_delay_ms=config.max_delay_ms,
+        )
         self.batcher = Batcher(
             self._score_batch,
             executor,
-            max_batch=config.max_batch or config.pipeline.batch_size,
-            max_delay_ms=config.max_delay_ms,
+            max_batch=policy.max_batch,
+            max_delay_ms=policy.max_delay_ms,
             max_queue=config.max_queue,
             metrics=self.metrics,
         )
         self.metrics.set_scoring_path(self.models.pipeline.scoring_path)
+        # each stream's threshold: the configured one, or the model's shipped one
+        self.selectors = SelectorChoices(config.selector)
+        self.selectors.choice(self.models.pipeline)  # says at start-up which, and why
         self._sweeper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[object]] = set()
         self._refusals = RefusalLog()  # resumes refused for a wrong token, per peer
@@ -338,7 +348,7 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
         earlier = await self._earlier(*key)
         state = StreamState(
             *key,
-            self.config.selector,
+            self.selectors.for_pipeline(self.models.pipeline),
             earlier=earlier,
             context_frames=self.config.context_frames,
             log_size=self.config.resume_log,
@@ -397,8 +407,9 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
         fmt, raw, width, height, decode_ms = job.decoded
         frame = job.frame
         data = payload(frame, batched.score, fmt, raw, width, height)
+        score = batched.score
         task = asyncio.ensure_future(
-            self._settle(job.state, call, frame.frame_index, batched.score.z, data)
+            self._settle(job.state, call, frame.frame_index, score.z, data, score.gated)
         )
         decisions = await asyncio.shield(task)
         call.n_frames += 1
@@ -409,13 +420,19 @@ class ScorerService(alscout_pb2_grpc.ScorerServicer):
         return result
 
     async def _settle(
-        self, state: StreamState, call: Call, frame_index: int, z: float, data: FramePayload
+        self,
+        state: StreamState,
+        call: Call,
+        frame_index: int,
+        z: float,
+        data: FramePayload,
+        gated: bool = False,
     ) -> list[Decision]:
         """Push, store and log as one step that a cancelled call cannot cut in two."""
         async with state.lock:
             if state.owner is not call:
                 raise StreamTakenOverError(f"{state.name} was taken over by a resuming call")
-            decisions, flagged = state.push(frame_index, z, data)
+            decisions, flagged = state.push(frame_index, z, data, gated)
             decisions = unflag(decisions, await self._store(flagged))
             state.record(decisions)
         self.metrics.frames.labels(rpc="ScoreStream").inc()

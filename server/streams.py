@@ -6,7 +6,9 @@ frames (context stored with a flagged frame), and a log of its recent final deci
 so a client whose call was cut can resume (docs/api.md, "Resuming"). The
 :class:`StreamRegistry` holds the states of every call, keyed by (recording, camera);
 a state is attached to one call at a time, or detached (its call was cut) and kept for
-the resume window. Nothing here knows about gRPC or protobuf.
+the resume window. :class:`SelectorChoices` gives each new stream its selector
+settings: the configured ones, started from the model's shipped threshold when the
+target rate asks for one. Nothing here knows about gRPC or protobuf.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from alscout.errors import (
     StreamBusyError,
     StreamTakenOverError,
 )
+from alscout.runtime.pipeline import ScoringPipeline
+from alscout.runtime.shipped_thresholds import ShippedChoice, with_shipped_threshold
 from alscout.runtime.temporal import Decision, OnlineSelector, SelectorConfig
 from alscout.server.metrics import ServerMetrics
 from alscout.server.outbox import ContextFrame, FlaggedFrame, FramePayload
@@ -35,6 +39,7 @@ from alscout.storage.layout import check_id
 __all__ = [
     "StreamState",
     "StreamRegistry",
+    "SelectorChoices",
     "StreamBusyError",
     "StreamTakenOverError",
     "MAX_STREAMS_PER_CALL",
@@ -122,14 +127,15 @@ class StreamState:
             )
 
     def push(
-        self, frame_index: int, z: float, payload: FramePayload
+        self, frame_index: int, z: float, payload: FramePayload, gated: bool = False
     ) -> tuple[list[Decision], list[FlaggedFrame]]:
         """Add a scored frame; returns the decisions final now and the frames they flag.
 
+        ``gated``: the quality gate held the frame back (its decision: ``low_quality``).
         Call :meth:`record` with the decisions once the flagged frames are stored.
         """
         self.check_next(frame_index)
-        decisions = self.selector.push(frame_index, z)
+        decisions = self.selector.push(frame_index, z, gated)
         self._pending[frame_index] = payload
         self.n_frames += 1
         return decisions, self._settle(decisions)
@@ -202,6 +208,39 @@ class StreamState:
             context=context,
             **payload.as_fields(),
         )
+
+
+class SelectorChoices:
+    """The selector settings of new streams, per model (docs/temporal.md, "Shipped
+    thresholds").
+
+    With the adaptive threshold, a model that ships a threshold calibrated for the
+    target rate (and the settings it is scored with) starts every stream from it; any
+    other model falls back to the warm-up. Each model's choice is logged once: at
+    INFO when its threshold is used, as a WARNING saying why when it is not.
+    """
+
+    def __init__(self, config: SelectorConfig) -> None:
+        self.config = config
+        self._chosen: dict[str, ShippedChoice] = {}
+
+    def choice(self, pipeline: ScoringPipeline) -> ShippedChoice:
+        """The choice for the model ``pipeline`` scores with (decided once per model)."""
+        info = pipeline.model_info
+        key = f"{info.sha256}:{info.version}"
+        chosen = self._chosen.get(key)
+        if chosen is None:
+            chosen = with_shipped_threshold(self.config, pipeline)
+            self._chosen[key] = chosen
+            if chosen.used:
+                log.info("selector threshold: %s", chosen.message)
+            elif self.config.adaptive and self.config.initial_threshold is None:
+                log.warning("selector threshold: %s", chosen.message)
+        return chosen
+
+    def for_pipeline(self, pipeline: ScoringPipeline) -> SelectorConfig:
+        """The settings a new stream scored by ``pipeline`` starts with."""
+        return self.choice(pipeline).selector
 
 
 def _context(frame_index: int, payload: FramePayload) -> ContextFrame:

@@ -5,10 +5,13 @@
   :func:`select_guided_random`: offline selection once per active-learning cycle (§2a).
 - :class:`OnlineSelector` (``push`` / ``finish``) and :func:`flag_recording`: the
   streaming rule on the vehicle and its whole-recording driver (§2b).
+- :func:`candidate_scores`, :func:`rate_thresholds`: thresholds for target flag rates,
+  calibrated once and shipped with the model.
 """
 
 from __future__ import annotations
 
+from alscout.runtime.temporal.calibration import candidate_scores, rate_thresholds
 from alscout.runtime.temporal.decision import Decision, Reason, SelectorConfig
 from alscout.runtime.temporal.offline import (
     select_guided_random,
@@ -33,4 +36,6 @@ __all__ = [
     "Reason",
     "SelectorConfig",
     "AdaptiveThreshold",
+    "candidate_scores",
+    "rate_thresholds",
 ]

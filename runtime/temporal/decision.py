@@ -18,6 +18,8 @@ class Reason(StrEnum):
     """Why a frame was or was not flagged; compares equal to its string value."""
 
     FLAGGED = "flagged"
+    #: the quality gate held the frame back (blurred, dark, overexposed or covered)
+    LOW_QUALITY = "low_quality"
     #: adaptive threshold: fewer than ``min_history`` frames decided before this one
     WARMING_UP = "warming_up"
     BELOW_THRESHOLD = "below_threshold"
@@ -40,11 +42,12 @@ class Decision:
         flagged: whether the frame is worth uploading for labeling.
         smoothed: its smoothed score ``zhat`` (eq. 6), same units as ``z``.
         z: its raw image-level score.
-        threshold: the threshold in force for this frame (``nan`` while warming up,
-            ``-inf`` when the adaptive window has fewer candidates than it asks for).
+        threshold: the threshold in force for this frame (``nan`` while warming up
+            without a shipped threshold, ``-inf`` when the adaptive window has fewer
+            candidates than it asks for).
         reason: :class:`Reason`; ``"flagged"`` when flagged, else the first rule that
-            failed, checked in the order warming_up, below_threshold, not_local_max,
-            near_earlier_upload, budget.
+            failed, checked in the order low_quality, warming_up, below_threshold,
+            not_local_max, near_earlier_upload, budget.
     """
 
     frame: int
@@ -67,7 +70,11 @@ class SelectorConfig:
         threshold: a fixed threshold on ``zhat`` (any non-NaN number), or ``"adaptive"``.
         target_rate: adaptive only: wanted fraction of frames flagged, in (0, 1].
         history: adaptive only: window of decided frames the threshold is set over, >= 1.
-        min_history: adaptive only: frames decided before any flag, 0..history.
+        min_history: adaptive only: frames decided before the adaptive threshold takes
+            over, 0..history; without ``initial_threshold`` nothing is flagged before.
+        initial_threshold: adaptive only: the threshold in force until ``min_history``
+            frames are decided (the model's shipped, calibrated threshold for
+            ``target_rate``), or None (no flags while warming up).
         max_flags: at most this many flags in any ``per_frames`` consecutive frame indices
             (``None``: no budget); must come with ``per_frames``.
         per_frames: the budget's window, frames, >= 1.
@@ -84,6 +91,7 @@ class SelectorConfig:
     target_rate: float = 0.01
     history: int = 9000
     min_history: int = 900
+    initial_threshold: float | None = None
     max_flags: int | None = None
     per_frames: int | None = None
 
@@ -111,6 +119,18 @@ class SelectorConfig:
         if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 < rate <= 1.0:
             raise ConfigError(f"target_rate must be in (0, 1], got {rate!r}")
         object.__setattr__(self, "target_rate", float(rate))
+        if self.initial_threshold is not None:
+            value = self.initial_threshold
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ConfigError(f"initial_threshold must be a number, got {value!r}")
+            if not math.isfinite(float(value)):
+                raise ConfigError(f"initial_threshold must be finite, got {value!r}")
+            if self.threshold != "adaptive":
+                raise ConfigError(
+                    "initial_threshold is the adaptive threshold's start: set threshold = "
+                    "'adaptive' with it, or drop it"
+                )
+            object.__setattr__(self, "initial_threshold", float(value))
         if self.min_history > self.history:
             raise ConfigError(
                 f"min_history ({self.min_history}) must not exceed history ({self.history})"

@@ -37,6 +37,10 @@ class OnlineSelector:
     is the largest smoothed score in ``[t - dt1, t + dt1]`` (strictly larger than every
     earlier frame there, >= every later one), no frame of ``earlier`` is within ``dt2``,
     and fewer than ``max_flags`` flags fall among the previous ``per_frames - 1`` frames.
+    A frame pushed with ``gated=True`` (the quality gate held it back) is never flagged
+    (reason ``low_quality``), is no candidate of the adaptive threshold and does not
+    take part in the local-maximum test of its neighbours; its score is smoothed like
+    any other (docs/temporal.md, "Quality gate").
 
     Frame indices must strictly increase; gaps are allowed (a missing frame does not
     exist: it has no weight in the smoothing, and windows are in frame-index units).
@@ -45,8 +49,8 @@ class OnlineSelector:
     Args:
         dt, sigma, dt1, dt2, threshold, max_flags, per_frames: see :class:`SelectorConfig`.
         earlier: frames of this recording uploaded in an earlier cycle (indices >= 0).
-        target_rate, history, min_history: the adaptive threshold, see
-            :class:`SelectorConfig` and :class:`AdaptiveThreshold`.
+        target_rate, history, min_history, initial_threshold: the adaptive threshold,
+            see :class:`SelectorConfig` and :class:`AdaptiveThreshold`.
     """
 
     def __init__(
@@ -63,6 +67,7 @@ class OnlineSelector:
         target_rate: float = 0.01,
         history: int = 9000,
         min_history: int = 900,
+        initial_threshold: float | None = None,
     ) -> None:
         config = SelectorConfig(
             dt=dt,
@@ -73,6 +78,7 @@ class OnlineSelector:
             target_rate=target_rate,
             history=history,
             min_history=min_history,
+            initial_threshold=initial_threshold,
             max_flags=max_flags,
             per_frames=per_frames,
         )
@@ -82,11 +88,13 @@ class OnlineSelector:
         self._adaptive = (
             AdaptiveThreshold(config.target_rate, config.history) if config.adaptive else None
         )
-        # (frame, z) of frames still needed for smoothing; the last _n_unsmoothed lack zhat
-        self._raw: deque[tuple[int, float]] = deque()
+        # (frame, z, gated) of frames still needed for smoothing; the last _n_unsmoothed
+        # lack zhat
+        self._raw: deque[tuple[int, float, bool]] = deque()
         self._n_unsmoothed = 0
-        # (frame, z, zhat) of frames still needed for decisions; the last _n_undecided wait
-        self._smoothed: deque[tuple[int, float, float]] = deque()
+        # (frame, z, zhat, gated) of frames still needed for decisions; the last
+        # _n_undecided wait
+        self._smoothed: deque[tuple[int, float, float, bool]] = deque()
         self._n_undecided = 0
         self._recent_flags: deque[int] = deque()  # only kept under a budget
         self._last_frame: int | None = None
@@ -124,8 +132,9 @@ class OnlineSelector:
         """Whether :meth:`finish` has been called."""
         return self._finished
 
-    def push(self, frame_index: int, z: float) -> list[Decision]:
-        """Add frame ``frame_index`` with image-level score ``z``.
+    def push(self, frame_index: int, z: float, gated: bool = False) -> list[Decision]:
+        """Add frame ``frame_index`` with image-level score ``z``; ``gated``: the quality
+        gate held the frame back (it will not be flagged).
 
         Returns:
             The decisions that became final with this frame, in frame order: those for
@@ -146,28 +155,35 @@ class OnlineSelector:
                 f"frame {self._last_frame}"
             )
         self._last_frame = frame
-        self._raw.append((frame, score))
+        self._raw.append((frame, score, bool(gated)))
         self._n_unsmoothed += 1
         self._smooth_up_to(frame - self.config.dt)
         return self._decide_up_to(frame - self.config.latency)
 
-    def push_many(self, frame_indices: Iterable[int], z: Iterable[float]) -> list[Decision]:
+    def push_many(
+        self,
+        frame_indices: Iterable[int],
+        z: Iterable[float],
+        gated: Iterable[bool] | None = None,
+    ) -> list[Decision]:
         """Push several frames in order; the same decisions as pushing them one by one.
 
         Args:
             frame_indices: ``[n]`` strictly increasing frame indices.
             z: ``[n]`` their scores.
+            gated: ``[n]`` bool, frames the quality gate held back; default none.
         """
         frames = np.asarray(frame_indices)
         scores = np.asarray(z)
-        if frames.ndim != 1 or scores.shape != frames.shape:
+        held = np.zeros(frames.shape, bool) if gated is None else np.asarray(gated, bool)
+        if frames.ndim != 1 or scores.shape != frames.shape or held.shape != frames.shape:
             raise InvalidInputError(
-                f"frame_indices and z must be 1-D of one length, got shapes "
-                f"{frames.shape} and {scores.shape}"
+                f"frame_indices, z and gated must be 1-D of one length, got shapes "
+                f"{frames.shape}, {scores.shape} and {held.shape}"
             )
         decisions: list[Decision] = []
-        for frame, score in zip(frames.tolist(), scores.tolist(), strict=True):
-            decisions.extend(self.push(frame, score))
+        for frame, score, g in zip(frames.tolist(), scores.tolist(), held.tolist(), strict=True):
+            decisions.extend(self.push(frame, score, g))
         return decisions
 
     def finish(self) -> list[Decision]:
@@ -192,12 +208,12 @@ class OnlineSelector:
         """Give ``zhat`` to every unsmoothed frame with index <= ``limit`` (eq. 6)."""
         raw, weights, dt = self._raw, self._weights, self.config.dt
         while self._n_unsmoothed:
-            t, z_t = raw[len(raw) - self._n_unsmoothed]
+            t, z_t, gated_t = raw[len(raw) - self._n_unsmoothed]
             if t > limit:
                 break
             numerator = denominator = 0.0
             # In increasing frame order, like smooth(): the results are bit-identical.
-            for s, z_s in raw:
+            for s, z_s, _ in raw:
                 if s < t - dt:
                     continue
                 if s > t + dt:
@@ -205,7 +221,7 @@ class OnlineSelector:
                 w = weights[abs(s - t)]
                 numerator += w * z_s
                 denominator += w
-            self._smoothed.append((t, z_t, numerator / denominator))
+            self._smoothed.append((t, z_t, numerator / denominator, gated_t))
             self._n_undecided += 1
             self._n_unsmoothed -= 1
         # The next frame to smooth is the first unsmoothed one, or one not yet pushed.
@@ -220,10 +236,10 @@ class OnlineSelector:
         smoothed = self._smoothed
         decisions: list[Decision] = []
         while self._n_undecided:
-            t, z_t, zhat_t = smoothed[len(smoothed) - self._n_undecided]
+            t, z_t, zhat_t, gated_t = smoothed[len(smoothed) - self._n_undecided]
             if t > limit:
                 break
-            decisions.append(self._decide(t, z_t, zhat_t))
+            decisions.append(self._decide(t, z_t, zhat_t, gated_t))
             self._n_undecided -= 1
         if decisions:
             keep_from = decisions[-1].frame + 1 - self.config.dt1
@@ -231,19 +247,26 @@ class OnlineSelector:
                 smoothed.popleft()
         return decisions
 
-    def _decide(self, t: int, z_t: float, zhat_t: float) -> Decision:
-        """Apply the four rules to frame ``t``; every frame within dt1 is smoothed."""
+    def _decide(self, t: int, z_t: float, zhat_t: float, gated: bool) -> Decision:
+        """Apply the rules to frame ``t``; every frame within dt1 is smoothed."""
         config = self.config
-        local_max = self._is_local_max(t, zhat_t)
+        local_max = not gated and self._is_local_max(t, zhat_t)
         if self._adaptive is not None:
             warming = self._n_decided < config.min_history
-            threshold = math.nan if warming else self._adaptive.value()
+            if not warming:
+                threshold = self._adaptive.value()
+            elif config.initial_threshold is not None:  # the model's shipped threshold
+                threshold, warming = config.initial_threshold, False
+            else:
+                threshold = math.nan
             self._adaptive.observe(zhat_t if local_max else None)
         else:
             warming = False
             threshold = config.threshold  # type: ignore[assignment]  # a float when fixed
         self._n_decided += 1
-        if warming:
+        if gated:
+            reason = Reason.LOW_QUALITY
+        elif warming:
             reason = Reason.WARMING_UP
         elif not zhat_t >= threshold:
             reason = Reason.BELOW_THRESHOLD
@@ -263,11 +286,11 @@ class OnlineSelector:
     def _is_local_max(self, t: int, zhat_t: float) -> bool:
         """``zhat_t`` beats every earlier frame within dt1 and ties or beats every later one."""
         dt1 = self.config.dt1
-        for s, _, zhat_s in self._smoothed:
-            if s < t - dt1:
-                continue
+        for s, _, zhat_s, gated_s in self._smoothed:
             if s > t + dt1:
                 break
+            if s < t - dt1 or gated_s:  # a gated frame cannot be flagged: it blocks nothing
+                continue
             if (s < t and zhat_s >= zhat_t) or (s > t and zhat_s > zhat_t):
                 return False
         return True
@@ -295,6 +318,7 @@ def flag_recording(
     earlier: Iterable[int] = (),
     *,
     frames: Iterable[int] | None = None,
+    gated: Iterable[bool] | None = None,
 ) -> list[Decision]:
     """The online rule over a whole recording at once: one :class:`Decision` per frame.
 
@@ -306,6 +330,7 @@ def flag_recording(
         config: the selector's settings; default ``SelectorConfig()``.
         earlier: frames of this recording uploaded in an earlier cycle (indices >= 0).
         frames: frame indices ``[T]``, strictly increasing; default ``0..T-1``.
+        gated: ``[T]`` bool, frames the quality gate held back; default none.
 
     Returns:
         ``T`` decisions in frame order.
@@ -315,6 +340,6 @@ def flag_recording(
         raise InvalidInputError(f"z must be 1-D [T], got shape {scores.shape}")
     index = np.arange(scores.shape[0]) if frames is None else np.asarray(frames)
     selector = OnlineSelector.from_config(SelectorConfig() if config is None else config, earlier)
-    decisions = selector.push_many(index, scores)
+    decisions = selector.push_many(index, scores, gated)
     decisions.extend(selector.finish())
     return decisions

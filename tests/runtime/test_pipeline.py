@@ -200,3 +200,56 @@ def test_real_video_frames_score_and_vary(pets_video, tiny_model):
         z = np.array([s.z for s in pipeline.score(frames)])
     assert np.isfinite(z).all() and (z > 0).all()
     assert np.unique(np.round(z, 6)).size == len(frames)
+
+
+# ------------------------------------------------- acquisition functions and the gate
+
+
+@pytest.mark.parametrize(
+    "method", ["entropy", "least_confidence", "instance_count", "divergence_count"]
+)
+def test_every_vehicle_acquisition_scores_the_pipelines_probabilities(tiny_model, frames, method):
+    from alscout.runtime.acquisition import AcquisitionConfig, frame_scores, reference_boxes
+
+    config = PipelineConfig(batch_size=3, method=method, radius=4, region=20, count_threshold=0.3)
+    with ScoringPipeline(open_backend(tiny_model, "onnxruntime-cpu"), config) as pipeline:
+        scores = pipeline.score(frames, heatmaps=True)
+        probs = pipeline.probabilities(frames)
+        info = pipeline.model_info
+    boxes = reference_boxes(info.default_boxes, info.input_size)
+    acquisition = AcquisitionConfig(radius=4, region=20, count_threshold=0.3, default_boxes=boxes)
+    want = frame_scores(probs, method, acquisition)
+    np.testing.assert_allclose([s.z for s in scores], want.z, rtol=1e-6)
+    assert all(s.heatmap is not None and s.heatmap.shape == (6, 8) for s in scores)
+    assert all(s.quality is None and not s.gated for s in scores)  # no gate configured
+
+
+def test_unknown_or_training_side_acquisitions_are_refused():
+    with pytest.raises(ConfigError, match="least_confidence"):
+        PipelineConfig(method="margin")
+    with pytest.raises(ConfigError, match="alscout al"):
+        PipelineConfig(method="mc_dropout")
+
+
+def test_the_quality_gate_marks_flat_frames_and_passes_textured_ones(tiny_model):
+    rng = np.random.default_rng(3)
+    blocks = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    textured = cv2.resize(blocks, (160, 120), interpolation=cv2.INTER_NEAREST)  # sharp edges
+    black = np.zeros((120, 160, 3), np.uint8)
+    blurred = cv2.GaussianBlur(textured, (0, 0), 4.0)
+    config = PipelineConfig(batch_size=2, quality=True)
+    with ScoringPipeline(open_backend(tiny_model, "onnxruntime-cpu"), config) as pipeline:
+        scores = pipeline.score([textured, black, blurred])
+        plain = ScoringPipeline(pipeline.backend, PipelineConfig(batch_size=2))
+        ungated = plain.score([textured, black, blurred])
+    assert [s.gated for s in scores] == [False, True, True]
+    assert "dark" in scores[1].low_quality and scores[2].low_quality == ("blurred",)
+    assert all(s.quality is not None for s in scores)
+    # the gate does not change z
+    assert [s.z for s in scores] == [s.z for s in ungated]
+
+
+def test_quality_settings_parse_from_a_table():
+    config = PipelineConfig(quality={"min_sharpness": 0.2})  # type: ignore[arg-type]
+    assert config.quality is not None and config.quality.min_sharpness == 0.2
+    assert PipelineConfig(quality=False).quality is None  # type: ignore[arg-type]

@@ -69,8 +69,7 @@ def test_no_probabilities_leave_the_model_and_numba_is_not_called(scored, frames
     def refuse(*args, **kwargs):
         raise AssertionError("the in-graph path must not score with Numba")
 
-    monkeypatch.setattr("alscout.runtime.pipeline.pixel_scores", refuse)
-    monkeypatch.setattr("alscout.runtime.pipeline.aggregate", refuse)
+    monkeypatch.setattr("alscout.runtime.pipeline.frame_scores", refuse)
     backend = open_backend(scored[0], "onnxruntime-cpu")
     seen: list[dict[str, tuple]] = []
     run = backend.infer_outputs_impl
@@ -208,3 +207,12 @@ def test_backends_without_in_graph_support_say_so(tiny_model):
     backend = ProbsOnly()
     with pytest.raises(BackendUnavailableError, match="cannot run models with the scores"):
         backend.infer_outputs_impl(np.zeros((1, 3, 4, 4), np.float32))
+
+
+@pytest.mark.parametrize("method", ["least_confidence", "instance_count", "divergence_count"])
+def test_a_graph_model_supports_only_its_own_acquisition(scored, method):
+    backend = open_backend(scored[0], "onnxruntime-cpu")
+    config = PipelineConfig(**{**CONFIG.__dict__, "method": method})
+    with pytest.raises(ModelError, match=f"supports only acquisition 'divergence', not '{method}'"):
+        ScoringPipeline(backend, config)
+    assert not backend.is_active

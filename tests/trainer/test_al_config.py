@@ -101,3 +101,20 @@ def test_data_spec_needs_exactly_one_source() -> None:
         DataSpec()
     with pytest.raises(ConfigError, match="exactly one"):
         DataSpec(synth="stills", count=3, annotations=Path("gt.txt"))
+
+
+def test_the_quality_gate_changes_the_digest_only_when_on(tmp_path: Path) -> None:
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    config = load_experiment(_write(tmp_path, MINIMAL))
+    # a run started before the gate existed resumes: the digest is the one without the key
+    values = asdict(config)
+    for key in ("out", "seeds", "methods", "cycles", "threads"):
+        values.pop(key)
+    values["scoring"].pop("quality_gate")
+    text = json.dumps(values, sort_keys=True, default=str)
+    assert config.digest() == hashlib.sha256(text.encode()).hexdigest()[:16]
+    gated = replace(config, scoring=replace(config.scoring, quality_gate=True))
+    assert gated.digest() != config.digest()

@@ -86,3 +86,30 @@ def test_random_ignores_rules_and_labeled() -> None:
 def test_scored_method_needs_scores() -> None:
     with pytest.raises(InvalidInputError, match="needs scores"):
         choose(METHODS["divergence"], 2, _one(10), np.random.default_rng(0), None)
+
+
+def test_gated_frames_are_never_picked_and_block_no_neighbour() -> None:
+    z = np.zeros(40)
+    z[[10, 11, 30]] = [5.0, 4.0, 2.0]
+    picks = choose(METHODS["divergence_no_smoothing"], 2, _one(40), np.random.default_rng(0),
+                   z, NO_SMOOTH, gated=[10])  # fmt: skip
+    assert picks == [11, 30]  # 10 is held back, and does not exclude 11
+    stills = choose(METHODS["entropy"], 2, _one(40), np.random.default_rng(0), z,
+                    video=False, gated=[10, 30])  # fmt: skip
+    assert stills == [11, 0]
+
+
+@pytest.mark.parametrize("name", ["least_confidence", "instance_count", "divergence_count"])
+def test_new_acquisition_methods_are_scored_video_methods(name) -> None:
+    from alscout.runtime.acquisition import ACQUISITIONS
+
+    method = METHODS[name]
+    assert method.scored and method.score in ACQUISITIONS and method.rules and method.smoothing
+
+
+def test_a_method_must_name_a_registered_score() -> None:
+    from alscout.errors import ConfigError
+    from alscout.trainer.al.methods import Method
+
+    with pytest.raises(ConfigError, match="least_confidence"):
+        Method("margin", score="margin")

@@ -56,3 +56,50 @@ def test_spearman_matches_scipy_with_ties() -> None:
     assert np.isnan(spearman(a, np.ones(50)))
     with pytest.raises(InvalidInputError):
         spearman(a, b[:10])
+
+
+def test_score_pool_uses_the_acquisition_registry_and_the_quality_gate(tiny_model, tmp_path):
+    """Every method's z is the runtime registry's score of the pipeline's probabilities,
+    and with the gate on the flat and blurred frames are marked, never the textured."""
+    import cv2
+
+    from alscout.runtime.acquisition import AcquisitionConfig, frame_scores, reference_boxes
+    from alscout.runtime.backends import open_backend
+    from alscout.runtime.pipeline import PipelineConfig, ScoringPipeline
+    from alscout.trainer.al.config import ScoringConfig
+    from alscout.trainer.al.methods import METHODS
+    from alscout.trainer.al.pool import score_pool
+    from alscout.trainer.data.annotations import Dataset
+
+    rng = np.random.default_rng(0)
+    images = []
+    for i in range(6):
+        blocks = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+        image = cv2.resize(blocks, (160, 120), interpolation=cv2.INTER_NEAREST)
+        if i == 2:
+            image = np.zeros_like(image)
+        if i == 4:
+            image = cv2.GaussianBlur(image, (0, 0), 4.0)
+        path = tmp_path / f"{i}.png"
+        cv2.imwrite(str(path), image[:, :, ::-1])
+        images.append((path, image))
+    pool = Dataset([ImageRecord(i, p, 160, 120) for i, (p, _) in enumerate(images)])
+    scoring = ScoringConfig(batch_size=4, radius=3, region=16, quality_gate=True)
+    evaluation = EvaluationConfig()
+    backend = open_backend(tiny_model, "onnxruntime-cpu")
+    config = PipelineConfig(batch_size=4, radius=3, region=16)
+    with ScoringPipeline(backend, config) as pipeline:
+        probs = pipeline.probabilities([image for _, image in images])
+        info = pipeline.model_info
+    boxes = reference_boxes(info.default_boxes, info.input_size)
+    for name in ("least_confidence", "instance_count", "divergence_count", "entropy"):
+        scores = score_pool(tiny_model, pool, range(6), METHODS[name], scoring, evaluation)
+        acquisition = AcquisitionConfig(
+            radius=3, region=16, default_boxes=boxes, candidate_threshold=0.05,
+            count_threshold=0.5,
+        )  # fmt: skip
+        np.testing.assert_allclose(scores.z, frame_scores(probs, name, acquisition).z, rtol=1e-6)
+        assert scores.low_quality == [2, 4]
+    plain = score_pool(tiny_model, pool, range(6), METHODS["divergence"],
+                       ScoringConfig(batch_size=4, radius=3, region=16), evaluation)  # fmt: skip
+    assert plain.gated is None and plain.low_quality == []

@@ -90,7 +90,11 @@ class ScoringConfig:
 
     ``mc_samples``/``mc_rate``: T stochastic passes and the dropout rate of the
     MC-dropout baseline. ``dt``, ``sigma``, ``dt1``, ``dt2``: temporal smoothing and
-    exclusion, in frames. ``batch_size``: frames per inference call.
+    exclusion, in frames. ``batch_size``: frames per inference call. ``quality_gate``:
+    measure each scored pool frame (:mod:`alscout.runtime.quality`, default limits) and
+    never pick the blurred, dark, overexposed or covered ones. The detection-based
+    scores decode detections as ``[evaluation]`` does: candidates above its
+    ``threshold``, instances above its ``error_threshold``, NMS at its ``nms_iou``.
     """
 
     radius: int = 9
@@ -103,8 +107,11 @@ class ScoringConfig:
     sigma: float = 2.5
     dt1: int = 15
     dt2: int = 2
+    quality_gate: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.quality_gate, bool):
+            raise ConfigError(f"quality_gate must be true or false, got {self.quality_gate!r}")
         if self.radius < 0 or self.region < 1 or self.batch_size < 1:
             raise ConfigError("need radius >= 0, region >= 1 and batch_size >= 1")
         if self.mc_samples < 2 or not 0.0 < self.mc_rate < 1.0:
@@ -196,6 +203,8 @@ class ExperimentConfig:
         values = asdict(self)
         for key in ("out", "seeds", "methods", "cycles", "threads"):
             values.pop(key)
+        if not values["scoring"]["quality_gate"]:  # added later: runs without it resume
+            values["scoring"].pop("quality_gate")
         text = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -160,7 +160,10 @@ def _select(
         scores = _score(exp, model, unlabeled, method, current, seed)
     rules = TemporalRules(cfg.scoring.dt, cfg.scoring.sigma, cfg.scoring.dt1, cfg.scoring.dt2)
     z = None if scores is None else np.nan_to_num(scores.z, nan=0.0)
-    picks = choose(method, cfg.budget, exp.sequences, rng, z, rules, earlier, labeled, exp.video)
+    gated = [] if scores is None else scores.low_quality
+    picks = choose(
+        method, cfg.budget, exp.sequences, rng, z, rules, earlier, labeled, exp.video, gated
+    )
     control = select_random(len(exp.pool), cfg.control, rng, labeled=[*labeled, *picks])
     if scores is None:  # random methods: count errors on the chosen frames only
         scores = _score(exp, model, sorted([*picks, *control]), None, current, seed)
@@ -179,6 +182,7 @@ def _select(
         "control_errors": float(np.mean(errors[control])) if control else float("nan"),
         "spearman_z_errors": rank,
         "pick_z": [float(scores.z[p]) for p in picks] if method.scored else [],
+        **({"low_quality": gated} if cfg.scoring.quality_gate else {}),
     }
 
 

@@ -1,14 +1,19 @@
 """Selection methods of the experiments: the paper's, its baselines and its ablations.
 
-A method is a scorer (how a frame's image score z is computed, SPEC §1) and a chooser
-(how b frames are picked from the scores, SPEC §2a). Scorers run in the driver (the
-runtime pipeline); this module only picks, from scores it is given.
+A method is a scorer (how a frame's image score z is computed: an acquisition
+function of :data:`alscout.runtime.acquisition.ACQUISITIONS`, the one registry the
+vehicle shares) and a chooser (how b frames are picked from the scores, SPEC §2a).
+Scorers run in the driver (the runtime pipeline); this module only picks, from scores
+it is given, skipping frames the quality gate held back (``gated``).
 
 | name | score | aggregation | smoothing | temporal rules |
 | --- | --- | --- | --- | --- |
 | divergence | eq. 1-4 | max-pool | yes | yes |
 | entropy | sum_k H(p_k) | max-pool | yes | yes |
 | mc_dropout | MC-dropout divergence | max-pool | yes | yes |
+| least_confidence | max over detections of 1 - max(c, 1 - c) | | yes | yes |
+| instance_count | detections above the count threshold | | yes | yes |
+| divergence_count | divergence x (1 + instance count) | max-pool | yes | yes |
 | divergence_mean | eq. 1-4 | mean | yes | yes |
 | divergence_no_smoothing | eq. 1-4 | max-pool | no | yes |
 | divergence_no_rules | eq. 1-4 | max-pool | yes | no |
@@ -26,7 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alscout.errors import InvalidInputError
+from alscout.errors import ConfigError, InvalidInputError
+from alscout.runtime.acquisition import ACQUISITIONS
 from alscout.runtime.temporal import (
     select_guided_random,
     select_random,
@@ -40,9 +46,10 @@ __all__ = ["Method", "METHODS", "TemporalRules", "choose"]
 
 @dataclass(frozen=True)
 class Method:
-    """``score``: "divergence" | "entropy" | "mc_dropout" | "" (random methods).
-    ``aggregation``: "maxpool" | "mean". ``smoothing``/``rules``: SPEC §2a's steps.
-    ``guided``: for random methods, whether the temporal rules apply."""
+    """``score``: a name of :data:`~alscout.runtime.acquisition.ACQUISITIONS`, or ""
+    (random methods). ``aggregation``: "maxpool" | "mean" (pixel scores).
+    ``smoothing``/``rules``: SPEC §2a's steps. ``guided``: for random methods, whether
+    the temporal rules apply."""
 
     name: str
     score: str = ""
@@ -50,6 +57,13 @@ class Method:
     smoothing: bool = True
     rules: bool = True
     guided: bool = False
+
+    def __post_init__(self) -> None:
+        if self.score and self.score not in ACQUISITIONS:
+            raise ConfigError(
+                f"method {self.name}: unknown score {self.score!r}; choose from "
+                f"{sorted(ACQUISITIONS)}"
+            )
 
     @property
     def scored(self) -> bool:
@@ -63,6 +77,9 @@ METHODS: dict[str, Method] = {
         Method("divergence", score="divergence"),
         Method("entropy", score="entropy"),
         Method("mc_dropout", score="mc_dropout"),
+        Method("least_confidence", score="least_confidence"),
+        Method("instance_count", score="instance_count"),
+        Method("divergence_count", score="divergence_count"),
         Method("divergence_mean", score="divergence", aggregation="mean"),
         Method("divergence_no_smoothing", score="divergence", smoothing=False),
         Method("divergence_no_rules", score="divergence", rules=False),
@@ -92,6 +109,7 @@ def choose(
     earlier: Sequence[int] = (),
     labeled: Sequence[int] = (),
     video: bool = True,
+    gated: Sequence[int] = (),
 ) -> list[int]:
     """Pick up to ``budget`` pool positions with ``method``.
 
@@ -106,6 +124,8 @@ def choose(
         earlier: positions picked in earlier cycles (the dt2 rule).
         labeled: positions already labeled (never picked again).
         video: whether frame order is time; False ignores smoothing and rules.
+        gated: positions the quality gate held back: never picked, and (like labeled
+            frames) they do not keep their neighbours from being picked.
 
     Returns:
         Picked pool positions in pick order.
@@ -114,6 +134,8 @@ def choose(
     n = sum(len(s) for s in sequences)
     if method.scored and (z is None or len(z) != n):
         raise InvalidInputError(f"method {method.name} needs scores z of all {n} pool frames")
+    if gated:
+        labeled = sorted({*(int(p) for p in labeled), *(int(p) for p in gated)})
     if not video:
         if method.scored:
             return select_top(np.asarray(z), budget, labeled=labeled)

@@ -2,9 +2,12 @@
 
 Each cycle's detector is exported to ONNX and scored by
 :class:`~alscout.runtime.pipeline.ScoringPipeline` on ONNX Runtime CPU (resize,
-normalise, double evaluation, SPEC §1 scores). The same forward pass also gives each
-frame's detections, hence its false positives and false negatives against the ground
-truth: what the random control slice and the rank check compare.
+normalise, double evaluation) with the method's acquisition function
+(:mod:`alscout.runtime.acquisition`, the registry the vehicle uses). The same forward
+pass also gives each frame's detections, hence its false positives and false negatives
+against the ground truth: what the random control slice and the rank check compare.
+With ``[scoring] quality_gate`` each scored frame is also measured by the vehicle's
+quality gate, and the frames it holds back are marked (never picked).
 
 MC dropout needs stochastic passes, which an ONNX export (traced in eval mode, dropout
 folded away) cannot give; that baseline runs the PyTorch detector with dropout kept on
@@ -28,6 +31,7 @@ import numpy as np
 from alscout.errors import InvalidInputError
 from alscout.runtime.backends.base import PROBE_SIDE
 from alscout.runtime.pipeline import PipelineConfig, ScoringPipeline
+from alscout.runtime.quality import QualityConfig
 from alscout.trainer.al.config import EvaluationConfig, ScoringConfig
 from alscout.trainer.al.methods import Method
 from alscout.trainer.data.annotations import Dataset, ImageRecord
@@ -48,7 +52,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class PoolScores:
     """Per pool position: ``z [P]`` float64 (NaN where not scored), ``false_positives``
-    and ``false_negatives`` ``[P]`` int64 (-1 where not counted); ``seconds``: wall
+    and ``false_negatives`` ``[P]`` int64 (-1 where not counted), ``gated [P]`` bool
+    (the quality gate held the frame back; None without a gate); ``seconds``: wall
     time of inference and scoring; ``frames``: how many frames went through."""
 
     z: np.ndarray
@@ -56,6 +61,12 @@ class PoolScores:
     false_negatives: np.ndarray
     seconds: float
     frames: int
+    gated: np.ndarray | None = None
+
+    @property
+    def low_quality(self) -> list[int]:
+        """Positions the quality gate held back, increasing."""
+        return [] if self.gated is None else [int(p) for p in np.flatnonzero(self.gated)]
 
     @property
     def errors(self) -> np.ndarray:
@@ -116,12 +127,14 @@ def score_pool(
 
     ``method``: whose image score z to compute (None or a random method: errors only).
     ``checkpoint``: the same detector's checkpoint, needed by "mc_dropout";
-    ``seed`` seeds its dropout masks.
+    ``seed`` seeds its dropout masks. With ``scoring.quality_gate`` the scored frames
+    are measured by the quality gate too (``PoolScores.gated``).
     """
     import numba
 
+    from alscout.runtime.acquisition import frame_scores
     from alscout.runtime.backends.onnxruntime import OnnxRuntimeBackend, OrtOptions
-    from alscout.runtime.scoring import aggregate, image_scores, mc_dropout_scores
+    from alscout.runtime.scoring import aggregate, mc_dropout_scores
     from alscout.trainer.data.images import load_image
 
     # One Numba thread per allowed thread: its OpenMP pool is the one PyTorch uses in
@@ -133,11 +146,18 @@ def score_pool(
     z = np.full(n, np.nan)
     fp = np.full(n, -1, np.int64)
     fn = np.full(n, -1, np.int64)
+    gate = method is not None and method.scored and scoring.quality_gate
+    gated = np.zeros(n, bool) if gate else None
     config = PipelineConfig(
         batch_size=scoring.batch_size,
         double_evaluation=scoring.double_evaluation,
         radius=scoring.radius,
         region=scoring.region,
+        aggregation=method.aggregation if method is not None else "maxpool",
+        candidate_threshold=evaluation.threshold,
+        count_threshold=evaluation.error_threshold,
+        nms_iou=evaluation.nms_iou,
+        quality=QualityConfig() if gate else None,
     )
     backend = OnnxRuntimeBackend(model_path, "cpu", OrtOptions(intra_op_threads=threads))
     mc = None
@@ -150,24 +170,28 @@ def score_pool(
     seconds = 0.0
     with ScoringPipeline(backend, config) as pipeline:
         boxes_640 = _boxes_at_640(pipeline)
+        acquisition = config.acquisition(tuple(boxes_640))
         todo = [int(p) for p in positions]
         for start in range(0, len(todo), scoring.batch_size):
             batch = todo[start : start + scoring.batch_size]
             images = [load_image(pool[p]) for p in batch]
             began = time.perf_counter()
             probs = pipeline.probabilities(images)
-            if method is not None and method.score in ("divergence", "entropy"):
-                z[batch] = image_scores(
-                    probs, scoring.radius, scoring.region, method.score, method.aggregation
-                )
-            elif mc is not None and method is not None:
+            if mc is not None and method is not None:
                 samples = mc.sample(pipeline.preprocess(images), threads)
                 maps = mc_dropout_scores(samples)
                 z[batch] = aggregate(maps, scoring.region, method.aggregation)
+            elif method is not None and method.scored:
+                z[batch] = frame_scores(probs, method.score, acquisition).z
+            if gated is not None and config.quality is not None:
+                for p, quality in zip(batch, pipeline.quality(images) or [], strict=True):
+                    gated[p] = bool(config.quality.failures(quality))
             seconds += time.perf_counter() - began
             for p, maps in zip(batch, probs, strict=True):
                 fp[p], fn[p] = frame_errors(pool[p], maps, boxes_640, evaluation)
-    return PoolScores(z, fp, fn, seconds, len(positions))
+    if gated is not None and gated.any():
+        log.info("quality gate held back %d of %d pool frames", int(gated.sum()), len(todo))
+    return PoolScores(z, fp, fn, seconds, len(positions), gated)
 
 
 def _boxes_at_640(pipeline: ScoringPipeline) -> list[tuple[float, float]]:

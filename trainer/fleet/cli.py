@@ -13,6 +13,8 @@ Examples::
         --registry models/ --base-data data/src/annotations.json --val-data val.json
     torchrun --nproc-per-node 4 -m alscout.apps.cli fleet finetune ...   # 4 GPUs
     alscout fleet publish --registry models/ --model model.onnx --metrics '{"mr_fppi1": 0.3}'
+    alscout fleet publish --registry models/ --model model.onnx \\
+        --calibration-frames drives/day1.mp4 --rates 0.5% 1% 2%   # thresholds shipped
 
 ``ingest`` exits with 1 when it rejected an upload (each is named on stderr; the
 rest are ingested), and with 2 (one line naming the URL, nothing written) when a sink
@@ -128,6 +130,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     publish.add_argument("--model", type=Path, required=True, help="ONNX file (alscout export)")
     publish.add_argument("--metrics", default="{}", help="JSON object of the model's figures")
     publish.add_argument("--notes", default="")
+    publish.add_argument(
+        "--calibration-frames", nargs="+", metavar="SOURCE",
+        help="score these video files or image folders and ship the thresholds of "
+        "--rates in the model (as alscout calibrate)",
+    )  # fmt: skip
+    publish.add_argument(
+        "--rates", nargs="+", default=["0.5%", "1%", "2%"], metavar="RATE",
+        help="target flag rates to calibrate (default 0.5%% 1%% 2%%)",
+    )  # fmt: skip
+    publish.add_argument(
+        "--serve-config", metavar="TOML",
+        help="the server's config file: its [pipeline] and [selector] settings",
+    )  # fmt: skip
+    publish.add_argument("--acquisition", metavar="NAME", help="as alscout serve --acquisition")
+    publish.add_argument(
+        "--quality-gate", action="store_true", default=None, help="as alscout serve --quality-gate"
+    )
+    publish.add_argument(
+        "--calibration-max-frames", type=int, help="score at most this many frames of each"
+    )
 
 
 def _set_help(parser: argparse.ArgumentParser, dest: str, text: str) -> None:
@@ -300,7 +322,8 @@ def _finetune(args: argparse.Namespace) -> int:
 
 def _publish(args: argparse.Namespace) -> int:
     from alscout.runtime.model_registry import ModelRegistry
-    from alscout.trainer.fleet.finetune import publish_model
+    from alscout.runtime.shipped_thresholds import parse_rate
+    from alscout.trainer.fleet.publish import calibrate_model, publish_model
 
     try:
         metrics = json.loads(args.metrics)
@@ -308,8 +331,24 @@ def _publish(args: argparse.Namespace) -> int:
         raise ConfigError(f"--metrics is not JSON: {error}") from None
     if not isinstance(metrics, dict):
         raise ConfigError("--metrics must be a JSON object")
+    calibration = None
+    if args.calibration_frames:
+        calibration = calibrate_model(
+            args.model,
+            args.calibration_frames,
+            [parse_rate(r) for r in args.rates],
+            serve_config=args.serve_config,
+            acquisition=args.acquisition,
+            quality_gate=args.quality_gate,
+            max_frames=args.calibration_max_frames,
+        )
     version = publish_model(
-        ModelRegistry(args.registry), args.model, metrics=metrics, notes=args.notes
-    )
-    sys.stdout.write(f"published version={version.version} path={version.path}\n")
+        ModelRegistry(args.registry), args.model, metrics=metrics, notes=args.notes,
+        calibration=calibration,
+    )  # fmt: skip
+    line = f"published version={version.version} path={version.path}"
+    if calibration is not None:
+        shipped = ", ".join(f"{100 * r:g}% -> {v:.6g}" for r, v in calibration.thresholds)
+        line += f" calibrated on {calibration.frames} frames: {shipped}"
+    sys.stdout.write(line + "\n")
     return 0

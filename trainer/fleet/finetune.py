@@ -7,24 +7,24 @@ the training loop of :mod:`alscout.trainer.training` (one process, or one of a
 torchrun job: pass its :class:`DistContext`); rank 0 then evaluates
 (:func:`evaluate_checkpoint`), exports a verified ONNX file whose metadata version
 is the registry's next version (:func:`export_onnx`) and publishes it
-(:func:`publish_model`). The server picks the new version up by watching the
-registry or by an admin ``ReloadModel`` call.
+(:func:`~alscout.trainer.fleet.publish.publish_model`). The server picks the new
+version up by watching the registry or by an admin ``ReloadModel`` call.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from alscout.errors import ConfigError, DataError, ModelError
+from alscout.errors import DataError
 from alscout.runtime.model_registry import ModelRegistry, ModelVersion
 from alscout.trainer.config import TrainConfig
 from alscout.trainer.data.annotations import Dataset
 from alscout.trainer.distributed import DistContext
 from alscout.trainer.fleet.pool import LabelPool
+from alscout.trainer.fleet.publish import publish_model, stamp_version
 
 __all__ = [
     "FinetuneResult",
@@ -33,6 +33,7 @@ __all__ = [
     "evaluate_checkpoint",
     "export_onnx",
     "publish_model",
+    "stamp_version",
     "finetune_and_publish",
 ]
 
@@ -151,50 +152,6 @@ def export_onnx(
     )
     assert report is not None  # verify=True, the default, always reports
     log.info("exported onnx out=%s version=%s %s", out, version, report.describe())
-    return out
-
-
-def publish_model(
-    registry: ModelRegistry,
-    model_file: str | Path,
-    *,
-    metrics: dict[str, Any],
-    notes: str = "",
-    version: str | None = None,
-) -> ModelVersion:
-    """Publish an ONNX file into the registry (checked against the model contract first).
-
-    The registry's version is the model's version: the copy published carries it in
-    its ``alscout.model_version`` metadata (what ``GetModelInfo`` and every decision
-    report), whatever version the file was exported with. ``version``: take exactly
-    this name; default the next free one (taken again if another publisher wins it).
-    """
-    from alscout.export.onnx import OnnxFromPath
-
-    OnnxFromPath(model_file)()  # raises ModelError naming the file
-    source = Path(model_file)
-    for _ in range(100):
-        name = version or registry.next_version()
-        with tempfile.TemporaryDirectory(prefix="alscout-publish-") as folder:
-            stamped = stamp_version(source, Path(folder) / source.name, name)
-            try:
-                return registry.publish(stamped, metrics=metrics, notes=notes, version=name)
-            except ConfigError:
-                if version is not None:
-                    raise
-                log.info("version taken by another publisher version=%s", name)
-    raise ModelError(f"{registry.root}: could not take a free version number")
-
-
-def stamp_version(model_file: Path, out: Path, version: str) -> Path:
-    """Copy the ONNX file ``model_file`` to ``out`` with metadata version ``version``."""
-    import onnx
-
-    model = onnx.load(str(model_file))
-    props = {prop.key: prop.value for prop in model.metadata_props}
-    props["alscout.model_version"] = version
-    onnx.helper.set_model_props(model, props)
-    out.write_bytes(model.SerializeToString())
     return out
 
 
