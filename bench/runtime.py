@@ -3,7 +3,8 @@
 The real detector (default width, random weights unless --checkpoint is given) scores
 640x480 frames through the full pipeline (resize, normalise, frame + mirror in one
 batch, scoring). PyTorch eager and ONNX Runtime CPU run in the same process at the
-same thread count, and the table ends with their throughput ratio at each batch
+same thread count (``--threads``; 0 lets runtime/threads.py size it, and Numba's
+follows either way), and the table ends with their throughput ratio at each batch
 size. On a machine with an NVIDIA GPU the GPU section adds ONNX Runtime CUDA, the
 TensorRT execution provider and a native TensorRT FP16 engine. ``--ort-variants``
 also times ONNX Runtime's graph-optimisation levels at the largest batch.
@@ -168,7 +169,9 @@ def ort_variants(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (1)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="intra-op threads (1; 0: the thread plan)"
+    )
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="frames per call")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per row")
     parser.add_argument("--width", type=int, default=16, help="detector width (16 = default)")
@@ -181,10 +184,16 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from alscout.runtime.threads import apply_numba_threads, plan_threads
+
+    # inference and Numba scoring threads sized together (runtime/threads.py)
+    plan = plan_threads(inference=args.threads)
+    apply_numba_threads(plan)
+    args.threads = plan.intra_op
     frames, source = load_frames(args.frames, max(args.batches) * (args.repeats + 1))
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
-        f"threads {args.threads}; torch {torch.__version__}; frames: {source}; "
+        f"threads {plan.describe()}; torch {torch.__version__}; frames: {source}; "
         f"{WIDTH}x{HEIGHT}, double evaluation on; detector width {args.width}"
     )
     report: dict[str, Any] = {"threads": args.threads, "width": args.width, "frames": source}

@@ -5,6 +5,8 @@ pipeline does, and yields full batches ``[B, 3, H, W]`` at the model's input siz
 (TensorRT calibrates at one fixed shape, the calibration profile). The
 :func:`make_calibrator` factory wraps them in a TensorRT entropy calibrator, which
 needs tensorrt and cuda-python and is therefore only built when INT8 is asked for.
+ONNX Runtime's INT8 (export/quantize.py) calibrates on the same batches;
+:meth:`CalibrationBatches.held_out` gives the frames of the source it never read.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from alscout.errors import DataError
@@ -82,6 +85,28 @@ class CalibrationBatches:
                 f"{self.source}: fewer than {self.batch_size} frames, not one calibration batch"
             )
 
+    def held_out(self, limit: int) -> list[np.ndarray]:
+        """Up to ``limit`` RGB uint8 frames ``[H, W, 3]`` of the source that calibration
+        never reads: from those after the last frame it may take (``limit * stride``),
+        evenly spread over the rest of the source.
+
+        For verifying a calibrated model on frames it was not calibrated on; spread
+        out, so that a ranking check compares different scenes, not neighbours of one.
+        Raises :class:`DataError` when the source has no frame left.
+        """
+        skip = self.limit * self.stride
+        stride = max(1, (_frame_count(self.source) - skip) // max(1, limit))
+        frames: list[np.ndarray] = []
+        for index, frame in enumerate(iter_frames(self.source, limit=skip + limit * stride)):
+            if index >= skip and (index - skip) % stride == 0:
+                frames.append(frame)
+        if not frames:
+            raise DataError(
+                f"{self.source}: no frames after the {skip} calibration may read; give "
+                "other verification frames or calibrate on fewer (a smaller limit)"
+            )
+        return frames
+
     def digest(self) -> str:
         """Hex SHA-256 naming this calibration set: the files (names, sizes), limit, stride,
         batch size and input size. Goes into the engine cache key."""
@@ -95,6 +120,17 @@ class CalibrationBatches:
             f"{self.limit}:{self.stride}:{self.batch_size}:{self.info.input_size}".encode()
         )
         return digest.hexdigest()
+
+
+def _frame_count(source: Path) -> int:
+    """Frames in a folder, or a video's frame count as its container states it."""
+    if source.is_dir():
+        return len(frame_files(source))
+    capture = cv2.VideoCapture(str(source))
+    try:
+        return int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    finally:
+        capture.release()
 
 
 def make_calibrator(batches: CalibrationBatches, cache_file: str | Path | None = None) -> Any:

@@ -3,7 +3,9 @@
 SPEC §4: an ONNX export must match PyTorch to 1e-4 absolute on random and real
 inputs; a TensorRT engine must match ONNX Runtime within a stated tolerance
 (:data:`ENGINE_TOLERANCES`) and rank frames the same way (the same top-20 frames by
-image score). :func:`compare_backends` is the comparator every pair goes through.
+image score); an ONNX Runtime INT8 model must match its float32 source within
+:data:`INT8_TOLERANCE` and pick the same top-20 frames. :func:`compare_backends` is
+the comparator every pair goes through.
 ``alscout export --atol/--rtol`` set another tolerance; a failure names how many values
 are over it and where the worst one is.
 """
@@ -26,6 +28,7 @@ __all__ = [
     "Mismatch",
     "ONNX_TOLERANCE",
     "ENGINE_TOLERANCES",
+    "INT8_TOLERANCE",
     "Comparison",
     "RankCheck",
     "VerifyReport",
@@ -79,6 +82,12 @@ ENGINE_TOLERANCES = {
     "fp16": Tolerance(max_abs=2e-2, mean_abs=2e-3),
     "int8": Tolerance(max_abs=1.5e-1, mean_abs=1.5e-2, top_overlap=0.8),
 }
+#: ONNX Runtime INT8 (export/quantize.py) vs ONNX Runtime FP32 of the same model. A
+#: logit off by a few 8-bit steps where the sigmoid is steepest moves that pixel's
+#: probability by up to ~0.25 (0.22-0.27 measured on the PETS09 detector, random
+#: inputs and held-out frames), while the mean stays near 1e-4; the ranking must not
+#: move: the same top-20 frames.
+INT8_TOLERANCE = Tolerance(max_abs=0.5, mean_abs=2e-3, top_overlap=1.0)
 
 
 @dataclass(frozen=True)
@@ -166,21 +175,32 @@ class RankCheck:
 
 @dataclass
 class VerifyReport:
-    """All checks of one verification; :meth:`raise_for_failure` turns failures into errors."""
+    """All checks of one verification; :meth:`raise_for_failure` turns failures into errors.
+
+    ``previous``: the verification of the step before, when there was one (the float32
+    model an INT8 one was quantised from); it must pass too. ``notes``: further
+    findings to show (e.g. detection quality), not checks.
+    """
 
     reference: str
     candidate: str
     comparisons: list[Comparison] = field(default_factory=list)
     rankings: list[RankCheck] = field(default_factory=list)
+    previous: VerifyReport | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.comparisons) and all(r.passed for r in self.rankings)
+        previous_ok = self.previous is None or self.previous.passed
+        checks_ok = all(c.passed for c in self.comparisons) and all(r.passed for r in self.rankings)
+        return previous_ok and checks_ok
 
     def describe(self) -> str:
-        lines = [f"{self.candidate} vs {self.reference}:"]
+        lines = [self.previous.describe()] if self.previous is not None else []
+        lines.append(f"{self.candidate} vs {self.reference}:")
         lines += [f"  {c.describe()}" for c in self.comparisons]
         lines += [f"  {r.describe()}" for r in self.rankings]
+        lines += [f"  {note}" for note in self.notes]
         return "\n".join(lines)
 
     def raise_for_failure(self) -> None:

@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from alscout.errors import ConfigError
 from alscout.runtime.decode import warm_up
+from alscout.runtime.threads import apply_numba_threads, plan_threads
 from alscout.server._proto import alscout_pb2, alscout_pb2_grpc
 from alscout.server.config import ServerConfig
 from alscout.server.durable_outbox import DEFAULT_QUOTA_BYTES, DurableOutbox
@@ -166,8 +167,16 @@ def create_server(config: ServerConfig, outbox: Outbox | None = None) -> tuple[S
     tls = None
     if config.tls_cert_file is not None and config.tls_key_file is not None:
         tls = TLSConfig(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file)
-    models = ModelHolder(config.model_path, config.backend, config.threads, config.pipeline)
-    executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="alscout-score")
+    # inference, Numba and worker threads sized together (runtime/threads.py)
+    threads = plan_threads(inference=config.threads, workers=config.workers)
+    log.info("thread plan %s", threads.describe())
+    models = ModelHolder(config.model_path, config.backend, threads.intra_op, config.pipeline)
+    executor = ThreadPoolExecutor(
+        max_workers=threads.workers,
+        thread_name_prefix="alscout-score",
+        initializer=apply_numba_threads,
+        initargs=(threads,),
+    )
     service = ScorerService(models, outbox, executor, config, metrics)
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),

@@ -6,7 +6,8 @@ frame arrived for more to come, and runs the scoring function on them in the thr
 pool; the next batch forms while one runs. The queue is bounded (``max_queue`` frames):
 ``enqueue`` waits for room, which is the backpressure every call feels. Frames whose
 caller has gone (future cancelled) or whose deadline has passed are dropped before
-inference.
+inference. ``max_batch`` and ``max_delay_ms`` come from the batch policy of the
+model's backend, unless the server's settings give them (server/batch_policy.py).
 """
 
 from __future__ import annotations
@@ -101,6 +102,12 @@ class Batcher:
     def start(self) -> None:
         """Start the batcher task (call inside the running event loop)."""
         if self._task is None:
+            log.debug(
+                "batcher started max_batch=%d max_delay_ms=%g max_queue=%d",
+                self.max_batch,
+                1000 * self.max_delay_s,
+                self.max_queue,
+            )
             self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
 
     async def stop(self) -> None:

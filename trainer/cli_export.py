@@ -11,6 +11,10 @@ Examples::
     alscout export pt2 --checkpoint runs/c3/model.pt --out models/ped-c3.pt2
     alscout export onnx --checkpoint runs/c3/model.pt --out models/ped-c3-scored.onnx \\
         --scores-in-graph --radius 9 --region 30 --verify-frames frames/
+    alscout export onnx --checkpoint runs/c3/model.pt --out models/ped-c3-int8.onnx \\
+        --int8 --calibration-frames ../shared/data/pets09_s2l1/vtest.avi \\
+        --quality-data ../shared/data/pets09_s2l1/gt.txt \\
+        --quality-images ../shared/data/pets09_s2l1/vtest.avi --quality-frames 601-795
 
 Every export is verified before it is written: ONNX against PyTorch (1e-4 absolute),
 engines against ONNX Runtime (docs/runtime.md lists the tolerances) and by the top-20
@@ -24,6 +28,17 @@ values there). ``--atol``/``--rtol`` set another per-value tolerance: a value pa
 evaluation inside unless ``--no-double-eval``. The plain export is verified as above,
 then the in-graph one against it plus the Numba scoring (z to 1e-4 relative, the heat
 map to 1e-3 absolute).
+
+``--int8`` writes an ONNX Runtime INT8 model (static QDQ quantisation of the
+convolutions, calibrated on ``--calibration-frames``, the TensorRT INT8 path's kind of
+folder or video; export/quantize.py). The float32 export is verified as above, then
+INT8 against it (probabilities within 0.5 per value and 2e-3 on average, the same
+top-20 frames by z; ``--atol``/``--rtol`` set that tolerance, the float32 step keeps
+1e-4) on held-out frames: ``--verify-frames`` from another source, else the
+calibration source's frames after those calibration reads. With ``--quality-data``
+(and ``--quality-images``/``--quality-frames``) both models' MR@FPPI=1 are compared;
+more than one point lost is a warning and a flag in the model's metadata
+(``alscout.quantization.quality``), not a failure.
 """
 
 from __future__ import annotations
@@ -39,6 +54,7 @@ from alscout.errors import ConfigError, ModelError
 if TYPE_CHECKING:
     from alscout.export.verify import Tolerance
     from alscout.runtime.model_info import GraphScoring
+    from alscout.trainer.checkpoint_export import Int8Export
 
 __all__ = ["configure", "run"]
 
@@ -110,6 +126,60 @@ def _add_scores_in_graph(command: argparse.ArgumentParser) -> None:
     group.add_argument("--keep-probs", action="store_true", default=None, help="also output probs")
 
 
+def _add_int8(command: argparse.ArgumentParser) -> None:
+    from alscout.trainer.cli_train import add_data_arguments
+
+    group = command.add_argument_group(
+        "INT8 (ONNX Runtime)",
+        "a statically quantised model (QDQ: the convolutions but the first and the logits "
+        "in INT8), verified against the float32 export on held-out frames; --quality-* "
+        "name labelled images to compare their MR@FPPI=1 on",
+    )
+    group.add_argument("--int8", action="store_true", help="write an INT8 model")
+    group.add_argument(
+        "--calibration-frames",
+        type=Path,
+        metavar="DIR",
+        help="folder of frames or a video to calibrate on (needed with --int8)",
+    )
+    group.add_argument(
+        "--calibration-limit", type=int, default=256, help="frames to calibrate on (256)"
+    )
+    group.add_argument(
+        "--calibration-stride", type=int, default=1, help="calibrate on every S-th frame (1)"
+    )
+    # an argument group takes the same add_argument calls as the parser it is typed for
+    add_data_arguments(group, prefix="quality-", required=False)  # type: ignore[arg-type]
+
+
+def _int8(args: argparse.Namespace) -> Int8Export | None:
+    """The INT8 settings of ``export onnx``, or None without ``--int8``."""
+    from alscout.export.verify import INT8_TOLERANCE
+    from alscout.trainer.checkpoint_export import Int8Export
+
+    if not getattr(args, "int8", False):
+        if getattr(args, "calibration_frames", None) or getattr(args, "quality_data", None):
+            raise ConfigError("--calibration-frames and --quality-data only apply with --int8")
+        return None
+    if args.calibration_frames is None:
+        raise ConfigError("--int8 needs --calibration-frames (a folder of frames or a video)")
+    quality = None
+    if args.quality_data is not None:
+        from alscout.trainer.cli_train import load_data
+
+        quality = load_data(
+            args.quality_data, args.quality_format, args.quality_images, args.quality_frames
+        )
+    return Int8Export(
+        args.calibration_frames,
+        limit=args.calibration_limit,
+        stride=args.calibration_stride,
+        verify_limit=args.verify_limit,
+        tolerance=_tolerance(args, INT8_TOLERANCE),
+        quality=quality,
+    )
+
+
 _SCORE_FLAGS = {
     "double_eval": "--no-double-eval",
     "method": "--method",
@@ -172,6 +242,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         if name == "onnx":
             command.add_argument("--opset", type=int, default=17, help="ONNX opset (17)")
             _add_scores_in_graph(command)
+            _add_int8(command)
 
     trt = sub.add_parser(
         "trt",
@@ -228,6 +299,9 @@ def run(args: argparse.Namespace) -> int:
 def _frames(args: argparse.Namespace) -> list[Any]:
     if args.verify_frames is None:
         return []
+    calibration = getattr(args, "calibration_frames", None) if getattr(args, "int8", 0) else None
+    if calibration is not None and args.verify_frames.resolve() == calibration.resolve():
+        return []  # the INT8 export takes the frames calibration does not read
     from alscout.export.frames import read_frames
 
     return read_frames(args.verify_frames, limit=args.verify_limit)
@@ -239,6 +313,7 @@ def _from_checkpoint(args: argparse.Namespace) -> str:
     from alscout.trainer.checkpoint_export import export_checkpoint
 
     scoring = _scoring(args)
+    int8 = _int8(args)
     report = export_checkpoint(
         args.checkpoint,
         args.out,
@@ -248,9 +323,11 @@ def _from_checkpoint(args: argparse.Namespace) -> str:
         input_size=args.input_size,
         opset=getattr(args, "opset", DEFAULT_OPSET),  # pt2 has no --opset
         frames=_frames(args),
-        tolerance=_tolerance(args, ONNX_TOLERANCE),
+        # with --int8, --atol/--rtol are INT8's; the float32 step keeps SPEC §4's
+        tolerance=ONNX_TOLERANCE if int8 else _tolerance(args, ONNX_TOLERANCE),
         scores=scoring,
         keep_probs=bool(getattr(args, "keep_probs", False)),
+        int8=int8,
     )
     assert report is not None  # verify=True, the default, always reports
     return f"wrote {args.out}\n{report.describe()}"
