@@ -90,7 +90,8 @@ class ServerConfig:
     call's) until it is scored; no room within ``queue_wait_ms``: RESOURCE_EXHAUSTED.
 
     Batching and flow control (docs/api.md, "Execution"): ``max_batch`` frames per
-    inference batch across streams (None: the pipeline's ``batch_size``), formed within
+    inference batch across streams (None: the backend's batch policy,
+    ``server/batch_policy.py``: 1 on CPU, 8 on GPU), formed within
     ``max_delay_ms`` of its first frame; ``max_queue`` frames may wait for a batch;
     ``max_inflight`` frames of one call may be received and not yet answered, and a
     call that stays at that limit for ``queue_wait_ms`` ends with RESOURCE_EXHAUSTED.
