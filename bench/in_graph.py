@@ -31,22 +31,9 @@ import numpy as np
 from alscout.runtime.backends import Backend, OrtOptions, open_backend
 from alscout.runtime.pipeline import PipelineConfig, ScoringPipeline
 
-DEFAULT_VIDEO = (
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "pets09_s2l1" / "vtest.avi"
-)
-HEIGHT, WIDTH = 480, 640
-
-
-def load_frames(source: Path | None, count: int) -> tuple[list[np.ndarray], str]:
-    """``count`` RGB frames; real ones from a video or folder when there is one."""
-    path = source or DEFAULT_VIDEO
-    if path.exists():
-        from alscout.export.frames import read_frames
-
-        return read_frames(path, limit=count, stride=7), str(path)
-    rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8) for _ in range(count)]
-    return frames, "random noise (no video found)"
+# bench/ is a folder of scripts: run as one, this file's folder is first on sys.path, so
+# `runtime` here is bench/runtime.py, whose frames and sizes this bench shares.
+from runtime import HEIGHT, WIDTH, load_frames
 
 
 def build_models(args: argparse.Namespace, folder: Path) -> tuple[Path, Path]:
