@@ -26,7 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
     parser.add_argument("--backend", help="inference backend (default auto)")
-    parser.add_argument("--threads", type=int, help="inference threads (0: the thread plan, runtime/threads.py)")
+    parser.add_argument("--threads", type=int, help="inference threads (0: the thread plan)")
     parser.add_argument("--workers", type=int, help="threads that decode and score frames")
     parser.add_argument("--outbox", dest="outbox_dir", metavar="DIR", help="flagged frames go here")
     parser.add_argument("--grace", dest="grace_s", type=float, help="seconds to drain at shutdown")
