@@ -82,16 +82,10 @@ def run(args: argparse.Namespace) -> int:
     from alscout.offline.plan import plan_units
     from alscout.offline.run import score_recordings
     from alscout.offline.settings import from_server_config
+    from alscout.server.cli import parse_threshold
     from alscout.server.config import load_config
 
-    threshold = args.threshold
-    if threshold is not None and threshold != "adaptive":
-        try:
-            threshold = float(threshold)
-        except ValueError:
-            raise ConfigError(
-                f"--threshold must be a number or 'adaptive', got {threshold!r}"
-            ) from None
+    threshold = parse_threshold(args.threshold)
     config = load_config(
         args.config,
         env=os.environ,

@@ -90,19 +90,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_threshold(value: str | None) -> float | str | None:
+    """``--threshold`` as the selector takes it: a number, "adaptive", or None (not given)."""
+    from alscout.errors import ConfigError
+
+    if value is None or value == "adaptive":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"--threshold must be a number or 'adaptive', got {value!r}") from None
+
+
 def load_args(args: argparse.Namespace) -> ServerConfig:
     """The configuration these options give: TOML file < environment < options."""
     from alscout.errors import ConfigError
     from alscout.server.config import load_config
 
-    threshold = args.threshold
-    if threshold is not None and threshold != "adaptive":
-        try:
-            threshold = float(threshold)
-        except ValueError:
-            raise ConfigError(
-                f"--threshold must be a number or 'adaptive', got {threshold!r}"
-            ) from None
+    threshold = parse_threshold(args.threshold)
     target_rate = None
     if args.target_rate is not None:
         from alscout.runtime.shipped_thresholds import parse_rate
