@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from alscout.server.cli import TARGET_RATE_HELP
+
 if TYPE_CHECKING:
     from alscout.offline.earlier import EarlierUploads
     from alscout.offline.engine import Engine
@@ -72,6 +74,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", help="inference backend (default auto)")
     parser.add_argument("--threads", type=int, help="inference threads per worker")
     parser.add_argument("--threshold", help="flag threshold: a number or 'adaptive'")
+    parser.add_argument("--target-rate", metavar="RATE", help=TARGET_RATE_HELP)
     parser.add_argument("--context-frames", type=int, help="frames stored before/after a flag")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -82,10 +85,9 @@ def run(args: argparse.Namespace) -> int:
     from alscout.offline.plan import plan_units
     from alscout.offline.run import score_recordings
     from alscout.offline.settings import from_server_config
-    from alscout.server.cli import parse_threshold
+    from alscout.server.cli import selector_overrides
     from alscout.server.config import load_config
 
-    threshold = parse_threshold(args.threshold)
     config = load_config(
         args.config,
         env=os.environ,
@@ -93,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             "model_path": args.model,
             "backend": args.backend,
             "threads": args.threads,
-            "selector.threshold": threshold,
+            **selector_overrides(args.threshold, args.target_rate),
             "context_frames": args.context_frames,
         },
     )

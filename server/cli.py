@@ -10,13 +10,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from alscout.server.app import ScoringServer
     from alscout.server.config import ServerConfig
 
 __all__ = ["configure", "run", "load_args"]
+
+
+#: help of ``--target-rate`` (``alscout serve`` and ``alscout score``)
+TARGET_RATE_HELP = (
+    "flag about this fraction of frames (1%% or 0.01): the adaptive threshold, "
+    "started from the model's shipped threshold for it (alscout calibrate)"
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -34,15 +41,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--threshold",
         help="flag threshold on the smoothed score: a number or 'adaptive'",
     )
-    parser.add_argument(
-        "--target-rate", metavar="RATE",
-        help="flag about this fraction of frames (1%% or 0.01): the adaptive threshold, "
-        "started from the model's shipped threshold for it (alscout calibrate)",
-    )  # fmt: skip
+    parser.add_argument("--target-rate", metavar="RATE", help=TARGET_RATE_HELP)
     parser.add_argument(
         "--acquisition", metavar="NAME",
         help="acquisition function: divergence (default), entropy, least_confidence, "
-        "instance_count, divergence_count (docs/scoring.md)",
+        "instance_count, divergence_count, difficulty (a model with the difficulty head; "
+        "docs/scoring.md)",
     )  # fmt: skip
     parser.add_argument(
         "--quality-gate", action="store_true", default=None,
@@ -102,22 +106,32 @@ def parse_threshold(value: str | None) -> float | str | None:
         raise ConfigError(f"--threshold must be a number or 'adaptive', got {value!r}") from None
 
 
-def load_args(args: argparse.Namespace) -> ServerConfig:
-    """The configuration these options give: TOML file < environment < options."""
-    from alscout.errors import ConfigError
-    from alscout.server.config import load_config
+def selector_overrides(threshold: str | None, target_rate: str | None) -> dict[str, Any]:
+    """``--threshold`` and ``--target-rate`` as config overrides (``serve`` and ``score``).
 
-    threshold = parse_threshold(args.threshold)
-    target_rate = None
-    if args.target_rate is not None:
+    A target rate means the adaptive threshold (started from the model's shipped
+    threshold for that rate), so it cannot go with a numeric ``--threshold``.
+    """
+    from alscout.errors import ConfigError
+
+    parsed = parse_threshold(threshold)
+    rate = None
+    if target_rate is not None:
         from alscout.runtime.shipped_thresholds import parse_rate
 
-        if threshold not in (None, "adaptive"):
+        if parsed not in (None, "adaptive"):
             raise ConfigError(
-                "--target-rate sets the adaptive threshold; drop --threshold "
-                f"{args.threshold} or --target-rate"
+                f"--target-rate sets the adaptive threshold; drop --threshold {threshold} "
+                "or --target-rate"
             )
-        threshold, target_rate = "adaptive", parse_rate(args.target_rate)
+        parsed, rate = "adaptive", parse_rate(target_rate)
+    return {"selector.threshold": parsed, "selector.target_rate": rate}
+
+
+def load_args(args: argparse.Namespace) -> ServerConfig:
+    """The configuration these options give: TOML file < environment < options."""
+    from alscout.server.config import load_config
+
     overrides = {
         "model_path": args.model_path,
         "host": args.host,
@@ -127,8 +141,7 @@ def load_args(args: argparse.Namespace) -> ServerConfig:
         "workers": args.workers,
         "outbox_dir": args.outbox_dir,
         "grace_s": args.grace_s,
-        "selector.threshold": threshold,
-        "selector.target_rate": target_rate,
+        **selector_overrides(args.threshold, args.target_rate),
         "pipeline.method": args.acquisition,
         "pipeline.quality": args.quality_gate,
         "max_batch": args.max_batch,
