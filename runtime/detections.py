@@ -5,7 +5,14 @@ here". A pixel that is a local maximum of its head's map (no larger value in its
 ``(2 r + 1)^2`` neighbourhood, ``r = peak_radius``) and above the threshold becomes a
 box of that head's default size, scaled from 640x480 to the map's size, centred on the
 pixel's centre (``(j + 0.5, i + 0.5)`` in pixel-edge coordinates), clipped to the
-image. Boxes of all heads are then merged by greedy non-maximum suppression.
+image. Boxes of all heads are then merged by greedy non-maximum suppression: a box is
+dropped when its IoU with a kept, higher-scored box exceeds ``nms_iou`` (0.5) or when
+more than ``nms_contained`` (0.65) of its own area lies inside one (intersection over
+the smaller box's area, the ``ovrDnm = 'min'`` overlap of Dollar's ``bbNms``, 0.65 as
+his ACF pedestrian detector uses it). Heads have fixed box sizes, so a smaller head
+firing on a larger person's legs or torso gives a box inside the person's: IoU alone
+(0.43 for a head-4 box centred in a head-3 box) keeps it as a false positive
+(docs/detector.md, "Decoding").
 
 It lives in the runtime so that the vehicle's detection-based acquisition functions
 (:mod:`alscout.runtime.acquisition`) decode exactly as the evaluation does;
@@ -27,6 +34,8 @@ __all__ = [
     "local_maxima",
     "iou_matrix",
     "nms",
+    "NMS_IOU",
+    "NMS_CONTAINED",
     "decode_detections",
 ]
 
@@ -42,6 +51,12 @@ DEFAULT_BOXES: tuple[tuple[float, float], ...] = (
     (80.0, 50.0),
     (55.0, 31.0),
 )
+
+#: NMS drops a box whose IoU with a kept, higher-scored box is above this.
+NMS_IOU = 0.5
+#: NMS drops a box with more than this fraction of its area inside a kept,
+#: higher-scored box (1.0: never; IoU alone, as before 2026-12-02).
+NMS_CONTAINED = 0.65
 
 
 def local_maxima(score_map: np.ndarray, threshold: float, peak_radius: int = 1) -> np.ndarray:
@@ -85,39 +100,62 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+def nms(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    iou_threshold: float,
+    contained_threshold: float = 1.0,
+) -> np.ndarray:
     """Greedy non-maximum suppression: indices kept, highest score first.
 
     ``boxes``: ``[M, 4]`` (x, y, w, h); ``scores``: ``[M]``. A box is dropped when its
-    IoU with a kept, higher-scored box is > ``iou_threshold``. Equal scores keep the
-    lower index first.
+    IoU with a kept, higher-scored box is > ``iou_threshold``, or when the part of its
+    own area inside that box is > ``contained_threshold`` (1.0: never). Equal scores
+    keep the lower index first.
     """
     order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
     keep: list[int] = []
     boxes = np.asarray(boxes, np.float64)
+    areas = boxes[:, 2] * boxes[:, 3]
     while order.size:
         best = int(order[0])
         keep.append(best)
         if order.size == 1:
             break
-        overlaps = iou_matrix(boxes[best], boxes[order[1:]])[0]
-        order = order[1:][overlaps <= iou_threshold]
+        rest = order[1:]
+        overlaps = iou_matrix(boxes[best], boxes[rest])[0]
+        kept = overlaps <= iou_threshold
+        if contained_threshold < 1.0:
+            inside = _intersections(boxes[best], boxes[rest])
+            own = np.divide(inside, areas[rest], out=np.zeros_like(inside), where=areas[rest] > 0)
+            kept &= own <= contained_threshold
+        order = rest[kept]
     return np.asarray(keep, np.int64)
+
+
+def _intersections(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Intersection areas of one ``[4]`` box with ``[M, 4]`` boxes (x, y, w, h)."""
+    iw = np.minimum(box[0] + box[2], others[:, 0] + others[:, 2]) - np.maximum(box[0], others[:, 0])
+    ih = np.minimum(box[1] + box[3], others[:, 1] + others[:, 3]) - np.maximum(box[1], others[:, 1])
+    return np.clip(iw, 0, None) * np.clip(ih, 0, None)
 
 
 def decode_detections(
     probs: np.ndarray,
     default_boxes: Sequence[tuple[float, float]] = DEFAULT_BOXES,
     threshold: float = 0.5,
-    nms_iou: float = 0.5,
+    nms_iou: float = NMS_IOU,
     peak_radius: int = 1,
     max_candidates: int = 5000,
+    nms_contained: float = NMS_CONTAINED,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Boxes and scores from one frame's head maps.
 
     ``probs``: ``[K, H, W]`` probabilities in [0, 1] at the image's resolution.
     ``default_boxes``: K ``(height, width)`` in pixels at 640x480. ``threshold``: a peak
-    must exceed it. ``nms_iou``: IoU above which the lower-scored box is suppressed.
+    must exceed it. ``nms_iou``: IoU above which the lower-scored box is suppressed;
+    ``nms_contained``: the share of its own area inside a higher-scored box above which
+    it is suppressed too (1.0: IoU alone).
     ``max_candidates``: the highest-scored peaks kept before NMS (bounds its cost at
     very low thresholds). Returns ``boxes [M, 4]`` float32 (x, y, w, h) in pixels and
     ``scores [M]`` float32, by decreasing score.
@@ -130,6 +168,8 @@ def decode_detections(
         raise InvalidInputError(f"{K} heads but {len(default_boxes)} default boxes")
     if not 0 <= nms_iou <= 1:
         raise InvalidInputError(f"nms_iou must be in [0, 1], got {nms_iou}")
+    if not 0 <= nms_contained <= 1:
+        raise InvalidInputError(f"nms_contained must be in [0, 1], got {nms_contained}")
     if np.isnan(probs).any():
         raise InvalidInputError("probs contain NaN")
     sx, sy = W / REFERENCE_SIZE[0], H / REFERENCE_SIZE[1]
@@ -150,5 +190,5 @@ def decode_detections(
     if len(scores) > max_candidates:
         top = np.argsort(-scores, kind="stable")[:max_candidates]
         boxes, scores = boxes[top], scores[top]
-    keep = nms(boxes, scores, nms_iou)
+    keep = nms(boxes, scores, nms_iou, nms_contained)
     return boxes[keep].astype(np.float32), scores[keep].astype(np.float32)

@@ -34,8 +34,11 @@ def naive_candidates(
     threshold: float,
     nms_iou: float = 0.5,
     peak_radius: int = 1,
+    nms_contained: float = 0.65,
 ) -> list[float]:
-    """Confidences of the detections kept by greedy NMS, highest first."""
+    """Confidences of the detections kept by greedy NMS, highest first: a box goes when
+    its IoU with a kept one is > ``nms_iou`` or more than ``nms_contained`` of its own
+    area lies inside a kept one."""
     k_heads, h, w = probs.shape
     found: list[tuple[float, tuple[float, float, float, float]]] = []
     for k in range(k_heads):
@@ -60,7 +63,11 @@ def naive_candidates(
     order = sorted(range(len(found)), key=lambda n: -found[n][0])
     kept: list[int] = []
     for n in order:
-        if all(_iou(found[n][1], found[m][1]) <= nms_iou for m in kept):
+        if all(
+            _iou(found[n][1], found[m][1]) <= nms_iou
+            and _inside(found[n][1], found[m][1]) <= nms_contained
+            for m in kept
+        ):
             kept.append(n)
     return [found[n][0] for n in kept]
 
@@ -71,6 +78,14 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     inter = iw * ih
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def _inside(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """The share of box a's area that lies inside box b."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = (a[2] - a[0]) * (a[3] - a[1])
+    return iw * ih / area if area > 0 else 0.0
 
 
 def naive_least_confidence(probs, boxes_640, threshold=0.05, nms_iou=0.5) -> float:

@@ -44,3 +44,50 @@ def test_decode_keeps_the_strongest_of_overlapping_heads():
     boxes, scores = decode_detections(probs, ((100.0, 50.0), (90.0, 45.0)), threshold=0.5)
     assert scores.tolist() == pytest.approx([0.9])
     assert boxes.shape == (1, 4)
+
+
+def _naive_nms(boxes: np.ndarray, scores: np.ndarray, iou: float, contained: float) -> list[int]:
+    """Greedy NMS with both overlap measures, pair by pair in plain Python."""
+
+    def inter(a, b) -> float:
+        w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+        h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+        return max(w, 0.0) * max(h, 0.0)
+
+    keep: list[int] = []
+    for i in sorted(range(len(scores)), key=lambda i: (-scores[i], i)):
+        area = boxes[i][2] * boxes[i][3]
+        if all(
+            inter(boxes[i], boxes[k])
+            / (area + boxes[k][2] * boxes[k][3] - inter(boxes[i], boxes[k]))
+            <= iou
+            and (contained >= 1.0 or inter(boxes[i], boxes[k]) / area <= contained)
+            for k in keep
+        ):
+            keep.append(i)
+    return keep
+
+
+@pytest.mark.parametrize("contained", [0.3, 0.65, 1.0])
+def test_nms_with_containment_equals_the_pairwise_reference(contained):
+    rng = np.random.default_rng(int(contained * 100))
+    for _ in range(10):
+        xy = rng.uniform(0, 100, (40, 2))
+        boxes = np.concatenate([xy, rng.uniform(5, 50, (40, 2))], axis=1)
+        scores = rng.choice([0.2, 0.5, 0.7, 0.9], 40)  # ties included
+        expected = _naive_nms(boxes, scores, 0.5, contained)
+        assert detections.nms(boxes, scores, 0.5, contained).tolist() == expected
+
+
+def test_a_smaller_head_inside_a_person_is_suppressed_by_default():
+    # head 4 (55x31 at 640x480) firing on the legs of a person head 3 (80x50) found
+    probs = np.zeros((5, 480, 640), np.float32)
+    probs[3, 200, 300] = 0.9
+    probs[4, 215, 300] = 0.8  # 15 px lower: its box lies inside the person's
+    _, scores = decode_detections(probs, threshold=0.5)
+    assert scores.tolist() == pytest.approx([0.9])
+    # IoU alone (the decoder before 2026-12-02) keeps it: 0.43 < 0.5
+    _, scores = decode_detections(probs, threshold=0.5, nms_contained=1.0)
+    assert scores.tolist() == pytest.approx([0.9, 0.8])
+    with pytest.raises(detections.InvalidInputError, match="nms_contained"):
+        decode_detections(probs, nms_contained=1.5)

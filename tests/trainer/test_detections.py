@@ -52,7 +52,7 @@ def test_nms_across_heads_and_threshold() -> None:
     boxes, scores = decode_detections(probs, threshold=0.5, nms_iou=0.5)
     assert scores.tolist() == pytest.approx([0.95, 0.6])
     assert boxes[0][3] == pytest.approx(270)
-    boxes, scores = decode_detections(probs, threshold=0.5, nms_iou=0.9)  # both kept
+    boxes, scores = decode_detections(probs, threshold=0.5, nms_iou=0.9, nms_contained=1.0)
     assert scores.tolist() == pytest.approx([0.95, 0.7, 0.6])
     _, scores = decode_detections(probs, threshold=0.8)
     assert scores.tolist() == pytest.approx([0.95])
