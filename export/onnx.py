@@ -2,8 +2,10 @@
 
 ``OnnxFromTorch(model, info)`` traces the module with dynamic N, H, W, fixes K in the
 output's shape, writes the metadata props and checks the result with
-``onnx.checker`` (full check) and strict shape inference. ``OnnxFromPath`` loads and
-checks an existing file; ``SaveOnnx`` writes one atomically.
+``onnx.checker`` (full check) and strict shape inference. A model whose info says
+``difficulty`` (a detector with the learned difficulty head, traced through the
+trainer's ``export_module``) gets the second output ``difficulty [N, 1, H, W]``.
+``OnnxFromPath`` loads and checks an existing file; ``SaveOnnx`` writes one atomically.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from alscout.errors import ModelError
 from alscout.export.loaders import Loader, resolve
 from alscout.runtime.model_info import (
+    DIFFICULTY_NAME,
     HEATMAP_NAME,
     INPUT_NAME,
     OUTPUT_NAME,
@@ -48,11 +51,14 @@ def info_from_detector(
     training_data_digest: str,
     input_size: tuple[int, int] | None = None,
     version: str | None = None,
+    difficulty: bool | None = None,
 ) -> ModelInfo:
     """The metadata of a trainer ``Detector``: its name, version, K and normalisation.
 
     ``input_size`` (height, width) is the training input size (default: the
-    detector's reference size); default boxes are scaled to it.
+    detector's reference size); default boxes are scaled to it. ``difficulty``:
+    whether the export has the ``difficulty`` output (default: whether the detector
+    has the difficulty head; False exports a head's detector with ``probs`` only).
     """
     config = detector.config
     height, width = input_size or config.reference_size
@@ -65,11 +71,17 @@ def info_from_detector(
         input_size=(height, width),
         normalisation=Normalisation(mean=config.mean, std=config.std, scale=1.0 / 255.0),
         training_data_digest=training_data_digest,
+        difficulty=bool(getattr(config, "difficulty_head", False))
+        if difficulty is None
+        else difficulty,
     )
 
 
 class OnnxFromTorch(Loader[Any]):
     """Trace a module ``images [N,3,H,W] -> probs [N,K,H,W]`` to an ``onnx.ModelProto``.
+
+    With ``info.difficulty`` the module returns ``(probs, difficulty [N,1,H,W])``
+    (the trainer's ``DetectorWithDifficulty``) and both become outputs.
 
     ``model``: a torch module, or a loader / function returning one. It is traced in
     eval mode (its mode is restored afterwards) on a zero batch of ``example_batch``
@@ -95,6 +107,7 @@ class OnnxFromTorch(Loader[Any]):
         was_training = module.training
         module.eval()
         buffer = io.BytesIO()
+        outputs = [OUTPUT_NAME, DIFFICULTY_NAME] if self.info.difficulty else [OUTPUT_NAME]
         try:
             with warnings.catch_warnings():
                 # The TorchScript exporter announces its own deprecation on every call.
@@ -111,19 +124,30 @@ class OnnxFromTorch(Loader[Any]):
                     # (dynamo=False) writes to a file object as well
                     buffer,  # type: ignore[arg-type]
                     input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME],
+                    output_names=outputs,
                     opset_version=self.opset,
                     dynamo=False,
-                    dynamic_axes={INPUT_NAME: _DYNAMIC, OUTPUT_NAME: _DYNAMIC},
+                    dynamic_axes={INPUT_NAME: _DYNAMIC} | {name: _DYNAMIC for name in outputs},
                     do_constant_folding=True,
                 )
+        except RuntimeError as error:
+            if "number of output names" not in str(error):
+                raise
+            raise ModelError(
+                f"export of {self.info.name} {self.info.version}: the module gives fewer "
+                f"outputs than {outputs} ({error}); a detector with the difficulty head "
+                "is exported through alscout.trainer.model.export_module"
+            ) from error
         finally:
             module.train(was_training)
         model = onnx.load_from_string(buffer.getvalue())
         # The exporter names K symbolically; the contract (and TensorRT) want it fixed.
-        k_dim = model.graph.output[0].type.tensor_type.shape.dim[1]
-        k_dim.Clear()
-        k_dim.dim_value = self.info.num_heads
+        channels = {OUTPUT_NAME: self.info.num_heads, DIFFICULTY_NAME: 1}
+        for value in model.graph.output:
+            if value.name in channels:
+                dim = value.type.tensor_type.shape.dim[1]
+                dim.Clear()
+                dim.dim_value = channels[value.name]
         onnx.helper.set_model_props(model, self.info.to_metadata())
         model.producer_name = "alscout"
         model.doc_string = f"{self.info.name} {self.info.version}: pedestrian head probabilities"
@@ -178,9 +202,10 @@ def check_onnx(model: Any, *, source: str | Path) -> ModelInfo:
 
     Runs ``onnx.checker`` (full check) and strict shape inference, then checks the one
     input ``images`` float32 ``(N, 3, H, W)`` with dynamic N, H, W and the outputs: one
-    ``probs`` float32 ``(N, K, H, W)``, K equal to the metadata's; or, for a model with
-    the scores inside its graph (``alscout.scores.*`` metadata), ``z`` ``(N,)`` and
-    ``heatmap`` ``(N, h, w)`` float32, then ``probs`` only if kept.
+    ``probs`` float32 ``(N, K, H, W)``, K equal to the metadata's, then, for a model
+    with the difficulty head (``alscout.difficulty``), ``difficulty`` ``(N, 1, H, W)``;
+    or, for a model with the scores inside its graph (``alscout.scores.*`` metadata),
+    ``z`` ``(N,)`` and ``heatmap`` ``(N, h, w)`` float32, then ``probs`` only if kept.
     """
     import onnx
 
@@ -198,14 +223,16 @@ def check_onnx(model: Any, *, source: str | Path) -> ModelInfo:
         raise ModelError(f"{source}: inputs are {[v.name for v in inputs]}, need [{INPUT_NAME!r}]")
     names = [v.name for v in outputs]
     if info.scoring is None:
-        allowed: list[list[str]] = [[OUTPUT_NAME]]
+        allowed: list[list[str]] = [
+            [OUTPUT_NAME, DIFFICULTY_NAME] if info.difficulty else [OUTPUT_NAME]
+        ]
     else:
         allowed = [[Z_NAME, HEATMAP_NAME], [Z_NAME, HEATMAP_NAME, OUTPUT_NAME]]
     if names not in allowed:
         need = " or ".join(str(a) for a in allowed)
         raise ModelError(f"{source}: outputs are {names}, need {need}")
-    ranks = {INPUT_NAME: 4, OUTPUT_NAME: 4, Z_NAME: 1, HEATMAP_NAME: 3}
-    channels = {INPUT_NAME: 3, OUTPUT_NAME: info.num_heads}
+    ranks = {INPUT_NAME: 4, OUTPUT_NAME: 4, Z_NAME: 1, HEATMAP_NAME: 3, DIFFICULTY_NAME: 4}
+    channels = {INPUT_NAME: 3, OUTPUT_NAME: info.num_heads, DIFFICULTY_NAME: 1}
     for value in (inputs[0], *outputs):
         tensor = value.type.tensor_type
         if tensor.elem_type != onnx.TensorProto.FLOAT:

@@ -7,7 +7,8 @@ image score); an ONNX Runtime INT8 model must match its float32 source within
 :data:`INT8_TOLERANCE` and pick the same top-20 frames. :func:`compare_backends` is
 the comparator every pair goes through.
 ``alscout export --atol/--rtol`` set another tolerance; a failure names how many values
-are over it and where the worst one is.
+are over it and where the worst one is. Models that both have the learned difficulty
+head are compared on their ``difficulty`` output too, with the same tolerance.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 from alscout.errors import ConfigError, ModelError
 from alscout.runtime.backends.base import Backend
-from alscout.runtime.model_info import ModelInfo
+from alscout.runtime.model_info import DIFFICULTY_NAME, OUTPUT_NAME, ModelInfo
 from alscout.runtime.pipeline import PipelineConfig, ScoringPipeline
 
 __all__ = [
@@ -227,15 +228,25 @@ def compare_backends(
     candidate: Backend,
     inputs: Iterable[np.ndarray],
     tolerance: Tolerance,
+    output: str = OUTPUT_NAME,
 ) -> Comparison:
     """Run each input ``[B, 3, H, W]`` through both (active) backends and compare their
-    ``probs [B, K, H, W]`` element by element (:class:`Tolerance`)."""
+    ``probs [B, K, H, W]`` element by element (:class:`Tolerance`); ``output``
+    ``"difficulty"`` compares the difficulty maps ``[B, 1, H, W]`` instead."""
+    if output not in (OUTPUT_NAME, DIFFICULTY_NAME):
+        raise ConfigError(f"output must be {OUTPUT_NAME!r} or {DIFFICULTY_NAME!r}, got {output!r}")
+
+    def run(backend: Backend, images: np.ndarray) -> np.ndarray:
+        if output == DIFFICULTY_NAME:
+            return backend.infer_with_difficulty(images)[1].astype(np.float64)
+        return backend.infer(images).astype(np.float64)
+
     max_abs, total, count, batches, over = 0.0, 0.0, 0, 0, 0
     worst: Mismatch | None = None
     worst_excess = -np.inf
     for images in inputs:
-        ref = reference.infer(images).astype(np.float64)
-        cand = candidate.infer(images).astype(np.float64)
+        ref = run(reference, images)
+        cand = run(candidate, images)
         diff = np.abs(ref - cand)
         # NaN differences count as infinitely far off.
         excess = np.nan_to_num(diff - tolerance.rtol * np.abs(ref), nan=np.inf) - tolerance.max_abs
@@ -303,6 +314,18 @@ def verify_export(
     report.comparisons.append(
         compare_backends("random inputs", reference, candidate, inputs, tolerance)
     )
+    difficulty = reference.model_info.difficulty and candidate.model_info.difficulty
+    if difficulty:
+        report.comparisons.append(
+            compare_backends(
+                "random inputs, difficulty",
+                reference,
+                candidate,
+                inputs,
+                tolerance,
+                DIFFICULTY_NAME,
+            )
+        )
     if len(frames) > 0:
         config = pipeline_config or PipelineConfig()
         ref_pipe = ScoringPipeline(reference, config)
@@ -312,6 +335,17 @@ def verify_export(
         report.comparisons.append(
             compare_backends("real frames", reference, candidate, batches, tolerance)
         )
+        if difficulty:
+            report.comparisons.append(
+                compare_backends(
+                    "real frames, difficulty",
+                    reference,
+                    candidate,
+                    batches,
+                    tolerance,
+                    DIFFICULTY_NAME,
+                )
+            )
         if len(frames) >= 2:
             ref_z = [s.z for s in ref_pipe.score(frames)]
             cand_z = [s.z for s in cand_pipe.score(frames)]

@@ -14,6 +14,9 @@ states each definition.
   detections' confidences ``c_i``, 0 without any;
 - ``instance_count``: detections with confidence > ``count_threshold``;
 - ``divergence_count``: ``divergence * (1 + instance_count)``;
+- ``difficulty``: the learned difficulty map (DEAL; a model with the difficulty head,
+  ``ModelInfo.difficulty``) reduced like the pixel scores, region max-pool (or mean);
+  its scorer reads ``difficulty [N, 1, H, W]`` instead of the probabilities;
 - ``mc_dropout``: training side only, T stochastic passes of the PyTorch detector.
 
 Detections are decoded as the evaluation decodes them (:mod:`alscout.runtime.detections`:
@@ -29,7 +32,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from alscout.errors import ConfigError, InvalidInputError
-from alscout.runtime.detections import DEFAULT_BOXES, REFERENCE_SIZE, decode_detections
+from alscout.runtime.detections import (
+    DEFAULT_BOXES,
+    NMS_CONTAINED,
+    NMS_IOU,
+    REFERENCE_SIZE,
+    decode_detections,
+)
 from alscout.runtime.scoring import (
     AGGREGATIONS,
     aggregate,
@@ -62,7 +71,7 @@ class AcquisitionConfig:
     detection of ``least_confidence`` (0.05: the evaluation's curve threshold).
     ``count_threshold``: a detection above it counts as an instance (0.5: the threshold
     the per-frame errors of ``alscout al`` are counted at). ``nms_iou``,
-    ``peak_radius``: the decoder's.
+    ``nms_contained``, ``peak_radius``: the decoder's.
     """
 
     radius: int = 9
@@ -71,8 +80,9 @@ class AcquisitionConfig:
     default_boxes: tuple[tuple[float, float], ...] = DEFAULT_BOXES
     candidate_threshold: float = 0.05
     count_threshold: float = 0.5
-    nms_iou: float = 0.5
+    nms_iou: float = NMS_IOU
     peak_radius: int = 1
+    nms_contained: float = NMS_CONTAINED
 
     def __post_init__(self) -> None:
         for name, minimum in (("radius", 0), ("region", 1), ("peak_radius", 0)):
@@ -83,7 +93,7 @@ class AcquisitionConfig:
             raise ConfigError(
                 f"aggregation must be one of {sorted(AGGREGATIONS)}, got {self.aggregation!r}"
             )
-        for name in ("candidate_threshold", "count_threshold", "nms_iou"):
+        for name in ("candidate_threshold", "count_threshold", "nms_iou", "nms_contained"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}")
@@ -119,12 +129,15 @@ class Acquisition:
     ``pixel_method``: the pixel score of :func:`~alscout.runtime.scoring.pixel_scores`
     whose aggregate z is, or None when z is not an aggregate of a score map (such a
     method cannot use a model with the scores inside its graph).
+    ``needs_difficulty``: the scorer reads the model's learned difficulty maps
+    ``[N, 1, H, W]`` (``frame_scores(..., difficulty=...)``) instead of ``probs``.
     """
 
     name: str
     summary: str
     score: Scorer | None
     pixel_method: str | None = None
+    needs_difficulty: bool = False
 
     @property
     def on_vehicle(self) -> bool:
@@ -184,7 +197,12 @@ def _detections(
             f"{len(config.default_boxes)} default boxes (the model's metadata gives them)"
         )
     return decode_detections(
-        probs, config.default_boxes, threshold, config.nms_iou, config.peak_radius
+        probs,
+        config.default_boxes,
+        threshold,
+        config.nms_iou,
+        config.peak_radius,
+        nms_contained=config.nms_contained,
     )
 
 
@@ -207,6 +225,16 @@ def _divergence_count(batch: np.ndarray, config: AcquisitionConfig) -> Acquisiti
     divergence = _pixel("divergence")(batch, config)  # checks the values
     counts = np.asarray([_count_of(frame, config) for frame in batch], np.float64)
     return AcquisitionScores(divergence.z * (1.0 + counts), divergence.maps)
+
+
+def _difficulty(batch: np.ndarray, config: AcquisitionConfig) -> AcquisitionScores:
+    """``batch``: difficulty maps ``[N, 1, H, W]`` in [0, 1] (not probabilities)."""
+    maps = checked_probabilities(batch, "difficulty")
+    if maps.shape[1] != 1:
+        raise InvalidInputError(f"difficulty must be [N, 1, H, W], got shape {maps.shape}")
+    maps = np.ascontiguousarray(maps[:, 0], dtype=np.float32)
+    z = np.asarray(aggregate(maps, config.region, config.aggregation), np.float64)
+    return AcquisitionScores(z.reshape(-1), maps)
 
 
 #: Every acquisition function by name (docs/scoring.md, "Acquisition functions").
@@ -237,6 +265,12 @@ ACQUISITIONS: dict[str, Acquisition] = {
             _divergence_count,
         ),
         Acquisition(
+            "difficulty",
+            "learned difficulty map (DEAL) of a model with the difficulty head, max-pooled",
+            _difficulty,
+            needs_difficulty=True,
+        ),
+        Acquisition(
             "mc_dropout",
             "MC dropout: T stochastic passes of the PyTorch detector (alscout al only)",
             None,
@@ -263,7 +297,11 @@ def get_acquisition(name: str, *, vehicle: bool = False) -> Acquisition:
 
 
 def frame_scores(
-    probs: np.ndarray, method: str = "divergence", config: AcquisitionConfig | None = None
+    probs: np.ndarray,
+    method: str = "divergence",
+    config: AcquisitionConfig | None = None,
+    *,
+    difficulty: np.ndarray | None = None,
 ) -> AcquisitionScores:
     """Score frames with the acquisition function ``method``.
 
@@ -271,20 +309,43 @@ def frame_scores(
         probs: ``[K, H, W]`` or ``[N, K, H, W]`` probabilities in [0, 1].
         method: a name of :data:`VEHICLE_ACQUISITIONS`.
         config: its settings; default :class:`AcquisitionConfig()`.
+        difficulty: the same frames' learned difficulty maps ``[1, H, W]`` or
+            ``[N, 1, H, W]`` in [0, 1] (a model with the difficulty head); needed by
+            ``difficulty``, ignored by the others.
 
     Returns:
         ``z [N]`` float64 and maps ``[N, H, W]`` float32 (N = 1 for one frame).
     """
     entry = get_acquisition(method, vehicle=True)
     assert entry.score is not None  # on_vehicle
-    batch = np.asarray(probs)
-    if batch.ndim == 3:
-        batch = batch[np.newaxis]
-    elif batch.ndim != 4:
-        raise InvalidInputError(
-            f"probs must have rank 3 [K,H,W] or 4 [N,K,H,W], got shape {batch.shape}"
-        )
+    batch = _rank4(probs, "probs", "K")
+    if entry.needs_difficulty:
+        if difficulty is None:
+            raise InvalidInputError(
+                f"acquisition {method!r} needs the difficulty maps [N, 1, H, W] of a model "
+                "with the learned difficulty head (difficulty=...)"
+            )
+        maps = _rank4(difficulty, "difficulty", "1")
+        n, _, h, w = batch.shape
+        if maps.shape != (n, 1, h, w):
+            raise InvalidInputError(
+                f"difficulty {maps.shape} does not fit probs {batch.shape}: need {(n, 1, h, w)}"
+            )
+        batch = maps
     return entry.score(batch, config or AcquisitionConfig())
+
+
+def _rank4(values: np.ndarray, name: str, channels: str) -> np.ndarray:
+    """``[C, H, W]`` -> ``[1, C, H, W]``; ``[N, C, H, W]`` as it is; other ranks refused."""
+    batch = np.asarray(values)
+    if batch.ndim == 3:
+        return batch[np.newaxis]
+    if batch.ndim != 4:
+        raise InvalidInputError(
+            f"{name} must have rank 3 [{channels},H,W] or 4 [N,{channels},H,W], got shape "
+            f"{batch.shape}"
+        )
+    return batch
 
 
 def reference_boxes(

@@ -14,6 +14,11 @@ SPEC §4) outputs ``z`` and ``heatmap`` (and ``probs`` only on request) instead 
 ``probs``, and carries the settings its graph computes them with in the
 ``alscout.scores.*`` keys (:class:`GraphScoring`).
 
+A model with the learned difficulty head (DEAL, docs/detector.md) has a second output
+``difficulty`` float32 ``(N, 1, H, W)`` in [0, 1] after ``probs``, and says so in the
+optional key ``alscout.difficulty`` = ``"true"`` (:attr:`ModelInfo.difficulty`); a
+model without the head carries no such key, so its metadata is as before.
+
 A calibrated model (``alscout calibrate``, ``alscout fleet publish
 --calibration-frames``) carries the thresholds on the smoothed score that flagged given
 fractions of a calibration set, with the settings they hold for, in the
@@ -40,6 +45,8 @@ __all__ = [
     "OUTPUT_NAME",
     "Z_NAME",
     "HEATMAP_NAME",
+    "DIFFICULTY_NAME",
+    "DIFFICULTY_KEY",
     "METADATA_KEYS",
     "SCORING_KEYS",
     "CALIBRATION_KEY",
@@ -57,6 +64,10 @@ OUTPUT_NAME = "probs"
 #: outputs of a model with the scores inside its graph
 Z_NAME = "z"
 HEATMAP_NAME = "heatmap"
+#: second output of a model with the learned difficulty head
+DIFFICULTY_NAME = "difficulty"
+#: optional key: "true" for a model with the ``difficulty`` output
+DIFFICULTY_KEY = "alscout.difficulty"
 
 #: Every key a model must carry; values are strings (JSON where structured).
 METADATA_KEYS = (
@@ -332,7 +343,8 @@ class ModelInfo:
     ``source_sha256``: of the ONNX file it was built from (equal for ONNX models).
     ``scoring``: the settings of the scores inside the model's graph, or None for a
     model that outputs ``probs`` only. ``calibration``: the model's shipped flag
-    thresholds, or None for a model not calibrated.
+    thresholds, or None for a model not calibrated. ``difficulty``: the model also
+    outputs the learned difficulty map ``difficulty [N, 1, H, W]`` (after ``probs``).
     """
 
     name: str
@@ -347,6 +359,7 @@ class ModelInfo:
     file_format: str = "onnx"
     scoring: GraphScoring | None = None
     calibration: FlagCalibration | None = None
+    difficulty: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or not self.version:
@@ -361,6 +374,11 @@ class ModelInfo:
             raise ModelError(f"input_size must be (height, width) >= 1, got {self.input_size}")
         if not self.training_data_digest:
             raise ModelError("training_data_digest must not be empty")
+        if self.difficulty and self.scoring is not None:
+            raise ModelError(
+                "a model with the scores inside its graph has no difficulty output "
+                "(export the difficulty model without --scores-in-graph)"
+            )
         boxes = tuple((float(h), float(w)) for h, w in self.default_boxes)
         object.__setattr__(self, "default_boxes", boxes)
         object.__setattr__(self, "input_size", (int(self.input_size[0]), int(self.input_size[1])))
@@ -370,6 +388,8 @@ class ModelInfo:
         scoring = self.scoring.to_metadata() if self.scoring is not None else {}
         if self.calibration is not None:
             scoring = scoring | {CALIBRATION_KEY: self.calibration.to_json()}
+        if self.difficulty:
+            scoring = scoring | {DIFFICULTY_KEY: "true"}
         return scoring | {
             "alscout.contract": CONTRACT_VERSION,
             "alscout.model_name": self.name,
@@ -420,6 +440,8 @@ class ModelInfo:
             scoring = GraphScoring.from_metadata(metadata, source=source)
             key = CALIBRATION_KEY
             calibration = FlagCalibration.from_json(metadata[key]) if key in metadata else None
+            key = DIFFICULTY_KEY
+            difficulty = {"true": True, "false": False}[metadata.get(key, "false")]
             return cls(
                 name=metadata["alscout.model_name"],
                 version=metadata["alscout.model_version"],
@@ -433,6 +455,7 @@ class ModelInfo:
                 file_format=file_format,
                 scoring=scoring,
                 calibration=calibration,
+                difficulty=difficulty,
             )
         except ModelError as error:
             if str(error).startswith(f"{source}: "):

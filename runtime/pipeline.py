@@ -13,6 +13,11 @@ A model with the scores inside its graph (``ModelInfo.scoring``) does the mirror
 scoring and heat map itself: the pipeline then takes its ``z`` and ``heatmap``, and
 neither probabilities nor Numba scoring are involved. Its settings must equal the
 pipeline's (:data:`SCORING_PATHS`, :meth:`ScoringPipeline.scoring_path`).
+
+The ``difficulty`` acquisition function reads the learned difficulty map of a model
+with the difficulty head (``ModelInfo.difficulty``), mirrors merged as the
+probabilities are; a model without that output, or with the scores inside its graph,
+is refused with a :class:`ConfigError` when the pipeline is built.
 """
 
 from __future__ import annotations
@@ -178,6 +183,9 @@ class ScoringPipeline:
         self.config = config or PipelineConfig()
         self.model_info: ModelInfo = backend.model_info
         self.input_size: tuple[int, int] = self.config.input_size or self.model_info.input_size
+        self._needs_difficulty = get_acquisition(self.config.method).needs_difficulty
+        if self._needs_difficulty:
+            _check_difficulty(backend.source, self.model_info, self.config.method)
         if self.model_info.scoring is not None:
             _check_graph_method(backend.source, self.model_info.scoring, self.config.method)
             _check_graph_scoring(backend.source, self.model_info.scoring, self.config.scoring)
@@ -245,6 +253,19 @@ class ScoringPipeline:
                 return self.backend.infer(inputs)
         return self._infer(inputs)
 
+    def maps(
+        self, images: Sequence[np.ndarray], difficulty: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Head probabilities ``[N, K, H, W]`` and, with ``difficulty``, the learned
+        difficulty maps ``[N, 1, H, W]`` (else None), at the input size, mirrors merged
+        if on; one inference. ``difficulty`` needs a model with the difficulty head
+        (else :class:`ConfigError`) and without the scores inside its graph.
+        """
+        if not difficulty:
+            return self.probabilities(images), None
+        _check_difficulty(self.backend.source, self.model_info, "difficulty")
+        return self._infer_maps(self.preprocess(images), True)
+
     def score(self, images: Sequence[np.ndarray], heatmaps: bool = False) -> list[FrameScore]:
         """Score RGB uint8 frames ``[H_i, W_i, 3]`` (any sizes); one result per frame."""
         if isinstance(images, np.ndarray) and images.ndim == 3:
@@ -267,9 +288,11 @@ class ScoringPipeline:
             cells = out.heatmap if heatmaps else None
             inferred = scored = time.perf_counter()
         else:
-            probs = self._infer(self.preprocess(images))
+            probs, difficulty = self._infer_maps(self.preprocess(images), self._needs_difficulty)
             inferred = time.perf_counter()
-            scores = frame_scores(probs, self.config.method, self._acquisition)
+            scores = frame_scores(
+                probs, self.config.method, self._acquisition, difficulty=difficulty
+            )
             z = scores.z
             cells = block_max(scores.maps, self.config.heatmap_stride) if heatmaps else None
             scored = time.perf_counter()
@@ -300,14 +323,26 @@ class ScoringPipeline:
         return [measure_quality(_check_frame(img, i), gate) for i, img in enumerate(images)]
 
     def _infer(self, inputs: np.ndarray) -> np.ndarray:
+        return self._infer_maps(inputs, False)[0]
+
+    def _infer_maps(
+        self, inputs: np.ndarray, difficulty: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and (``difficulty``) difficulty maps, mirrors merged if on."""
         n = inputs.shape[0]
         if self.config.double_evaluation:
             inputs = np.concatenate([inputs, inputs[..., ::-1]])
+        maps: np.ndarray | None = None
         with self._lock:
-            probs = self.backend.infer(inputs)
+            if difficulty:
+                probs, maps = self.backend.infer_with_difficulty(inputs)
+            else:
+                probs = self.backend.infer(inputs)
         if self.config.double_evaluation:
-            return merge_mirrored(probs[:n], probs[n:])
-        return probs
+            probs = merge_mirrored(probs[:n], probs[n:])
+            if maps is not None:
+                maps = merge_mirrored(maps[:n], maps[n:])
+        return probs, maps
 
 
 def resize_frame(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -332,6 +367,22 @@ def block_max(maps: np.ndarray, stride: int) -> np.ndarray:
     padded[:, :h, :w] = maps
     blocks = padded.reshape(n, rows, stride, cols, stride)
     return blocks.max(axis=(2, 4))
+
+
+def _check_difficulty(source: str, info: ModelInfo, method: str) -> None:
+    """Refuse a model that cannot give the learned difficulty map ``method`` reads."""
+    if info.scoring is not None:
+        raise ConfigError(
+            f"{source}: acquisition {method!r} reads the model's learned difficulty map, but "
+            "this model computes its scores inside its graph and outputs no difficulty map: "
+            "serve the model exported without --scores-in-graph"
+        )
+    if not info.difficulty:
+        raise ConfigError(
+            f"{source}: acquisition {method!r} needs a model with the learned difficulty head "
+            "(output 'difficulty'); this model has none. Train it with [detector] "
+            "difficulty_head = true and export it again, or choose another --acquisition"
+        )
 
 
 def _check_graph_method(source: str, model: GraphScoring, method: str) -> None:

@@ -3,6 +3,10 @@
 The one path from ``last.pt`` to a deployable file, used by ``alscout export``, the
 fleet's finetune-and-publish and the active-learning driver. Nothing is written at
 ``out`` unless the file was saved whole and, when asked, verified.
+
+A detector with the learned difficulty head exports its ``difficulty`` output too
+(ONNX and .pt2; verified like ``probs``), except with the scores inside the graph,
+which compute the pixel score from ``probs`` alone: that export leaves the head out.
 """
 
 from __future__ import annotations
@@ -100,7 +104,8 @@ def export_checkpoint(
         scores: ONNX only: put the scores inside the graph with these settings
             (``alscout export onnx --scores-in-graph``); the plain model is exported
             and verified first, then the in-graph one is verified against it plus
-            Numba scoring (``scores_tolerance``: SPEC §4's z to 1e-4 relative).
+            Numba scoring (``scores_tolerance``: SPEC §4's z to 1e-4 relative). A
+            difficulty head is left out of such an export.
         keep_probs: with ``scores``, keep ``probs`` as a third output.
         int8: ONNX only: quantise the verified float32 model to INT8 (QDQ), verify it
             against float32 (:data:`INT8_TOLERANCE`, on ``frames`` or, without them,
@@ -115,6 +120,7 @@ def export_checkpoint(
     from alscout.runtime.backends import open_backend
     from alscout.runtime.backends.torch_reference import TorchBackend
     from alscout.trainer.checkpoint import load_checkpoint
+    from alscout.trainer.model import export_module
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose from {sorted(FORMATS)}")
@@ -135,23 +141,32 @@ def export_checkpoint(
     if input_size is None and state.train is not None:
         input_size = state.train.input_size
     detector = state.build_model()
+    # The in-graph scores read probs only; such a model carries no difficulty output.
+    difficulty = detector.has_difficulty and scores is None
+    if detector.has_difficulty and not difficulty:
+        log.info("export with scores in the graph: the difficulty head is left out")
+    module = export_module(detector) if difficulty else detector
     info = info_from_detector(
-        detector, training_data_digest=digest, input_size=input_size, version=version
+        detector,
+        training_data_digest=digest,
+        input_size=input_size,
+        version=version,
+        difficulty=difficulty,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     report: VerifyReport | ScoresReport | None = None
     with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
         staged = Path(scratch) / f"model.{fmt}"
         if fmt == "onnx":
-            SaveOnnx(OnnxFromTorch(detector, info, opset=opset), staged)()
+            SaveOnnx(OnnxFromTorch(module, info, opset=opset), staged)()
         else:
             from alscout.export.pt2 import ProgramFromTorch, SaveProgram
 
-            SaveProgram(ProgramFromTorch(detector, info), info, staged)()
+            SaveProgram(ProgramFromTorch(module, info), info, staged)()
         if int8 is not None and verify and not frames:
             frames = _held_out(int8, info)
         if verify:
-            reference = TorchBackend(detector, info, source=str(checkpoint))
+            reference = TorchBackend(module, info, source=str(checkpoint))
             with reference, open_backend(staged, FORMATS[fmt]) as candidate:
                 report = verify_export(reference, candidate, tolerance, frames=list(frames))
             report.raise_for_failure()

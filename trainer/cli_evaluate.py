@@ -19,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from alscout.runtime.detections import NMS_CONTAINED, NMS_IOU
 from alscout.trainer.cli_train import add_data_arguments, load_data, parse_size
 
 __all__ = ["configure", "run"]
@@ -34,7 +35,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threshold", type=float, default=0.05, help="lowest peak kept (default 0.05)"
     )
-    parser.add_argument("--nms-iou", type=float, default=0.5, help="NMS overlap (default 0.5)")
+    parser.add_argument(
+        "--nms-iou", type=float, default=NMS_IOU,
+        help=f"NMS drops a box whose IoU with a higher-scored one is above this ({NMS_IOU})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--nms-contained", type=float, default=NMS_CONTAINED, metavar="F",
+        help="NMS also drops a box with more than F of its area inside a higher-scored one "
+        f"(default {NMS_CONTAINED}; 1: IoU alone, the decoder before 2026-12-02)",
+    )  # fmt: skip
     parser.add_argument("--mirror", action="store_true", help="average with the mirrored image")
     parser.add_argument(
         "--zoom",
@@ -84,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=not args.no_progress,
         zoom=args.zoom,
+        nms_contained=args.nms_contained,
     )
     if args.out_json:
         result.to_json(args.out_json)

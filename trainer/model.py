@@ -24,12 +24,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from alscout.errors import ConfigError, InvalidInputError
+from alscout.runtime.detections import NMS_CONTAINED, NMS_IOU
 from alscout.trainer.evaluation.detections import DEFAULT_BOXES as PAPER_DEFAULT_BOXES
 
 __all__ = [
     "DetectorConfig",
     "Detector",
     "DetectorLogits",
+    "DetectorDifficultyLogits",
+    "DetectorWithDifficulty",
+    "export_module",
     "normalise",
     "predict_probs",
     "detect",
@@ -52,6 +56,9 @@ class DetectorConfig:
     images scaled to [0, 1]. ``dropout``: rate used in training (0 = none); MC
     dropout may use another rate at inference. ``norm``: "group" (batch-independent,
     so data-parallel runs equal single-process runs) or "batch".
+    ``difficulty_head``: add the learned difficulty head (DEAL; :class:`Detector`,
+    docs/detector.md): a light branch on the finest decoder level that predicts where
+    the detector errs, exported as a second output ``difficulty``.
     """
 
     width: int = 16
@@ -67,6 +74,7 @@ class DetectorConfig:
     std: tuple[float, float, float] = _IMAGENET_STD
     name: str = "alscout-pedestrian"
     version: str = "0"
+    difficulty_head: bool = False
 
     def __post_init__(self) -> None:
         # Values that arrive from JSON or TOML come as lists; store tuples.
@@ -95,6 +103,10 @@ class DetectorConfig:
             raise ConfigError(f"norm must be 'group' or 'batch', got {self.norm!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ConfigError("mean and std need 3 values (RGB) and std must be > 0")
+        if not isinstance(self.difficulty_head, bool):
+            raise ConfigError(
+                f"difficulty_head must be true or false, got {self.difficulty_head!r}"
+            )
 
     @property
     def decoder_width(self) -> int:
@@ -113,7 +125,11 @@ class DetectorConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DetectorConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`.
+
+        Missing keys keep their defaults: checkpoints written before a field existed
+        (``difficulty_head``) still load, as detectors without it.
+        """
         known = set(cls.__dataclass_fields__)
         unknown = set(values) - known
         if unknown:
@@ -191,6 +207,17 @@ class Detector(nn.Module):
 
     ``forward(images [N, 3, H, W] float32, normalised) -> probs [N, K, H, W]`` in
     [0, 1], at the input's resolution, for any H, W >= 1 (32 and up is sensible).
+
+    With ``config.difficulty_head`` a second branch (DEAL's difficulty head) reads the
+    finest decoder level: a 3x3 convolution to ``decoder_width // 4`` channels (at
+    least 4), ReLU, a 1x1 convolution to one logit, upsampled bilinearly to the input
+    size like the heads; its sigmoid ``difficulty [N, 1, H, W]`` says how likely the
+    detector errs at each pixel (:mod:`alscout.trainer.difficulty` makes its target).
+    Its input is **detached**: the difficulty loss trains the branch only and never
+    reaches the encoder-decoder, so a detector with the head learns exactly the
+    weights it would learn without it (the acquisition function must not change the
+    model it scores). :meth:`forward` still returns ``probs`` only;
+    :meth:`forward_with_difficulty` returns both from one pass.
     """
 
     def __init__(self, config: DetectorConfig | None = None) -> None:
@@ -223,6 +250,19 @@ class Detector(nn.Module):
         assert self.logits.bias is not None  # Conv2d's default bias=True
         # Start near the N2P prior (1 positive per 15 negatives) so early steps are calm.
         nn.init.constant_(self.logits.bias, -float(np.log(15.0)))
+        # Built last, so the detector's own layers draw the same initial weights with or
+        # without it (under the same torch seed).
+        self.difficulty: nn.Sequential | None = None
+        if config.difficulty_head:
+            hidden = max(4, d // 4)
+            self.difficulty = nn.Sequential(
+                nn.Conv2d(d, hidden, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(hidden, 1, 1)
+            )
+
+    @property
+    def has_difficulty(self) -> bool:
+        """Whether the model has the learned difficulty head."""
+        return self.difficulty is not None
 
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Decoder maps, coarsest first: K tensors ``[N, D, H / 2**(K+1-k), ...]``."""
@@ -243,17 +283,42 @@ class Detector(nn.Module):
 
     def forward_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, K, H, W]`` at the input's resolution (before the sigmoid)."""
+        return self._head_logits(self.features(images), images.shape[-2:])
+
+    def _head_logits(self, decoded: list[torch.Tensor], size: Sequence[int]) -> torch.Tensor:
         maps = [
             self.logits(block(self.dropout(f)))
-            for block, f in zip(self.blocks, self.features(images), strict=True)
+            for block, f in zip(self.blocks, decoded, strict=True)
         ]
-        size = images.shape[-2:]
         up = [F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps]
         return torch.cat(up, dim=1)
+
+    def forward_logits_with_difficulty(
+        self, images: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Head logits ``[N, K, H, W]`` and difficulty logits ``[N, 1, H, W]``, one pass.
+
+        The difficulty branch reads the finest decoder level *detached* (no gradient
+        flows from it into the encoder-decoder) and without dropout. Needs the head.
+        """
+        if self.difficulty is None:
+            raise InvalidInputError(
+                "this detector has no difficulty head (DetectorConfig.difficulty_head)"
+            )
+        decoded = self.features(images)
+        size = images.shape[-2:]
+        difficulty = self.difficulty(decoded[-1].detach())
+        up = F.interpolate(difficulty, size=size, mode="bilinear", align_corners=False)
+        return self._head_logits(decoded, size), up
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Probabilities ``[N, K, H, W]`` in [0, 1]; one sigmoid per head."""
         return torch.sigmoid(self.forward_logits(images))
+
+    def forward_with_difficulty(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``probs [N, K, H, W]`` and ``difficulty [N, 1, H, W]``, both in [0, 1], one pass."""
+        logits, difficulty = self.forward_logits_with_difficulty(images)
+        return torch.sigmoid(logits), torch.sigmoid(difficulty)
 
     def enable_mc_dropout(self, enabled: bool = True, rate: float | None = None) -> None:
         """Keep dropout active at inference (MC dropout, SPEC §1) or switch it back off.
@@ -342,6 +407,42 @@ class DetectorLogits(nn.Module):
         return self.detector.forward_logits(images)
 
 
+class DetectorDifficultyLogits(nn.Module):
+    """:class:`DetectorLogits` for a detector with the difficulty head:
+    ``forward(images) -> (logits [N, K, H, W], difficulty logits [N, 1, H, W])``."""
+
+    def __init__(self, detector: Detector) -> None:
+        super().__init__()
+        if not detector.has_difficulty:
+            raise InvalidInputError("DetectorDifficultyLogits needs a detector with the head")
+        self.detector = detector
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.detector.forward_logits_with_difficulty(images)
+
+
+class DetectorWithDifficulty(nn.Module):
+    """The module exported for a detector with the difficulty head:
+    ``forward(images) -> (probs [N, K, H, W], difficulty [N, 1, H, W])``, the ONNX
+    outputs ``probs`` and ``difficulty``."""
+
+    def __init__(self, detector: Detector) -> None:
+        super().__init__()
+        if not detector.has_difficulty:
+            raise InvalidInputError("DetectorWithDifficulty needs a detector with the head")
+        self.detector = detector
+        self.config = detector.config
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.detector.forward_with_difficulty(images)
+
+
+def export_module(detector: Detector) -> nn.Module:
+    """What an export traces: the detector itself (``probs``), or, with the difficulty
+    head, :class:`DetectorWithDifficulty` (``probs`` and ``difficulty``)."""
+    return DetectorWithDifficulty(detector) if detector.has_difficulty else detector
+
+
 def normalise(images: np.ndarray | torch.Tensor, config: DetectorConfig) -> torch.Tensor:
     """uint8 RGB ``[N, H, W, 3]`` (or one ``[H, W, 3]``) -> float32 ``[N, 3, H, W]``.
 
@@ -390,14 +491,16 @@ def detect(
     images: Sequence[np.ndarray],
     input_size: tuple[int, int] | None = None,
     threshold: float = 0.05,
-    nms_iou: float = 0.5,
+    nms_iou: float = NMS_IOU,
     mirror: bool = False,
+    nms_contained: float = NMS_CONTAINED,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Pedestrian boxes in uint8 RGB ``[H, W, 3]`` images of one size (SPEC §3, "Detections").
 
     Each image is resized to ``input_size`` (height, width) when given, run through
     the model, decoded (local maxima of each head above ``threshold`` become boxes
-    of the head's default size, merged with NMS at ``nms_iou``), and the boxes are
+    of the head's default size, merged with NMS at ``nms_iou`` and ``nms_contained``:
+    :func:`~alscout.runtime.detections.decode_detections`), and the boxes are
     scaled back to the image's pixels. Returns per image ``(boxes [M, 4] float32
     (x, y, w, h), scores [M] float32)``, by decreasing score.
     """
@@ -417,6 +520,8 @@ def detect(
     scale = np.array([width / in_w, height / in_h, width / in_w, height / in_h], np.float32)
     out = []
     for maps in probs:
-        boxes, scores = decode_detections(maps, boxes_640, threshold, nms_iou)
+        boxes, scores = decode_detections(
+            maps, boxes_640, threshold, nms_iou, nms_contained=nms_contained
+        )
         out.append((boxes * scale, scores))
     return out

@@ -390,6 +390,12 @@ class TrainingSet(torch.utils.data.Dataset):
             self.resized(index)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        image, boxes, rng = self.augmented(index)
+        return self.item(image, boxes, rng, index)
+
+    def augmented(self, index: int) -> tuple[np.ndarray, tuple, np.random.Generator]:
+        """Image ``index`` and its boxes after this epoch's augmentation, and the
+        generator :meth:`item` draws the sampled negatives from next."""
         image, boxes = self.resized(index)
         config = self.config
         rng = np.random.default_rng([config.seed, self.epoch, index])
@@ -397,6 +403,13 @@ class TrainingSet(torch.utils.data.Dataset):
             image, boxes = hflip(image, boxes)
         if self.augment and (config.scale_aug or config.photometric > 0):
             image, boxes = self._scale_and_colour(image, boxes, index)
+        return image, boxes, rng
+
+    def item(
+        self, image: np.ndarray, boxes: tuple, rng: np.random.Generator, index: int
+    ) -> dict[str, Any]:
+        """The item of an augmented image: labels, sampled loss mask, boxes per head."""
+        config = self.config
         height, width = config.input_size
         labels = make_targets(boxes, height, width, self.detector, config.targets)
         mask = sample_pixels(labels, config.n2p, config.min_negatives, rng)

@@ -8,6 +8,13 @@ and a resumed run the same as an uninterrupted one.
 
 The loss per head is the logistic loss summed over the sampled pixels of the whole
 global batch and divided by their global count; the heads' losses are summed.
+
+A detector with the difficulty head (``DetectorConfig.difficulty_head``) also learns
+where it errs: each step decodes the batch's detached head probabilities, draws the
+error mask of every image and adds the head's balanced loss
+(:mod:`alscout.trainer.difficulty`). The head reads detached features, so this loss
+changes the head alone: the detector's weights come out as without it. The mask is
+deterministic, so resumed runs stay exact.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from alscout.errors import ConfigError
+from alscout.errors import ConfigError, InvalidInputError
+from alscout.runtime.detections import NMS_CONTAINED, NMS_IOU
 from alscout.trainer import checkpoint as ckpt
 from alscout.trainer.config import TrainConfig
 from alscout.trainer.data.annotations import Dataset
@@ -37,6 +45,11 @@ from alscout.trainer.data.augment import zoom as zoom_image
 from alscout.trainer.data.augment import zoom_boxes
 from alscout.trainer.data.filters import BoxFilter, filter_dataset
 from alscout.trainer.data.images import load_image
+from alscout.trainer.difficulty import (
+    DifficultyTrainingSet,
+    balanced_difficulty_loss,
+    error_masks,
+)
 from alscout.trainer.distributed import (
     DistContext,
     all_reduce_sum,
@@ -45,7 +58,14 @@ from alscout.trainer.distributed import (
     wrap_model,
 )
 from alscout.trainer.evaluation.caltech import EvalResult, evaluate_records
-from alscout.trainer.model import Detector, DetectorConfig, DetectorLogits, detect, normalise
+from alscout.trainer.model import (
+    Detector,
+    DetectorConfig,
+    DetectorDifficultyLogits,
+    DetectorLogits,
+    detect,
+    normalise,
+)
 from alscout.trainer.targets import POSITIVE, TrainingSet
 
 __all__ = [
@@ -81,11 +101,16 @@ class EpochStats:
     seconds: float
     head_boxes: tuple[int, ...] = ()
     head_positives: tuple[int, ...] = ()
+    difficulty_loss: float | None = None
+    error_fraction: float | None = None
 
     def to_dict(self) -> dict[str, float | int | list[int]]:
         """Plain values; ``head_boxes`` (boxes that trained each head) and
-        ``head_positives`` (positive pixels per head) become lists."""
-        values = dict(self.__dict__)
+        ``head_positives`` (positive pixels per head) become lists.
+        ``difficulty_loss`` (the difficulty head's balanced loss, mean over steps) and
+        ``error_fraction`` (share of pixels in its error masks) only for a detector
+        with that head."""
+        values = {k: v for k, v in self.__dict__.items() if v is not None}
         values["head_boxes"] = list(self.head_boxes)
         values["head_positives"] = list(self.head_positives)
         return values
@@ -179,15 +204,18 @@ def train_one_epoch(
     """One pass over ``loader`` (whose sampler and dataset already know ``epoch``).
 
     ``scaler`` is given for mixed precision on CUDA only. Raises
-    :class:`FloatingPointError` when a loss is not finite.
+    :class:`FloatingPointError` when a loss is not finite. A detector with the
+    difficulty head trains it too; its batches then need ``truth``
+    (:class:`~alscout.trainer.difficulty.DifficultyTrainingSet`).
     """
     if isinstance(model, Detector):
-        model = DetectorLogits(model)
+        model = DetectorDifficultyLogits(model) if model.has_difficulty else DetectorLogits(model)
     model.train()
     device = context.device
     config: DetectorConfig = _unwrap(model).config
     start = time.perf_counter()
     totals = torch.zeros(5, dtype=torch.float64)  # loss * steps, prob sums (4)
+    difficulty = torch.zeros(3, dtype=torch.float64)  # loss * steps, error pixels, pixels
     heads = torch.zeros(2, config.num_heads, dtype=torch.float64)  # boxes, positive pixels
     size = (0, 0)
     steps = 0
@@ -201,14 +229,33 @@ def train_one_epoch(
         lr = optimizer.param_groups[0]["lr"]
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.float16, enabled=scaler is not None):
-            logits = model(images)
+            outputs = model(images)
+        logits, difficulty_logits = outputs if isinstance(outputs, tuple) else (outputs, None)
         loss = sampled_logistic_loss(logits, labels, mask, counts.to(logits.device))
         global_loss = all_reduce_sum(loss.detach().double(), context)
         if not math.isfinite(float(global_loss)):
             raise FloatingPointError(f"loss is {float(global_loss)} at epoch {epoch + 1}")
+        total = loss
+        if difficulty_logits is not None:
+            errors = _error_targets(logits, batch, config)
+            error_counts = all_reduce_sum(
+                torch.stack([errors.sum(), (~errors).sum()]).double(), context
+            )
+            difficulty_loss = balanced_difficulty_loss(
+                difficulty_logits, errors, error_counts.to(logits.device)
+            )
+            global_difficulty = all_reduce_sum(difficulty_loss.detach().double(), context)
+            if not math.isfinite(float(global_difficulty)):
+                raise FloatingPointError(
+                    f"difficulty loss is {float(global_difficulty)} at epoch {epoch + 1}"
+                )
+            difficulty += torch.stack(
+                [global_difficulty, error_counts[0], error_counts.sum()]
+            ).cpu()
+            total = loss + difficulty_loss
         # Data-parallel averages gradients over processes; scaling by the world size
         # makes the result the gradient of the global-batch loss.
-        scaled = loss * context.world_size
+        scaled = total * context.world_size
         if scaler is not None:
             scaler.scale(scaled).backward()
             scaler.step(optimizer)
@@ -225,6 +272,12 @@ def train_one_epoch(
         size = (int(images.shape[-2]), int(images.shape[-1]))
         bar.set_postfix(loss=f"{float(global_loss):.4f}")
     stats = _stats(epoch, totals, steps, lr, time.perf_counter() - start, heads)
+    if _unwrap(model).has_difficulty:
+        stats = replace(
+            stats,
+            difficulty_loss=float(difficulty[0]) / max(steps, 1),
+            error_fraction=float(difficulty[1] / difficulty[2].clamp(min=1)),
+        )
     if context.is_main:
         log.info(
             "epoch=%d loss=%.5f p_pos=%.3f p_neg=%.3f lr=%.2e seconds=%.1f",
@@ -235,6 +288,13 @@ def train_one_epoch(
             stats.lr,
             stats.seconds,
         )
+        if stats.difficulty_loss is not None:
+            log.info(
+                "epoch=%d difficulty_loss=%.5f error_fraction=%.4f",
+                epoch + 1,
+                stats.difficulty_loss,
+                stats.error_fraction,
+            )
         log.info(
             "epoch=%d head_boxes=%s head_positives=%s",
             epoch + 1,
@@ -243,6 +303,22 @@ def train_one_epoch(
         )
         _warn_starved_heads(stats, config, size)
     return stats
+
+
+def _error_targets(
+    logits: torch.Tensor, batch: dict[str, Any], config: DetectorConfig
+) -> torch.Tensor:
+    """Error masks ``[N, 1, H, W]`` bool (on the logits' device) of this process's share
+    of a batch, from the head probabilities of this very forward pass, detached
+    (:func:`~alscout.trainer.difficulty.error_masks`)."""
+    if "truth" not in batch:
+        raise InvalidInputError(
+            "training the difficulty head needs batches with ground truth "
+            "(alscout.trainer.difficulty.DifficultyTrainingSet)"
+        )
+    with torch.no_grad():
+        probs = torch.sigmoid(logits.detach().float()).cpu().numpy()
+    return torch.from_numpy(error_masks(probs, batch["truth"].numpy(), config)).to(logits.device)
 
 
 def _stats(
@@ -297,12 +373,13 @@ def evaluate(
     dataset: Dataset,
     input_size: tuple[int, int],
     threshold: float = 0.05,
-    nms_iou: float = 0.5,
+    nms_iou: float = NMS_IOU,
     mirror: bool = False,
     paper_filters: bool = True,
     batch_size: int = 8,
     progress: bool = False,
     zoom: float = 1.0,
+    nms_contained: float = NMS_CONTAINED,
 ) -> tuple[EvalResult, list[tuple[np.ndarray, np.ndarray]]]:
     """Detect on every image and score with the Caltech protocol (LAMR, MR at FPPI 1).
 
@@ -313,8 +390,9 @@ def evaluate(
     filtered datasets. ``zoom``: first zoom every image about its centre
     (``augment.zoom``, as training does: > 1 crops and enlarges, < 1 shrinks onto a
     canvas; ground truth follows, boxes cut to under half their area become ignore),
-    to check robustness to scale. Returns the result and the per-image detections
-    (in the zoomed images' pixels).
+    to check robustness to scale. ``nms_iou``, ``nms_contained``: the decoder's NMS
+    (:func:`~alscout.runtime.detections.decode_detections`). Returns the result and
+    the per-image detections (in the zoomed images' pixels).
     """
     if zoom != 1.0:
         dataset = Dataset(
@@ -334,7 +412,9 @@ def evaluate(
     pending: list[np.ndarray] = []
 
     def flush() -> None:
-        detections.extend(detect(model, pending, input_size, threshold, nms_iou, mirror))
+        detections.extend(
+            detect(model, pending, input_size, threshold, nms_iou, mirror, nms_contained)
+        )
         pending.clear()
 
     for record in tqdm(dataset, desc="detect", disable=not progress):
@@ -398,14 +478,17 @@ def fit(
     net = Detector(detector)
     if start_weights is not None:
         net.load_state_dict(start_weights)
-    model = wrap_model(DetectorLogits(net), context)
+    wrapper = DetectorDifficultyLogits(net) if net.has_difficulty else DetectorLogits(net)
+    model = wrap_model(wrapper, context)
     digest = ckpt.dataset_digest(dataset, weights)
     if state is not None and state.data_digest and state.data_digest != digest:
         raise ConfigError(
             f"{resume} was trained on other data (digest {state.data_digest}, given "
             f"{digest}); resume with the same dataset, or start a new run with --init"
         )
-    train_set = TrainingSet(dataset, detector, config, augment=True)
+    # A difficulty head learns from the augmented ground truth too (its error masks).
+    set_type = DifficultyTrainingSet if detector.difficulty_head else TrainingSet
+    train_set = set_type(dataset, detector, config, augment=True)
     if config.cache_images:  # before the loader: forked workers inherit the cache
         train_set.preload(progress and context.is_main)
     loader = make_loader(

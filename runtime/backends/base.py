@@ -11,6 +11,11 @@ A model with the scores inside its graph (``ModelInfo.scoring`` set) outputs ``z
 and ``heatmap`` (and ``probs`` only if it was exported with them):
 :meth:`Backend.infer_scores` runs it through ``infer_outputs_impl``, which the
 backends able to run such models implement.
+
+A model with the learned difficulty head (``ModelInfo.difficulty``) outputs
+``difficulty [N, 1, H, W]`` after ``probs``: :meth:`Backend.infer` still returns
+``probs`` alone, :meth:`Backend.infer_with_difficulty` both (through
+``infer_outputs_impl`` as well).
 """
 
 from __future__ import annotations
@@ -25,7 +30,14 @@ from types import TracebackType
 import numpy as np
 
 from alscout.errors import BackendUnavailableError, InvalidInputError, ModelError
-from alscout.runtime.model_info import HEATMAP_NAME, INPUT_NAME, OUTPUT_NAME, Z_NAME, ModelInfo
+from alscout.runtime.model_info import (
+    DIFFICULTY_NAME,
+    HEATMAP_NAME,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    Z_NAME,
+    ModelInfo,
+)
 
 __all__ = ["TensorMeta", "GraphScores", "Backend", "check_io_contract"]
 
@@ -160,6 +172,45 @@ class Backend(abc.ABC):
             )
         return probs
 
+    def infer_with_difficulty(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run a model with the learned difficulty head (``ModelInfo.difficulty``).
+
+        ``images``: ``[N, 3, H, W]`` float32, normalised as :attr:`model_info` says.
+        Returns ``probs [N, K, H, W]`` and ``difficulty [N, 1, H, W]``, float32 in
+        [0, 1]. A model without the head raises :class:`ModelError`.
+        """
+        if not self.model_info.difficulty:
+            raise ModelError(
+                f"{self.source}: this model has no {DIFFICULTY_NAME!r} output (no learned "
+                "difficulty head; train with [detector] difficulty_head = true and export again)"
+            )
+        self._check_images(images)
+        outputs = self.infer_outputs_impl(np.ascontiguousarray(images))
+        problem = self._difficulty_problem(images.shape, outputs)
+        if problem:
+            raise ModelError(f"{self.source}: {problem}")
+        return outputs[OUTPUT_NAME], outputs[DIFFICULTY_NAME]
+
+    def _difficulty_problem(
+        self, shape: tuple[int, ...], outputs: dict[str, np.ndarray]
+    ) -> str | None:
+        """How a difficulty model's outputs for an input of ``shape`` break the contract."""
+        n, _, h, w = shape
+        expected = {
+            OUTPUT_NAME: (n, self.model_info.num_heads, h, w),
+            DIFFICULTY_NAME: (n, 1, h, w),
+        }
+        for name, want in expected.items():
+            array = outputs.get(name)
+            if array is None:
+                return f"the model returned no {name!r} output"
+            if array.shape != want or array.dtype != np.float32:
+                return (
+                    f"output {name} {array.dtype} {array.shape} breaks the model contract "
+                    f"(expected float32 {want})"
+                )
+        return None
+
     def infer_scores(self, images: np.ndarray) -> GraphScores:
         """Run a model with the scores inside its graph.
 
@@ -226,7 +277,7 @@ class Backend(abc.ABC):
         shape = self.probe_shape()
         images = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
         try:
-            if self.scores_in_graph:
+            if self.scores_in_graph or self.model_info.difficulty:
                 outputs = self.infer_outputs_impl(images)
             else:
                 outputs = {OUTPUT_NAME: self.infer_impl(images)}
@@ -239,6 +290,13 @@ class Backend(abc.ABC):
         if self.scores_in_graph:
             self._probe_scores(shape, outputs)
             return
+        if self.model_info.difficulty:
+            problem = self._difficulty_problem(shape, outputs)
+            if problem:
+                raise ModelError(f"{self.source}: probe inference on {shape}: {problem}")
+            difficulty = outputs[DIFFICULTY_NAME]
+            if not np.isfinite(difficulty).all() or difficulty.min() < 0 or difficulty.max() > 1:
+                raise ModelError(f"{self.source}: the difficulty output is not in [0, 1]")
         probs = outputs[OUTPUT_NAME]
         n, _, h, w = shape
         k = self.model_info.num_heads
@@ -285,11 +343,12 @@ class Backend(abc.ABC):
     def infer_outputs_impl(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """``images [N, 3, H, W]`` float32 C-contiguous -> every output, by name.
 
-        Backends that run models with the scores inside the graph override this.
+        Backends that run models with the scores inside the graph, or with the
+        difficulty output, override this.
         """
         raise BackendUnavailableError(
-            f"backend {self.name} cannot run models with the scores inside the graph "
-            f"({self.source}); use an onnxruntime backend"
+            f"backend {self.name} cannot run models with the scores inside the graph or with "
+            f"a difficulty output ({self.source}); use an onnxruntime backend"
         )
 
 
@@ -298,9 +357,10 @@ def check_io_contract(
 ) -> tuple[TensorMeta, TensorMeta]:
     """Check a model's inputs and outputs against SPEC §4; return (input, first output) meta.
 
-    A plain model has one output ``probs [N, K, H, W]``; one with the scores inside its
-    graph (``info.scoring``) has ``z [N]`` and ``heatmap [N, h, w]``, then ``probs``
-    only if kept. Raises :class:`ModelError` naming ``source`` and the first mismatch.
+    A plain model has one output ``probs [N, K, H, W]``, then ``difficulty
+    [N, 1, H, W]`` when ``info.difficulty``; one with the scores inside its graph
+    (``info.scoring``) has ``z [N]`` and ``heatmap [N, h, w]``, then ``probs`` only if
+    kept. Raises :class:`ModelError` naming ``source`` and the first mismatch.
     """
     if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
         names = [t.name for t in inputs]
@@ -308,7 +368,13 @@ def check_io_contract(
             f"{source}: model inputs are {names}; the contract needs one {INPUT_NAME!r}"
         )
     names = [t.name for t in outputs]
-    if info.scoring is None:
+    if info.scoring is None and info.difficulty:
+        if names != [OUTPUT_NAME, DIFFICULTY_NAME]:
+            raise ModelError(
+                f"{source}: model outputs are {names}; a model with the difficulty head (its "
+                f"metadata says so) needs {[OUTPUT_NAME, DIFFICULTY_NAME]}"
+            )
+    elif info.scoring is None:
         if names != [OUTPUT_NAME]:
             raise ModelError(
                 f"{source}: model outputs are {names}; the contract needs one {OUTPUT_NAME!r}"
@@ -318,7 +384,7 @@ def check_io_contract(
             f"{source}: model outputs are {names}; a model with scores in its graph (its "
             f"metadata says so) needs {[Z_NAME, HEATMAP_NAME]}, then {OUTPUT_NAME!r} if kept"
         )
-    ranks = {INPUT_NAME: 4, OUTPUT_NAME: 4, Z_NAME: 1, HEATMAP_NAME: 3}
+    ranks = {INPUT_NAME: 4, OUTPUT_NAME: 4, Z_NAME: 1, HEATMAP_NAME: 3, DIFFICULTY_NAME: 4}
     image = inputs[0]
     for meta in (image, *outputs):
         if meta.dtype != "float32":
@@ -335,5 +401,10 @@ def check_io_contract(
         if probs.shape[1] is not None and probs.shape[1] != k:
             raise ModelError(
                 f"{source}: {OUTPUT_NAME} has K={probs.shape[1]} channels but metadata says K={k}"
+            )
+    for difficulty in (meta for meta in outputs if meta.name == DIFFICULTY_NAME):
+        if difficulty.shape[1] not in (None, 1):
+            raise ModelError(
+                f"{source}: {DIFFICULTY_NAME} has {difficulty.shape[1]} channels, contract needs 1"
             )
     return image, outputs[0]

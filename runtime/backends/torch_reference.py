@@ -19,6 +19,7 @@ import numpy as np
 from alscout.errors import BackendUnavailableError, InvalidInputError, ModelError
 from alscout.runtime.backends.base import Backend, TensorMeta, check_io_contract
 from alscout.runtime.model_info import (
+    DIFFICULTY_NAME,
     HEATMAP_NAME,
     INPUT_NAME,
     OUTPUT_NAME,
@@ -49,7 +50,11 @@ class TorchBackend(Backend):
     """Runs a PyTorch module in eval mode under ``torch.inference_mode``.
 
     ``threads`` > 0 sets torch's intra-op thread count while active (the benchmark
-    compares backends at equal thread counts); 0 leaves torch's default.
+    compares backends at equal thread counts); 0 leaves torch's default. ``outputs``:
+    the names of what the module returns, in order; default ``probs``, or ``z`` and
+    ``heatmap`` for a module with the scores inside, or ``probs`` and ``difficulty``
+    for one with the difficulty head (``model_info.difficulty``: the trainer's
+    ``DetectorWithDifficulty``).
     """
 
     name = "torch"
@@ -71,10 +76,16 @@ class TorchBackend(Backend):
         self.source = source
         self.model_info = model_info
         if outputs is None:
-            outputs = (Z_NAME, HEATMAP_NAME) if model_info.scoring is not None else (OUTPUT_NAME,)
+            if model_info.scoring is not None:
+                outputs = (Z_NAME, HEATMAP_NAME)
+            elif model_info.difficulty:
+                outputs = (OUTPUT_NAME, DIFFICULTY_NAME)
+            else:
+                outputs = (OUTPUT_NAME,)
         self.output_names = outputs
         shapes: dict[str, tuple[int | None, ...]] = {
             OUTPUT_NAME: (None, model_info.num_heads, None, None),
+            DIFFICULTY_NAME: (None, 1, None, None),
             Z_NAME: (None,),
             HEATMAP_NAME: (None, None, None),
         }
@@ -140,8 +151,8 @@ class TorchBackend(Backend):
         return probs.detach().cpu().numpy().astype(np.float32, copy=False)
 
     def infer_outputs_impl(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """A module with the scores inside (``export.scores_graph.ScoredDetector``):
-        its outputs, in :attr:`output_names` order."""
+        """A module with the scores inside (``export.scores_graph.ScoredDetector``) or
+        the difficulty head: its outputs, in :attr:`output_names` order."""
         torch = _import_torch()
         with torch.inference_mode():
             values = self._module(torch.from_numpy(images))

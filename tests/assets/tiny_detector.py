@@ -2,7 +2,9 @@
 
 ``images [N,3,H,W]`` -> 3x3 stride-2 conv (8 channels) -> ReLU -> 1x1 conv (K=5)
 -> bilinear resize to the input's H, W -> sigmoid -> ``probs [N,5,H,W]``, with the
-alscout metadata props. Seeded: every build gives the same bytes. Tests load this file
+alscout metadata props. With ``info.difficulty`` a second 1x1 conv (1 channel) on the
+same features, resized and squashed alike, gives the learned difficulty head's output
+``difficulty [N,1,H,W]``. Seeded: every build gives the same bytes. Tests load this file
 by path (``load_asset``) and write the model into their temporary folder, so no
 binary model is kept in git; ``python tests/assets/tiny_detector.py OUT.onnx`` writes
 one by hand.
@@ -55,16 +57,40 @@ def build(info: ModelInfo = INFO, seed: int = 0) -> onnx.ModelProto:
         ),
         helper.make_node("Sigmoid", ["up"], ["probs"]),
     ]
+    outputs = [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", k, "H", "W"])]
+    initializer = [
+        numpy_helper.from_array(w1, "w1"),
+        numpy_helper.from_array(w2, "w2"),
+        numpy_helper.from_array(b2, "b2"),
+    ]
+    if info.difficulty:
+        w3 = (rng.standard_normal((1, 8, 1, 1)) * 0.7).astype(np.float32)
+        initializer += [
+            numpy_helper.from_array(w3, "w3"),
+            numpy_helper.from_array(np.array([-0.5], np.float32), "b3"),
+        ]
+        nodes += [
+            helper.make_node("Conv", ["r1", "w3", "b3"], ["d_logits"]),
+            helper.make_node("Shape", ["d_logits"], ["n1"], start=0, end=2),
+            helper.make_node("Concat", ["n1", "hw"], ["d_sizes"], axis=0),
+            helper.make_node(
+                "Resize",
+                ["d_logits", "", "", "d_sizes"],
+                ["d_up"],
+                mode="linear",
+                coordinate_transformation_mode="half_pixel",
+            ),
+            helper.make_node("Sigmoid", ["d_up"], ["difficulty"]),
+        ]
+        outputs.append(
+            helper.make_tensor_value_info("difficulty", TensorProto.FLOAT, ["N", 1, "H", "W"])
+        )
     graph = helper.make_graph(
         nodes,
         "tiny_detector",
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", k, "H", "W"])],
-        initializer=[
-            numpy_helper.from_array(w1, "w1"),
-            numpy_helper.from_array(w2, "w2"),
-            numpy_helper.from_array(b2, "b2"),
-        ],
+        outputs,
+        initializer=initializer,
     )
     model = helper.make_model(
         graph, producer_name="alscout-tests", opset_imports=[helper.make_opsetid("", 17)]

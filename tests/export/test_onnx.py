@@ -186,3 +186,98 @@ def test_info_round_trips_through_the_file(exported):
     assert backend.model_info == ModelInfo.from_metadata(
         info.to_metadata(), source=path, sha256=backend.model_info.sha256
     )
+
+
+# --- the learned difficulty head ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def head_detector():
+    from alscout.trainer.model import export_module
+
+    torch.manual_seed(2)
+    model = Detector(DetectorConfig(width=4, difficulty_head=True))
+    with torch.no_grad():  # a head far from its initial weights, so a wrong export shows
+        for parameter in model.difficulty.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.3)
+    return model, export_module(model)
+
+
+def test_plain_models_carry_no_difficulty(exported):
+    info, _, model = exported
+    assert not info.difficulty
+    assert "alscout.difficulty" not in {p.key for p in model.metadata_props}
+    assert [o.name for o in model.graph.output] == ["probs"]
+
+
+def test_the_difficulty_head_exports_a_second_output_onnx_runtime_matches(head_detector, tmp_path):
+    from alscout.runtime.backends.torch_reference import TorchBackend
+
+    detector, module = head_detector
+    info = info_from_detector(detector, training_data_digest="d", input_size=(64, 96))
+    assert info.difficulty
+    path = tmp_path / "head.onnx"
+    model = SaveOnnx(OnnxFromTorch(module, info), path)()
+    assert [o.name for o in model.graph.output] == ["probs", "difficulty"]
+    dims = model.graph.output[1].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["N", 1, "H", "W"]
+    assert check_onnx(onnx.load(str(path)), source=path).difficulty
+    with TorchBackend(module, info) as ref, open_backend(path, "onnxruntime-cpu") as ort:
+        report = verify_export(ref, ort, ONNX_TOLERANCE, rng=np.random.default_rng(3))
+        x = np.random.default_rng(4).standard_normal((2, 3, 50, 70), dtype=np.float32)
+        ref_probs, ref_difficulty = ref.infer_with_difficulty(x)
+        ort_probs, ort_difficulty = ort.infer_with_difficulty(x)
+    assert report.passed, report.describe()
+    names = [c.name for c in report.comparisons]
+    assert names == ["random inputs", "random inputs, difficulty"]
+    assert report.comparisons[1].max_abs <= 1e-4 and report.comparisons[1].inputs == 6
+    np.testing.assert_allclose(ort_difficulty, ref_difficulty, atol=1e-4)
+    np.testing.assert_allclose(ort_probs, ref_probs, atol=1e-4)
+    assert ref_difficulty.std() > 1e-3  # not a constant map: the comparison bites
+
+
+def test_a_module_without_the_difficulty_output_is_refused(head_detector):
+    detector, _ = head_detector
+    info = info_from_detector(detector, training_data_digest="d", input_size=(64, 96))
+    with pytest.raises(ModelError, match="export_module"):  # probs only, head promised
+        OnnxFromTorch(detector, info)()
+
+
+@pytest.fixture(scope="module")
+def head_checkpoint(head_detector, tmp_path_factory):
+    from alscout.trainer.checkpoint import Checkpoint, save_checkpoint
+
+    detector, _ = head_detector
+    return save_checkpoint(
+        tmp_path_factory.mktemp("head") / "last.pt",
+        Checkpoint(model=detector.state_dict(), detector=detector.config, data_digest="d"),
+    )
+
+
+def test_export_checkpoint_keeps_the_head_and_verifies_it(head_checkpoint, tmp_path):
+    from alscout.trainer.checkpoint_export import export_checkpoint
+
+    checkpoint = head_checkpoint
+    report = export_checkpoint(checkpoint, tmp_path / "m.onnx", input_size=(64, 96))
+    assert report is not None and report.passed
+    assert "random inputs, difficulty" in [c.name for c in report.comparisons]
+    with open_backend(tmp_path / "m.onnx", "onnxruntime-cpu") as backend:
+        assert backend.model_info.difficulty
+        assert backend.output_names == ("probs", "difficulty")
+
+
+def test_export_with_scores_in_the_graph_leaves_the_head_out(head_checkpoint, tmp_path):
+    from alscout.runtime.model_info import GraphScoring
+    from alscout.trainer.checkpoint_export import export_checkpoint
+
+    checkpoint = head_checkpoint
+    scoring = GraphScoring(
+        radius=2, region=8, method="divergence", aggregation="maxpool",
+        double_evaluation=True, heatmap_stride=16,
+    )  # fmt: skip
+    export_checkpoint(
+        checkpoint, tmp_path / "s.onnx", input_size=(64, 96), scores=scoring, verify=False
+    )
+    scored = onnx.load(str(tmp_path / "s.onnx"))
+    assert [o.name for o in scored.graph.output] == ["z", "heatmap"]
+    assert "alscout.difficulty" not in {p.key for p in scored.metadata_props}

@@ -71,7 +71,7 @@ def test_a_candidate_suppressed_by_nms_does_not_count():
     probs[0, 20, 20] = 0.9
     probs[0, 22, 20] = 0.4  # a second peak two rows down: its 10 x 5 box overlaps 2/3
     assert least_confidence(probs, ONE_HEAD) == pytest.approx(0.1)
-    far = AcquisitionConfig(default_boxes=((100.0, 50.0),), nms_iou=0.95)
+    far = AcquisitionConfig(default_boxes=((100.0, 50.0),), nms_iou=0.95, nms_contained=1.0)
     assert least_confidence(probs, far) == pytest.approx(0.4)  # kept when NMS allows it
 
 
@@ -146,12 +146,21 @@ def test_the_references_are_not_trivial():
 def test_a_batch_equals_frames_one_by_one_and_chunks():
     rng = np.random.default_rng(7)
     probs = np.stack([smooth_probs(rng, 5, 36, 48) for _ in range(5)])
+    difficulty = np.stack([smooth_probs(rng, 1, 36, 48) for _ in range(5)])
     config = AcquisitionConfig(radius=3, region=12)
     for method in VEHICLE_ACQUISITIONS:
-        whole = frame_scores(probs, method, config)
-        single = np.concatenate([frame_scores(p, method, config).z for p in probs])
+        whole = frame_scores(probs, method, config, difficulty=difficulty)
+        single = np.concatenate(
+            [
+                frame_scores(p, method, config, difficulty=d).z
+                for p, d in zip(probs, difficulty, strict=True)
+            ]
+        )
         chunks = np.concatenate(
-            [frame_scores(probs[i : i + 2], method, config).z for i in (0, 2, 4)]
+            [
+                frame_scores(probs[i : i + 2], method, config, difficulty=difficulty[i : i + 2]).z
+                for i in (0, 2, 4)
+            ]
         )
         np.testing.assert_array_equal(whole.z, single)
         np.testing.assert_array_equal(whole.z, chunks)
@@ -169,6 +178,7 @@ def test_registry_names_every_method_and_mc_dropout_stays_training_side():
         "least_confidence",
         "instance_count",
         "divergence_count",
+        "difficulty",
         "mc_dropout",
     }
     assert "mc_dropout" not in VEHICLE_ACQUISITIONS
@@ -197,3 +207,60 @@ def test_bad_inputs_are_refused():
 def test_reference_boxes_rescale_to_640x480():
     boxes = reference_boxes(((54.0, 16.0), (27.0, 8.0)), (96, 128))
     assert boxes == ((270.0, 80.0), (135.0, 40.0))
+
+
+# ------------------------------------------------------------------ learned difficulty
+
+
+def test_difficulty_is_the_region_max_pool_of_the_difficulty_map():
+    """z = mean over R x R regions (edge regions smaller) of the map's maximum: a loop."""
+    rng = np.random.default_rng(11)
+    probs = np.stack([smooth_probs(rng, 5, 37, 50) for _ in range(3)])
+    difficulty = rng.random((3, 1, 37, 50), dtype=np.float32)
+    for region, how in ((12, "maxpool"), (30, "maxpool"), (7, "mean")):
+        config = AcquisitionConfig(region=region, aggregation=how)
+        got = frame_scores(probs, "difficulty", config, difficulty=difficulty)
+        for n in range(3):
+            d = difficulty[n, 0].astype(np.float64)
+            if how == "mean":
+                want = d.mean()
+            else:
+                maxima = []
+                for top in range(0, 37, region):
+                    for left in range(0, 50, region):
+                        maxima.append(np.max(d[top : top + region, left : left + region]))
+                want = np.mean(maxima)
+            assert got.z[n] == pytest.approx(want, rel=1e-6)
+        np.testing.assert_array_equal(got.maps, difficulty[:, 0])
+    # the heads' probabilities do not enter: other probs, same z
+    other = frame_scores(probs[::-1].copy(), "difficulty", difficulty=difficulty)
+    np.testing.assert_array_equal(
+        other.z, frame_scores(probs, "difficulty", difficulty=difficulty).z
+    )
+
+
+def test_difficulty_orders_frames_by_their_hardest_regions():
+    calm = np.zeros((1, 1, 60, 60), np.float32)
+    one = calm.copy()
+    one[0, 0, 5, 5] = 0.8  # one hard region of four
+    two = one.copy()
+    two[0, 0, 40, 40] = 0.8
+    probs = np.zeros((3, 5, 60, 60), np.float32)
+    z = frame_scores(probs, "difficulty", difficulty=np.concatenate([calm, one, two])).z
+    np.testing.assert_allclose(z, [0.0, 0.2, 0.4])
+
+
+def test_difficulty_needs_the_maps_of_a_difficulty_head():
+    probs = np.zeros((2, 5, 16, 16), np.float32)
+    assert get_acquisition("difficulty").needs_difficulty
+    assert not any(a.needs_difficulty for n, a in ACQUISITIONS.items() if n != "difficulty")
+    with pytest.raises(InvalidInputError, match="difficulty head"):
+        frame_scores(probs, "difficulty")
+    with pytest.raises(InvalidInputError, match="does not fit"):
+        frame_scores(probs, "difficulty", difficulty=np.zeros((2, 1, 16, 8), np.float32))
+    with pytest.raises(InvalidInputError, match="does not fit"):
+        frame_scores(probs, "difficulty", difficulty=np.zeros((2, 5, 16, 16), np.float32))
+    with pytest.raises(InvalidInputError, match="outside"):
+        frame_scores(probs, "difficulty", difficulty=np.full((2, 1, 16, 16), 2.0, np.float32))
+    with pytest.raises(InvalidInputError, match="rank"):
+        frame_scores(probs, "difficulty", difficulty=np.zeros((16, 16), np.float32))

@@ -368,3 +368,26 @@ def test_tensorrt_backend_refuses_bad_engines_at_load(tiny_model, fake_engine):
     sidecar_path(engine).write_text(json.dumps(sidecar))
     with pytest.raises(ModelError, match="K=5 channels but metadata says K=4"):
         open_backend(engine)
+
+
+def test_difficulty_outputs_must_match_the_metadata(tiny_model, tmp_path):
+    """A ``difficulty`` output needs the ``alscout.difficulty`` key, and the key the output."""
+    from dataclasses import replace
+
+    tiny = load_asset("tiny_detector")
+    with_head = tiny.write(tmp_path / "head.onnx", replace(tiny.INFO, difficulty=True))
+    with open_backend(with_head, "onnxruntime-cpu") as backend:
+        assert backend.output_names == ("probs", "difficulty") and backend.model_info.difficulty
+        x = np.random.default_rng(0).standard_normal((2, 3, 40, 56), dtype=np.float32)
+        probs, difficulty = backend.infer_with_difficulty(x)
+        assert probs.shape == (2, 5, 40, 56) and difficulty.shape == (2, 1, 40, 56)
+        np.testing.assert_array_equal(backend.infer(x), probs)
+        assert difficulty.min() >= 0.0 and difficulty.max() <= 1.0
+    unflagged = tiny_variant(with_head, tmp_path, lambda m: set_meta(m, "alscout.difficulty", None))
+    with pytest.raises(ModelError, match=r"outputs are \['probs', 'difficulty'\]"):
+        open_backend(unflagged, "onnxruntime-cpu")
+    flagged = tiny_variant(
+        tiny_model, tmp_path, lambda m: set_meta(m, "alscout.difficulty", "true")
+    )
+    with pytest.raises(ModelError, match="difficulty head"):
+        open_backend(flagged, "onnxruntime-cpu")

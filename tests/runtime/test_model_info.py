@@ -181,3 +181,29 @@ def test_disagreements_name_the_settings_that_matter():
     assert GraphScoring(double_evaluation=False, heatmap_stride=8).disagreements(
         GraphScoring()
     ) == ["double_evaluation: False vs True", "heatmap_stride: 8 vs 16"]
+
+
+def test_the_difficulty_flag_is_an_optional_key():
+    """A model without the difficulty head carries exactly the keys it carried before the
+    head existed; one with it says so, and a malformed value is refused."""
+    plain = make_info()
+    assert not plain.difficulty and "alscout.difficulty" not in plain.to_metadata()
+    head = make_info(difficulty=True)
+    metadata = head.to_metadata()
+    assert metadata["alscout.difficulty"] == "true"
+    assert ModelInfo.from_metadata(metadata, source="m.onnx").difficulty
+    assert not ModelInfo.from_metadata(
+        {**metadata, "alscout.difficulty": "false"}, source="m"
+    ).difficulty
+    with pytest.raises(ModelError, match=r"alscout\.difficulty is malformed"):
+        ModelInfo.from_metadata({**metadata, "alscout.difficulty": "yes"}, source="m.onnx")
+    scoring = GraphScoring(
+        radius=4,
+        region=20,
+        method="divergence",
+        aggregation="maxpool",
+        double_evaluation=True,
+        heatmap_stride=16,
+    )
+    with pytest.raises(ModelError, match="no difficulty output"):
+        make_info(difficulty=True, scoring=scoring)

@@ -216,3 +216,13 @@ def test_a_graph_model_supports_only_its_own_acquisition(scored, method):
     with pytest.raises(ModelError, match=f"supports only acquisition 'divergence', not '{method}'"):
         ScoringPipeline(backend, config)
     assert not backend.is_active
+
+
+def test_a_graph_model_has_no_difficulty_map(scored):
+    from alscout.errors import ConfigError
+
+    backend = open_backend(scored[0], "onnxruntime-cpu")
+    config = PipelineConfig(**{**CONFIG.__dict__, "method": "difficulty"})
+    with pytest.raises(ConfigError, match="inside its graph and outputs no difficulty map"):
+        ScoringPipeline(backend, config)
+    assert not backend.is_active

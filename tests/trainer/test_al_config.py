@@ -114,7 +114,31 @@ def test_the_quality_gate_changes_the_digest_only_when_on(tmp_path: Path) -> Non
     for key in ("out", "seeds", "methods", "cycles", "threads"):
         values.pop(key)
     values["scoring"].pop("quality_gate")
+    values["detector"].pop("difficulty_head")  # a later field, left out alike when off
     text = json.dumps(values, sort_keys=True, default=str)
     assert config.digest() == hashlib.sha256(text.encode()).hexdigest()[:16]
     gated = replace(config, scoring=replace(config.scoring, quality_gate=True))
     assert gated.digest() != config.digest()
+
+
+def test_the_difficulty_method_gives_the_detector_its_head(tmp_path: Path) -> None:
+    """w_l (and so every finetune from it) gets the learned difficulty head when a method
+    needs it; without such a method the digest is the one from before the head existed."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    config = load_experiment(_write(tmp_path, MINIMAL))
+    assert not config.detector.difficulty_head
+    values = asdict(config)
+    for key in ("out", "seeds", "methods", "cycles", "threads"):
+        values.pop(key)
+    values["scoring"].pop("quality_gate")
+    values["detector"].pop("difficulty_head")
+    text = json.dumps(values, sort_keys=True, default=str)
+    assert config.digest() == hashlib.sha256(text.encode()).hexdigest()[:16]
+    text = MINIMAL.replace('methods = ["divergence", "random"]', 'methods = ["difficulty"]')
+    learned = load_experiment(_write(tmp_path, text))
+    assert learned.detector.difficulty_head and learned.digest() != config.digest()
+    explicit = load_experiment(_write(tmp_path, MINIMAL + "[detector]\ndifficulty_head = true\n"))
+    assert explicit.detector.difficulty_head and explicit.digest() == learned.digest()

@@ -41,6 +41,17 @@ def test_tiny_experiment_runs_resumes_and_repeats(tmp_path: Path) -> None:
             assert (out / "seed0" / method / f"cycle{c['cycle']:02d}" / "eval.json").is_file()
         scored = method != "guided_random"
         assert (state["cycles"][0]["scored_frames"] == 40) is scored
+        for c in state["cycles"]:
+            assert c["instances_per_frame"] == pytest.approx(c["instances"] / 3)
+            frames = out / "seed0" / method / f"cycle{c['cycle']:02d}" / "pool_frames.json"
+            assert frames.is_file() is scored
+            if scored:  # both rank checks, with their intervals, over the unlabeled pool
+                kept = json.loads(frames.read_text())
+                assert len(kept["positions"]) == 40 - 5 * (c["cycle"] - 1)
+                assert len(kept["ground_truth"]) == len(kept["z"]) == len(kept["positions"])
+                for key in ("spearman_z_errors", "spearman_z_error_rate"):
+                    assert {key, f"{key}_low", f"{key}_high"} <= set(c)
+    assert "## Rank checks" in text and "divergence minus each other method, LAMR" in text
     for name in ("fig5_mr_at_fppi1", "fig7_instances", "fig5_mr_fppi_divergence"):
         assert (out / "figures" / f"{name}.png").is_file()
 

@@ -99,7 +99,9 @@ def test_gated_frames_are_never_picked_and_block_no_neighbour() -> None:
     assert stills == [11, 0]
 
 
-@pytest.mark.parametrize("name", ["least_confidence", "instance_count", "divergence_count"])
+@pytest.mark.parametrize(
+    "name", ["least_confidence", "instance_count", "divergence_count", "difficulty"]
+)
 def test_new_acquisition_methods_are_scored_video_methods(name) -> None:
     from alscout.runtime.acquisition import ACQUISITIONS
 

@@ -10,7 +10,7 @@ from scipy.stats import spearmanr
 
 from alscout.errors import InvalidInputError
 from alscout.trainer.al.config import EvaluationConfig
-from alscout.trainer.al.pool import frame_errors, spearman
+from alscout.trainer.al.pool import PoolScores, frame_counts, frame_errors, spearman
 from alscout.trainer.data.annotations import Box, ImageRecord
 from alscout.trainer.evaluation.detections import DEFAULT_BOXES
 
@@ -45,6 +45,24 @@ def test_peaks_below_the_error_threshold_do_not_count() -> None:
     strict = EvaluationConfig(error_threshold=0.95)
     fp, fn = frame_errors(_record(), _maps([(2, 150, 100), (2, 60, 260)]), DEFAULT_BOXES, strict)
     assert (fp, fn) == (0, 1)
+
+
+def test_frame_counts_add_the_persons_that_count() -> None:
+    record = _record()
+    tiny = Box(10, 10, 8, 16)  # far below the paper's height filter: ignore
+    record = ImageRecord(0, Path("x.png"), 640, 480, (*record.boxes, tiny))
+    counts = frame_counts(record, _maps([(2, 60, 260)]), DEFAULT_BOXES, EvaluationConfig())
+    assert counts == (1, 1, 1)
+    assert (counts.false_positives, counts.false_negatives, counts.ground_truth) == (1, 1, 1)
+
+
+def test_pool_scores_error_rate() -> None:
+    fp, fn, gt = np.array([0, 2, -1]), np.array([0, 1, -1]), np.array([0, 4, -1])
+    scores = PoolScores(np.zeros(3), fp, fn, 0.0, 3, None, gt)
+    assert scores.errors.tolist() == [0, 3, -1]
+    assert scores.error_rate[:2].tolist() == [0.0, 0.5] and np.isnan(scores.error_rate[2])
+    with pytest.raises(InvalidInputError):
+        _ = PoolScores(np.zeros(3), fp, fn, 0.0, 3).error_rate
 
 
 def test_spearman_matches_scipy_with_ties() -> None:

@@ -57,7 +57,8 @@ WORKER = textwrap.dedent(
     context = init_distributed("cpu")
     dataset = scenes(data, 8)
     config = TrainConfig(epochs=2, batch_size=4, input_size=(96, 128), lr=1e-3, seed=11)
-    detector = DetectorConfig(width=4, head_channels=8, fires_per_level=1)
+    head = sys.argv[3:] == ["head"]  # the learned difficulty head, trained alongside
+    detector = DetectorConfig(width=4, head_channels=8, fires_per_level=1, difficulty_head=head)
     result = fit(dataset, detector, config, out_dir=out, context=context, progress=False)
     if context.is_main:
         torch.save(result.model.state_dict(), out / "weights.pt")
@@ -76,21 +77,24 @@ def _run(args: list[str], cwd: Path) -> None:
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_train_the_same_weights_as_one(tmp_path):
+@pytest.mark.parametrize("head", [False, True], ids=["plain", "difficulty_head"])
+def test_two_gloo_processes_train_the_same_weights_as_one(tmp_path, head):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     data = tmp_path / "data"
     data.mkdir()
     one, two = tmp_path / "one", tmp_path / "two"
-    _run([sys.executable, str(script), str(one), str(data)], tmp_path)
+    extra = ["head"] if head else []
+    _run([sys.executable, str(script), str(one), str(data), *extra], tmp_path)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    _run([*torchrun, "--nproc-per-node", "2", str(script), str(two), str(data)], tmp_path)
+    _run([*torchrun, "--nproc-per-node", "2", str(script), str(two), str(data), *extra], tmp_path)
     assert (two / "rank0-of-2").exists() and (two / "rank1-of-2").exists()
     assert (one / "rank0-of-1").exists()
     assert (one / "last.pt").exists() and (two / "last.pt").exists()
     a = torch.load(one / "weights.pt", weights_only=True)
     b = torch.load(two / "weights.pt", weights_only=True)
     assert a.keys() == b.keys()
+    assert any(k.startswith("difficulty.") for k in a) is head
     worst = max(float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point())
     # Same pixels and same global normalisation; only the summation order of the
     # gradient all-reduce differs, so the weights agree to float32 rounding.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +155,10 @@ class ExperimentConfig:
     ``import-labels``).
     ``initial_checkpoint``: use this trained detector as ``w_l`` of every seed instead
     of training one on ``initial`` (which then only joins finetuning).
+    With the method ``difficulty`` among ``methods`` the detector gets the learned
+    difficulty head (``detector.difficulty_head`` is turned on: the head does not change
+    what the detector learns, so the other methods' results stay the same); an
+    ``initial_checkpoint`` must then have the head already.
     """
 
     name: str
@@ -194,6 +198,8 @@ class ExperimentConfig:
             raise ConfigError(f"oracle must be one of {_ORACLES}, got {self.oracle!r}")
         if not self.name or any(c in self.name for c in "/\\"):
             raise ConfigError(f"name must be a plain folder name, got {self.name!r}")
+        if "difficulty" in self.methods and not self.detector.difficulty_head:
+            object.__setattr__(self, "detector", replace(self.detector, difficulty_head=True))
 
     def digest(self) -> str:
         """16 hex characters over the settings that change what one seed and method's
@@ -205,6 +211,8 @@ class ExperimentConfig:
             values.pop(key)
         if not values["scoring"]["quality_gate"]:  # added later: runs without it resume
             values["scoring"].pop("quality_gate")
+        if not values["detector"]["difficulty_head"]:  # added later, as quality_gate
+            values["detector"].pop("difficulty_head")
         text = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

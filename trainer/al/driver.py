@@ -9,6 +9,10 @@ shared by every method. Per seed and method (``seed<s>/<method>/``), each cycle:
 4. finetune from ``w_l`` on everything labeled so far;
 5. evaluate on the test set (Caltech protocol).
 
+A scored method also keeps, per cycle, z and the error counts of every unlabeled
+pool frame (``cycle<c>/pool_frames.json``) and the two rank checks of
+:mod:`alscout.trainer.al.stats` with their block-bootstrap intervals.
+
 ``state.json`` holds the finished cycles and is replaced atomically after each one;
 a cycle's selection is kept in ``cycle<c>/selection.json`` before labeling, so a run
 that pauses for a human labeling round (or is killed) resumes where it stopped, and
@@ -37,10 +41,12 @@ from alscout.trainer.al.config import ExperimentConfig
 from alscout.trainer.al.data import count_instances, is_video, load_spec, sequences
 from alscout.trainer.al.methods import METHODS, Method, TemporalRules, choose
 from alscout.trainer.al.oracle import FileOracle, FleetOracle, GroundTruthOracle, Oracle
-from alscout.trainer.al.pool import PoolScores, export_model, score_pool, spearman
+from alscout.trainer.al.outputs import POOL_FRAMES
+from alscout.trainer.al.pool import PoolScores, export_model, score_pool
+from alscout.trainer.al.stats import pool_rank_checks, rank_rng
 from alscout.trainer.data.annotations import Dataset, ImageRecord
 
-__all__ = ["Experiment", "run_experiment", "write_json_atomic", "STATE_FILE"]
+__all__ = ["Experiment", "run_experiment", "write_json_atomic", "STATE_FILE", "POOL_FRAMES"]
 
 log = logging.getLogger(__name__)
 
@@ -168,10 +174,11 @@ def _select(
     if scores is None:  # random methods: count errors on the chosen frames only
         scores = _score(exp, model, sorted([*picks, *control]), None, current, seed)
     errors = scores.errors
-    rank = float("nan")
+    ranks: dict[str, float] = {"spearman_z_errors": float("nan")}
     if method.scored:
-        counted = np.asarray(unlabeled, np.int64)
-        rank = spearman(scores.z[counted], errors[counted])
+        frames = _pool_frames(scores, unlabeled, len(exp.pool), cfg.evaluation.error_threshold)
+        write_json_atomic(cycle_dir / POOL_FRAMES, frames)
+        ranks = _rank_fields(frames, cycle, method.name)
     model.unlink(missing_ok=True)  # the checkpoint can make it again; keep disks small
     return {
         "picks": picks,
@@ -180,10 +187,39 @@ def _select(
         "scored_frames": scores.frames if method.scored else 0,
         "pick_errors": float(np.mean(errors[picks])) if picks else float("nan"),
         "control_errors": float(np.mean(errors[control])) if control else float("nan"),
-        "spearman_z_errors": rank,
+        **ranks,
         "pick_z": [float(scores.z[p]) for p in picks] if method.scored else [],
         **({"low_quality": gated} if cfg.scoring.quality_gate else {}),
     }
+
+
+def _pool_frames(
+    scores: PoolScores, positions: list[int], pool_size: int, threshold: float
+) -> dict[str, Any]:
+    """What the rank checks need, per unlabeled pool frame in pool (video) order."""
+    at = np.asarray(positions, np.int64)
+    gt = scores.ground_truth
+    return {
+        "pool_size": pool_size,
+        "error_threshold": threshold,
+        "positions": [int(p) for p in at],
+        "z": [float(v) for v in scores.z[at]],
+        "false_positives": [int(v) for v in scores.false_positives[at]],
+        "false_negatives": [int(v) for v in scores.false_negatives[at]],
+        "ground_truth": [-1] * len(at) if gt is None else [int(v) for v in gt[at]],
+    }
+
+
+def _rank_fields(frames: dict[str, Any], cycle: int, method: str) -> dict[str, float]:
+    """This run's two rank checks (``alscout.trainer.al.stats``) as state fields:
+    Spearman of z against FP + FN and against (FP + FN) / (GT + FP), with their
+    block-bootstrap intervals."""
+    checks = pool_rank_checks([frames], lambda: rank_rng(cycle, method))
+    fields: dict[str, float] = {}
+    for name, check in checks.items():
+        key = "spearman_z_errors" if name == "errors" else "spearman_z_error_rate"
+        fields |= {key: check.rho, f"{key}_low": check.low, f"{key}_high": check.high}
+    return fields
 
 
 def _score(
@@ -257,6 +293,9 @@ def run_method(
                 "train_seconds": train_seconds,
                 "labeled": len(trained),
                 "instances": count_instances(exp.pool, picks),
+                "instances_per_frame": (
+                    count_instances(exp.pool, picks) / len(picks) if picks else float("nan")
+                ),
                 "control_instances": count_instances(exp.pool, control),
             }
         )

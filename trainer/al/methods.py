@@ -14,6 +14,7 @@ it is given, skipping frames the quality gate held back (``gated``).
 | least_confidence | max over detections of 1 - max(c, 1 - c) | | yes | yes |
 | instance_count | detections above the count threshold | | yes | yes |
 | divergence_count | divergence x (1 + instance count) | max-pool | yes | yes |
+| difficulty | learned difficulty map (DEAL) | max-pool | yes | yes |
 | divergence_mean | eq. 1-4 | mean | yes | yes |
 | divergence_no_smoothing | eq. 1-4 | max-pool | no | yes |
 | divergence_no_rules | eq. 1-4 | max-pool | yes | no |
@@ -22,6 +23,10 @@ it is given, skipping frames the quality gate held back (``gated``).
 
 For still images (no time axis) smoothing and temporal rules do not apply: scored
 methods take the top b, guided random equals random.
+
+``difficulty`` scores with the detector's learned difficulty head (docs/detector.md),
+so its detector needs one: an experiment whose methods include it trains ``w_l`` with
+the head (``ExperimentConfig``), and every finetune from ``w_l`` keeps and trains it.
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ METHODS: dict[str, Method] = {
         Method("least_confidence", score="least_confidence"),
         Method("instance_count", score="instance_count"),
         Method("divergence_count", score="divergence_count"),
+        Method("difficulty", score="difficulty"),
         Method("divergence_mean", score="divergence", aggregation="mean"),
         Method("divergence_no_smoothing", score="divergence", smoothing=False),
         Method("divergence_no_rules", score="divergence", rules=False),

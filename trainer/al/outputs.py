@@ -2,52 +2,97 @@
 and the figures of :mod:`alscout.trainer.al.plots`.
 
 Everything is read back from the run folders (``seed<s>/w0/done.json``,
-``seed<s>/<method>/state.json``, ``.../cycle<c>/eval.json``), so the summary of a
-partly finished or resumed run can be rebuilt at any time. Cycle 0 is ``w_l``.
+``seed<s>/<method>/state.json``, ``.../cycle<c>/eval.json`` and, for scored methods,
+``.../cycle<c>/pool_frames.json``), so the summary of a partly finished or resumed run
+can be rebuilt at any time. Cycle 0 is ``w_l``. Run folders written before a field
+existed stay readable: what they lack is shown as "-".
+
+``summary.json``: per method ``{metric: {cycle: {seed: value}}}``, and under the key
+``"benchmark"`` the statistics of :mod:`alscout.trainer.al.stats` (see
+:func:`benchmark_json`): means over seeds, the reference method minus every other,
+paired by seed, with Student-t intervals, and the two rank checks with their
+block-bootstrap intervals.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from alscout.errors import DataError
+from alscout.errors import ConfigError, DataError
 from alscout.trainer.al.config import ExperimentConfig
+from alscout.trainer.al.stats import (
+    LEVEL,
+    RANK_CHECKS,
+    PairedDifference,
+    RankCheck,
+    paired_difference,
+    pool_rank_checks,
+    rank_rng,
+)
 
-__all__ = ["MethodRuns", "collect", "write_outputs", "mean_spread", "BASELINES"]
+__all__ = [
+    "MethodRuns",
+    "Comparison",
+    "collect",
+    "compare",
+    "benchmark_json",
+    "write_outputs",
+    "mean_spread",
+    "BASELINES",
+    "POOL_FRAMES",
+]
 
 log = logging.getLogger(__name__)
 
-#: Methods the paper's method is compared with, cycle by cycle.
-BASELINES = ("guided_random", "entropy", "mc_dropout", "random")
+#: Methods the paper's method is compared with, cycle by cycle (figures).
+BASELINES = (
+    "guided_random",
+    "entropy",
+    "least_confidence",
+    "mc_dropout",
+    "divergence_count",
+    "difficulty",
+    "random",
+)
+#: The state field of each rank check's Spearman correlation (its interval: _low, _high).
+RANK_FIELDS = {"errors": "spearman_z_errors", "error_rate": "spearman_z_error_rate"}
 _METRICS = (
     "mr_at_fppi1",
     "lamr",
     "instances",
+    "instances_per_frame",
     "scoring_seconds",
     "scored_frames",
-    "spearman_z_errors",
     "pick_errors",
     "control_errors",
     "control_instances",
+    *(f"{key}{end}" for key in RANK_FIELDS.values() for end in ("", "_low", "_high")),
 )
+#: Per cycle of a scored method (the driver writes it): z and the error counts of every
+#: unlabeled pool frame, what the rank checks resample.
+POOL_FRAMES = "pool_frames.json"
 
 
 @dataclass
 class MethodRuns:
-    """One method's per-cycle values: ``values[metric][cycle] -> {seed: value}``.
+    """One method's per-cycle values: ``values[metric][cycle] -> {seed: value}``;
+    ``frames[cycle] -> {seed: pool_frames.json}`` where the run kept them.
 
     Cycle 0 (``w_l``) carries the shared test metrics; ``instances`` there is 0.
     """
 
     method: str
     values: dict[str, dict[int, dict[int, float]]] = field(default_factory=dict)
+    frames: dict[int, dict[int, Path]] = field(default_factory=dict)
 
     def series(self, metric: str, cycle: int) -> dict[int, float]:
         return self.values.get(metric, {}).get(cycle, {})
@@ -90,14 +135,74 @@ def collect(out: Path, config: ExperimentConfig) -> dict[str, MethodRuns]:
             if not state_path.is_file():
                 continue
             for cycle in _load(state_path)["cycles"]:
+                c = cycle["cycle"]
+                if "instances_per_frame" not in cycle and cycle.get("picks"):  # older runs
+                    cycle["instances_per_frame"] = cycle["instances"] / len(cycle["picks"])
                 for metric in _METRICS:
                     value = cycle.get(metric)
                     if value is None:
                         continue
-                    run.values.setdefault(metric, {}).setdefault(cycle["cycle"], {})[seed] = float(
-                        value
-                    )
+                    run.values.setdefault(metric, {}).setdefault(c, {})[seed] = float(value)
+                frames = state_path.parent / f"cycle{c:02d}" / POOL_FRAMES
+                if frames.is_file():
+                    run.frames.setdefault(c, {})[seed] = frames
     return runs
+
+
+@dataclass
+class Comparison:
+    """The benchmark's statistics of a run folder (:mod:`alscout.trainer.al.stats`).
+
+    ``paired[metric][cycle][method]``: ``reference`` minus ``method``, paired by seed;
+    ``ranks[check][method][cycle]``: the rank check over the seeds that kept their
+    pool frames (None where a seed that finished the cycle did not: an older run).
+    """
+
+    reference: str
+    paired: dict[str, dict[int, dict[str, PairedDifference]]]
+    ranks: dict[str, dict[str, dict[int, RankCheck | None]]]
+
+
+def _cycles(runs: dict[str, MethodRuns]) -> list[int]:
+    return sorted({c for r in runs.values() for c in r.cycles})
+
+
+def _rank_checks(run: MethodRuns, cycle: int) -> dict[str, RankCheck] | None:
+    files = run.frames.get(cycle, {})
+    finished = set(run.series("mr_at_fppi1", cycle))
+    if not files or not finished <= set(files):
+        return None
+    frames = [_load(files[s]) for s in sorted(files) if s in finished]
+    return pool_rank_checks(frames, functools.partial(rank_rng, cycle, run.method))
+
+
+def compare(runs: dict[str, MethodRuns], reference: str) -> Comparison:
+    """Paired differences against ``reference`` and the rank checks, per cycle."""
+    if reference not in runs:
+        raise ConfigError(f"reference method {reference!r} is not one of {list(runs)}")
+    cycles = [c for c in _cycles(runs) if c > 0]
+    paired: dict[str, dict[int, dict[str, PairedDifference]]] = {}
+    for metric in ("mr_at_fppi1", "lamr"):
+        for c in cycles:
+            ours = runs[reference].series(metric, c)
+            for m in runs:
+                if m == reference:
+                    continue
+                theirs = runs[m].series(metric, c)
+                seeds = sorted(set(ours) & set(theirs))
+                paired.setdefault(metric, {}).setdefault(c, {})[m] = paired_difference(
+                    [ours[s] for s in seeds], [theirs[s] for s in seeds]
+                )
+    ranks: dict[str, dict[str, dict[int, RankCheck | None]]] = {k: {} for k in RANK_CHECKS}
+    for m, run in runs.items():
+        for c in run.cycles:
+            points = run.series(RANK_FIELDS["errors"], c).values()
+            if c == 0 or (not run.frames.get(c) and not any(map(math.isfinite, points))):
+                continue  # cycle 0, or a random method: no z
+            checks = _rank_checks(run, c)
+            for k in RANK_CHECKS:
+                ranks[k].setdefault(m, {})[c] = None if checks is None else checks[k]
+    return Comparison(reference, paired, ranks)
 
 
 def mean_spread(values: Sequence[float]) -> tuple[float, float, int]:
@@ -116,19 +221,101 @@ def _cell(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {spread:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
 
 
+def _paired_cell(d: PairedDifference | None) -> str:
+    """Percentage points: mean [interval] (wins/pairs); bold when the interval
+    excludes 0."""
+    if d is None or d.n == 0:
+        return "-"
+    ci = f"{100 * d.low:+.2f}, {100 * d.high:+.2f}" if math.isfinite(d.low) else "n/a"
+    text = f"{100 * d.mean:+.2f} [{ci}] ({d.wins}/{d.n})"
+    return f"**{text}**" if math.isfinite(d.low) and (d.high < 0 or d.low > 0) else text
+
+
+def _rank_cell(check: RankCheck | None, points: Sequence[float]) -> str:
+    if check is not None and math.isfinite(check.rho):
+        ci = f"{check.low:.2f}, {check.high:.2f}" if math.isfinite(check.low) else "n/a"
+        return f"{check.rho:.2f} [{ci}]"
+    cell = _cell(points)  # a run without per-frame counts: no interval
+    return cell if cell == "-" else f"{cell} (no CI)"
+
+
 def _table(header: Sequence[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def _paired(a: dict[int, float], b: dict[int, float]) -> list[float]:
-    return [a[s] - b[s] for s in sorted(set(a) & set(b))]
+def _paired_lines(runs: dict[str, MethodRuns], comparison: Comparison) -> list[str]:
+    ref = comparison.reference
+    others = [m for m in runs if m != ref]
+    if not others:
+        return []
+    lines: list[str] = []
+    for metric, title in (("mr_at_fppi1", "MR@FPPI=1"), ("lamr", "LAMR")):
+        lines += [
+            "",
+            f"## {ref} minus each other method, {title} (percentage points, paired by seed)",
+            "",
+            f"Mean [{100 * LEVEL:.0f}% CI: Student t on the paired differences; n/a with "
+            f"one seed] (seeds where {ref} is lower / pairs). Negative: {ref} better; "
+            "bold: the interval excludes 0.",
+            "",
+        ]
+        rows = [
+            [str(c)] + [_paired_cell(by_method.get(m)) for m in others]
+            for c, by_method in sorted(comparison.paired.get(metric, {}).items())
+        ]
+        lines += _table(["cycle", *others], rows)
+    return lines
 
 
-def summary_lines(runs: dict[str, MethodRuns], config: ExperimentConfig) -> list[str]:
-    """The markdown summary: tables of mean ± sample std over seeds, per cycle."""
+def _rank_lines(runs: dict[str, MethodRuns], comparison: Comparison) -> list[str]:
+    checks = [c for by_cycle in comparison.ranks["errors"].values() for c in by_cycle.values()]
+    methods = [m for m in runs if m in comparison.ranks["errors"]]
+    if not methods:
+        return []
+    known = [c for c in checks if c is not None]
+    how = (
+        f"blocks of {known[0].block} consecutive pool frames, {known[0].resamples} resamples"
+        if known
+        else "blocks of consecutive pool frames"
+    )
+    lines = [
+        "",
+        "## Rank checks: does z rank the unlabeled pool by the detector's errors?",
+        "",
+        "Spearman's rank correlation over the unlabeled pool frames of a cycle, with the "
+        "detector that scored them, of z and the frame's errors at the [evaluation] "
+        "error threshold: FP + FN, and the error rate (FP + FN) / (GT + FP) (0 when "
+        "GT + FP = 0; GT: persons that count). Mean over seeds [90% CI: circular "
+        f"block bootstrap over the pool in video order, {how}, the same blocks for every "
+        "seed, percentile interval; conditional on the trained detectors].",
+    ]
+    for check, title in (("errors", "z vs FP + FN"), ("error_rate", "z vs (FP + FN) / (GT + FP)")):
+        lines += ["", f"### {title}", ""]
+        cycles = sorted({c for m in methods for c in comparison.ranks[check].get(m, {})})
+        rows = [
+            [str(c)]
+            + [
+                _rank_cell(
+                    comparison.ranks[check].get(m, {}).get(c),
+                    list(runs[m].series(RANK_FIELDS[check], c).values()),
+                )
+                for m in methods
+            ]
+            for c in cycles
+        ]
+        lines += _table(["cycle", *methods], rows)
+    return lines
+
+
+def summary_lines(
+    runs: dict[str, MethodRuns], config: ExperimentConfig, comparison: Comparison | None = None
+) -> list[str]:
+    """The markdown summary: tables of mean ± sample std over seeds, per cycle, and
+    ``comparison`` (default: against the experiment's first method)."""
+    comparison = comparison or compare(runs, config.methods[0])
     methods = list(runs)
-    cycles = sorted({c for r in runs.values() for c in r.cycles})
+    cycles = _cycles(runs)
     lines = [
         f"# Active-learning experiment `{config.name}`",
         "",
@@ -148,6 +335,14 @@ def summary_lines(runs: dict[str, MethodRuns], config: ExperimentConfig) -> list
             for c in cycles
         ]
         lines += _table(["cycle", *methods], rows)
+    lines += _paired_lines(runs, comparison)
+    lines += ["", "## Pedestrian instances per labeled frame (the cycle's picks)", ""]
+    rows = [
+        [str(c)] + [_cell(list(runs[m].series("instances_per_frame", c).values())) for m in methods]
+        for c in cycles
+        if c > 0
+    ]
+    lines += _table(["cycle", *methods], rows)
     lines += ["", "## Pedestrian instances in the selected frames (cumulative)", ""]
     rows = [
         [str(c)] + [_cell(list(runs[m].cumulative_instances(c).values()), 1, 1) for m in methods]
@@ -155,26 +350,7 @@ def summary_lines(runs: dict[str, MethodRuns], config: ExperimentConfig) -> list
         if c > 0
     ]
     lines += _table(["cycle", *methods], rows)
-    if "divergence" in runs:
-        others = [m for m in methods if m != "divergence"]
-        lines += [
-            "",
-            "## Divergence minus each other method, MR@FPPI=1 (percentage points, paired by "
-            "seed; negative: divergence better; wins = seeds where divergence is lower)",
-            "",
-        ]
-        rows = []
-        for c in cycles:
-            if c == 0:
-                continue
-            row = [str(c)]
-            for m in others:
-                ours = runs["divergence"].series("mr_at_fppi1", c)
-                diff = _paired(ours, runs[m].series("mr_at_fppi1", c))
-                wins = sum(d < 0 for d in diff)
-                row.append(f"{_cell(diff, 100)} ({wins}/{len(diff)})" if diff else "-")
-            rows.append(row)
-        lines += _table(["cycle", *others], rows)
+    lines += _rank_lines(runs, comparison)
     lines += [
         "",
         "## Control slice: the current detector's errors (FP + FN per frame) and instances",
@@ -205,17 +381,69 @@ def summary_lines(runs: dict[str, MethodRuns], config: ExperimentConfig) -> list
     return lines
 
 
-def write_outputs(out: Path, config: ExperimentConfig) -> Path:
-    """Write ``summary.md``, ``summary.json`` and the figures into ``out``; returns the .md."""
+def _plain(value: Any) -> Any:
+    """JSON without NaN: NaN and infinities become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def benchmark_json(runs: dict[str, MethodRuns], comparison: Comparison) -> dict[str, Any]:
+    """``summary.json["benchmark"]``: ``reference``, ``level``; ``mean[metric][method]
+    [cycle]`` = {mean, std, n} over seeds (mr_at_fppi1, lamr as fractions;
+    instances_per_frame); ``paired[metric][cycle][method]`` = {mean, low, high, n, wins}
+    (reference minus method, fractions); ``rank_checks[check][method][cycle]`` = {rho,
+    low, high, runs, frames, block, resamples} or null (a run without pool frames).
+    Missing values are null."""
+    means: dict[str, Any] = {}
+    for metric in ("mr_at_fppi1", "lamr", "instances_per_frame"):
+        for m, run in runs.items():
+            for c in sorted(run.values.get(metric, {})):
+                mean, std, n = mean_spread(list(run.series(metric, c).values()))
+                means.setdefault(metric, {}).setdefault(m, {})[c] = {
+                    "mean": mean, "std": std, "n": n
+                }  # fmt: skip
+    return _plain(
+        {
+            "reference": comparison.reference,
+            "level": LEVEL,
+            "mean": means,
+            "paired": {
+                metric: {c: {m: asdict(d) for m, d in row.items()} for c, row in by_cycle.items()}
+                for metric, by_cycle in comparison.paired.items()
+            },
+            "rank_checks": {
+                check: {
+                    m: {c: None if r is None else asdict(r) for c, r in by_cycle.items()}
+                    for m, by_cycle in by_method.items()
+                }
+                for check, by_method in comparison.ranks.items()
+            },
+        }
+    )
+
+
+def write_outputs(out: Path, config: ExperimentConfig, reference: str | None = None) -> Path:
+    """Write ``summary.md``, ``summary.json`` and the figures into ``out``; returns the .md.
+
+    ``reference``: the method every other is compared with, paired by seed (default:
+    the experiment's first method).
+    """
     from alscout.trainer.al.plots import draw_all
 
     runs = collect(out, config)
+    comparison = compare(runs, reference or config.methods[0])
     path = out / "summary.md"
-    figures = draw_all(out, runs, config)
-    lines = summary_lines(runs, config)
+    figures = draw_all(out, runs, config, comparison)
+    lines = summary_lines(runs, config, comparison)
     lines += ["", "## Figures", ""] + [f"- `{p.relative_to(out)}`" for p in figures]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    raw = {m: r.values for m, r in runs.items()}
+    raw: dict[str, Any] = {m: r.values for m, r in runs.items()}
+    raw["benchmark"] = benchmark_json(runs, comparison)
     (out / "summary.json").write_text(json.dumps(raw, indent=1), encoding="utf-8")
     log.info("summary written path=%s figures=%d", path, len(figures))
     return path

@@ -8,22 +8,27 @@
   per cycle (Fig. 7).
 - ``fig10_ablations.png``: miss rate at FPPI = 1 per cycle for the paper's method and
   its ablations (Fig. 10).
+- ``paired_mr_at_fppi1.png``, ``paired_lamr.png``: the reference method minus each
+  other, paired by seed, per cycle, with the 90% intervals of
+  :func:`alscout.trainer.al.stats.paired_difference` (not in the paper).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
 
 from alscout.trainer.al.config import ExperimentConfig
-from alscout.trainer.al.outputs import BASELINES, MethodRuns, mean_spread
+from alscout.trainer.al.outputs import BASELINES, Comparison, MethodRuns, mean_spread
+from alscout.trainer.al.stats import LEVEL
 from alscout.trainer.evaluation.caltech import EvalResult
 from alscout.trainer.evaluation.plots import plot_mr_fppi
 
-__all__ = ["draw_all", "plot_per_cycle"]
+__all__ = ["draw_all", "plot_per_cycle", "plot_paired"]
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +81,51 @@ def plot_per_cycle(
     return path
 
 
-def draw_all(out: Path, runs: dict[str, MethodRuns], config: ExperimentConfig) -> list[Path]:
+def plot_paired(comparison: Comparison, metric: str, path: Path, ylabel: str) -> Path | None:
+    """The reference minus each other method per cycle (percentage points): the mean
+    with its interval as an error bar (a bare point with one seed). None: nothing to
+    draw."""
+    rows = comparison.paired.get(metric, {})
+    methods = sorted({m for row in rows.values() for m, d in row.items() if d.n > 0})
+    if not methods:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.0), dpi=100)
+    try:
+        width = 0.6 / len(methods)
+        for i, m in enumerate(methods):
+            cycles = [c for c in sorted(rows) if m in rows[c] and rows[c][m].n > 0]
+            ds = [rows[c][m] for c in cycles]
+            x = np.array(cycles, np.float64) + (i - (len(methods) - 1) / 2) * width
+            mean = np.array([100 * d.mean for d in ds])
+            below = [100 * (d.mean - d.low) if math.isfinite(d.low) else 0.0 for d in ds]
+            above = [100 * (d.high - d.mean) if math.isfinite(d.high) else 0.0 for d in ds]
+            ax.errorbar(x, mean, yerr=[below, above], fmt="o", capsize=3, label=m)
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("cycle")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{comparison.reference} minus each method (negative: it is better)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return path
+
+
+def draw_all(
+    out: Path,
+    runs: dict[str, MethodRuns],
+    config: ExperimentConfig,
+    comparison: Comparison | None = None,
+) -> list[Path]:
     """Every figure the finished cycles allow; returns the files written."""
     figures = out / "figures"
     written: list[Path] = []
@@ -108,5 +157,10 @@ def draw_all(out: Path, runs: dict[str, MethodRuns], config: ExperimentConfig) -
             plot_per_cycle(runs, ablations, figures / "fig10_ablations.png", "MR at FPPI=1 (%)",
                            "mr_at_fppi1")
         )  # fmt: skip
+    for metric, label in (("mr_at_fppi1", "MR at FPPI=1"), ("lamr", "LAMR")):
+        if comparison is not None:
+            ylabel = f"difference in {label} (percentage points, {100 * LEVEL:.0f}% CI)"
+            drawn = plot_paired(comparison, metric, figures / f"paired_{metric}.png", ylabel)
+            written += [drawn] if drawn is not None else []
     log.info("figures written folder=%s count=%d", figures, len(written))
     return written

@@ -5,7 +5,8 @@ Each cycle's detector is exported to ONNX and scored by
 normalise, double evaluation) with the method's acquisition function
 (:mod:`alscout.runtime.acquisition`, the registry the vehicle uses). The same forward
 pass also gives each frame's detections, hence its false positives and false negatives
-against the ground truth: what the random control slice and the rank check compare.
+against the ground truth (and the number of persons that count): what the random
+control slice and the rank checks compare.
 With ``[scoring] quality_gate`` each scored frame is also measured by the vehicle's
 quality gate, and the frames it holds back are marked (never picked).
 
@@ -25,6 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -42,6 +44,8 @@ __all__ = [
     "McDropoutSampler",
     "export_model",
     "score_pool",
+    "FrameCounts",
+    "frame_counts",
     "frame_errors",
     "spearman",
 ]
@@ -51,9 +55,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PoolScores:
-    """Per pool position: ``z [P]`` float64 (NaN where not scored), ``false_positives``
-    and ``false_negatives`` ``[P]`` int64 (-1 where not counted), ``gated [P]`` bool
-    (the quality gate held the frame back; None without a gate); ``seconds``: wall
+    """Per pool position: ``z [P]`` float64 (NaN where not scored), ``false_positives``,
+    ``false_negatives`` and ``ground_truth`` (the persons that count, not ignore)
+    ``[P]`` int64 (-1 where not counted; ``ground_truth`` None: not kept), ``gated [P]``
+    bool (the quality gate held the frame back; None without a gate); ``seconds``: wall
     time of inference and scoring; ``frames``: how many frames went through."""
 
     z: np.ndarray
@@ -62,6 +67,7 @@ class PoolScores:
     seconds: float
     frames: int
     gated: np.ndarray | None = None
+    ground_truth: np.ndarray | None = None
 
     @property
     def low_quality(self) -> list[int]:
@@ -74,6 +80,16 @@ class PoolScores:
         both = self.false_positives + self.false_negatives
         return np.where(self.false_positives < 0, -1, both)
 
+    @property
+    def error_rate(self) -> np.ndarray:
+        """``(FP + FN) / (GT + FP)`` ``[P]`` float64, 0 where GT + FP = 0, NaN where not
+        counted (:func:`alscout.trainer.al.stats.error_rate`)."""
+        from alscout.trainer.al.stats import error_rate
+
+        if self.ground_truth is None:
+            raise InvalidInputError("these pool scores kept no ground-truth counts")
+        return error_rate(self.false_positives, self.false_negatives, self.ground_truth)
+
 
 def export_model(checkpoint: Path, out: Path, version: str) -> Path:
     """Export ``checkpoint`` to the ONNX file ``out`` (model contract, SPEC §4)."""
@@ -83,17 +99,39 @@ def export_model(checkpoint: Path, out: Path, version: str) -> Path:
     return out
 
 
+class FrameCounts(NamedTuple):
+    """One frame's detections against its ground truth at the error threshold."""
+
+    false_positives: int
+    false_negatives: int
+    ground_truth: int  # persons that count (not ignore)
+
+
 def frame_errors(
     record: ImageRecord,
     probs: np.ndarray,
     boxes_640: Sequence[tuple[float, float]],
     evaluation: EvaluationConfig,
 ) -> tuple[int, int]:
-    """(false positives, false negatives) of one frame at ``evaluation.error_threshold``.
+    """(false positives, false negatives) of one frame: :func:`frame_counts`."""
+    counts = frame_counts(record, probs, boxes_640, evaluation)
+    return counts.false_positives, counts.false_negatives
+
+
+def frame_counts(
+    record: ImageRecord,
+    probs: np.ndarray,
+    boxes_640: Sequence[tuple[float, float]],
+    evaluation: EvaluationConfig,
+) -> FrameCounts:
+    """False positives, false negatives and ground-truth persons of one frame, with the
+    detections above ``evaluation.error_threshold``.
 
     ``probs``: ``[K, h, w]`` head maps at the model's input size; boxes are scaled to
     the record's pixels. Ground truth the network cannot represent (the paper's
-    filters, measured at the input size) is ignore, as in the Caltech evaluation.
+    filters, measured at the input size) is ignore, as in the Caltech evaluation: it
+    is neither a false negative nor counted in ``ground_truth``, and a detection on it
+    is no false positive.
     """
     from alscout.trainer.evaluation.caltech import match_image
     from alscout.trainer.evaluation.detections import decode_detections
@@ -108,7 +146,9 @@ def frame_errors(
     gt = np.array([[b.x, b.y, b.w, b.h] for b in truth], np.float64).reshape(-1, 4)
     ignore = np.array([b.ignore for b in truth], bool)
     det_type, matched = match_image(boxes * scale, scores, gt, ignore)
-    return int((det_type == 0).sum()), int((~ignore & ~matched).sum())
+    return FrameCounts(
+        int((det_type == 0).sum()), int((~ignore & ~matched).sum()), int((~ignore).sum())
+    )
 
 
 def score_pool(
@@ -132,7 +172,7 @@ def score_pool(
     """
     import numba
 
-    from alscout.runtime.acquisition import frame_scores
+    from alscout.runtime.acquisition import frame_scores, get_acquisition
     from alscout.runtime.backends.onnxruntime import OnnxRuntimeBackend, OrtOptions
     from alscout.runtime.scoring import aggregate, mc_dropout_scores
     from alscout.trainer.data.images import load_image
@@ -146,6 +186,7 @@ def score_pool(
     z = np.full(n, np.nan)
     fp = np.full(n, -1, np.int64)
     fn = np.full(n, -1, np.int64)
+    gt = np.full(n, -1, np.int64)
     gate = method is not None and method.scored and scoring.quality_gate
     gated = np.zeros(n, bool) if gate else None
     config = PipelineConfig(
@@ -167,6 +208,10 @@ def score_pool(
         mc = McDropoutSampler(
             checkpoint, scoring.mc_samples, scoring.mc_rate, scoring.double_evaluation, seed
         )
+    # "difficulty" reads the model's learned difficulty map, from the same forward pass
+    wants_difficulty = (
+        method is not None and method.scored and get_acquisition(method.score).needs_difficulty
+    )
     seconds = 0.0
     with ScoringPipeline(backend, config) as pipeline:
         boxes_640 = _boxes_at_640(pipeline)
@@ -176,22 +221,22 @@ def score_pool(
             batch = todo[start : start + scoring.batch_size]
             images = [load_image(pool[p]) for p in batch]
             began = time.perf_counter()
-            probs = pipeline.probabilities(images)
+            probs, difficulty = pipeline.maps(images, difficulty=wants_difficulty)
             if mc is not None and method is not None:
                 samples = mc.sample(pipeline.preprocess(images), threads)
                 maps = mc_dropout_scores(samples)
                 z[batch] = aggregate(maps, scoring.region, method.aggregation)
             elif method is not None and method.scored:
-                z[batch] = frame_scores(probs, method.score, acquisition).z
+                z[batch] = frame_scores(probs, method.score, acquisition, difficulty=difficulty).z
             if gated is not None and config.quality is not None:
                 for p, quality in zip(batch, pipeline.quality(images) or [], strict=True):
                     gated[p] = bool(config.quality.failures(quality))
             seconds += time.perf_counter() - began
             for p, maps in zip(batch, probs, strict=True):
-                fp[p], fn[p] = frame_errors(pool[p], maps, boxes_640, evaluation)
+                fp[p], fn[p], gt[p] = frame_counts(pool[p], maps, boxes_640, evaluation)
     if gated is not None and gated.any():
         log.info("quality gate held back %d of %d pool frames", int(gated.sum()), len(todo))
-    return PoolScores(z, fp, fn, seconds, len(positions), gated)
+    return PoolScores(z, fp, fn, seconds, len(positions), gated, gt)
 
 
 def _boxes_at_640(pipeline: ScoringPipeline) -> list[tuple[float, float]]:
