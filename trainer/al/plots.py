@@ -19,6 +19,7 @@ import json
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,6 @@ def plot_per_cycle(
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=100)
     try:
@@ -69,13 +69,7 @@ def plot_per_cycle(
             spread = np.array([s[1] for s in stats])
             (line,) = ax.plot(cycles, mean, marker="o", label=m)
             ax.fill_between(cycles, mean - spread, mean + spread, color=line.get_color(), alpha=0.2)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("cycle")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, bbox_inches="tight")
+        _save_by_cycle(fig, ax, path, ylabel)
     finally:
         plt.close(fig)
     return path
@@ -93,7 +87,6 @@ def plot_paired(comparison: Comparison, metric: str, path: Path, ylabel: str) ->
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6.5, 4.0), dpi=100)
     try:
@@ -107,14 +100,8 @@ def plot_paired(comparison: Comparison, metric: str, path: Path, ylabel: str) ->
             above = [100 * (d.high - d.mean) if math.isfinite(d.high) else 0.0 for d in ds]
             ax.errorbar(x, mean, yerr=[below, above], fmt="o", capsize=3, label=m)
         ax.axhline(0.0, color="black", linewidth=0.8)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("cycle")
-        ax.set_ylabel(ylabel)
         ax.set_title(f"{comparison.reference} minus each method (negative: it is better)")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, bbox_inches="tight")
+        _save_by_cycle(fig, ax, path, ylabel)
     finally:
         plt.close(fig)
     return path
@@ -164,3 +151,16 @@ def draw_all(
             written += [drawn] if drawn is not None else []
     log.info("figures written folder=%s count=%d", figures, len(written))
     return written
+
+
+def _save_by_cycle(fig: Any, ax: Any, path: Path, ylabel: str) -> None:
+    """Label a per-cycle figure's axes, add the legend and write it to ``path``."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("cycle")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight")
