@@ -1,6 +1,6 @@
 """The statistics of the benchmark: paired differences over seeds, rank checks over frames.
 
-NumPy only (no SciPy, no PyTorch), so a summary can be rebuilt wherever the run
+NumPy and SciPy (no PyTorch), so a summary can be rebuilt wherever the run
 folders are. Two questions, two tools:
 
 - **Is method A better than method B?** Each seed runs both methods from the same
@@ -85,51 +85,16 @@ class RankCheck:
     resamples: int
 
 
-def _student_t_two_sided(t: float, df: int) -> float:
-    """P(|T| <= t) of Student's t with integer ``df`` >= 1, t >= 0 (Abramowitz and
-    Stegun 26.7.3 and 26.7.4: finite series in cos(theta), theta = atan(t / sqrt(df)))."""
-    theta = math.atan(t / math.sqrt(df))
-    c2 = math.cos(theta) ** 2
-    if df % 2 == 0:
-        term, total = 1.0, 1.0
-        for k in range(1, (df - 2) // 2 + 1):
-            term *= (2 * k - 1) / (2 * k) * c2
-            total += term
-        return math.sin(theta) * total
-    if df == 1:
-        return 2.0 * theta / math.pi
-    term, total = 1.0, 1.0
-    for k in range(1, (df - 3) // 2 + 1):
-        term *= (2 * k) / (2 * k + 1) * c2
-        total += term
-    return 2.0 / math.pi * (theta + math.sin(theta) * math.cos(theta) * total)
-
-
 def student_t_quantile(p: float, df: int) -> float:
     """The ``p`` quantile of Student's t distribution with integer ``df`` >= 1 degrees
-    of freedom (the exact CDF inverted by bisection, to ~1e-12 relative)."""
+    of freedom (SciPy's)."""
+    from scipy.stats import t as student_t
+
     if not 0.0 < p < 1.0:
         raise InvalidInputError(f"p must be in (0, 1), got {p}")
     if int(df) != df or df < 1:
         raise InvalidInputError(f"df must be an integer >= 1, got {df}")
-    df = int(df)
-    if p == 0.5:
-        return 0.0
-    target = abs(2.0 * p - 1.0)  # P(|T| <= t) for the upper quantile
-    high = 1.0
-    while _student_t_two_sided(high, df) < target:
-        high *= 2.0
-    low = 0.0
-    for _ in range(200):
-        mid = 0.5 * (low + high)
-        if _student_t_two_sided(mid, df) < target:
-            low = mid
-        else:
-            high = mid
-        if high - low <= 1e-13 * high:
-            break
-    t = 0.5 * (low + high)
-    return t if p > 0.5 else -t
+    return float(student_t.ppf(p, int(df)))
 
 
 def paired_difference(
