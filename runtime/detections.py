@@ -36,6 +36,8 @@ __all__ = [
     "nms",
     "NMS_IOU",
     "NMS_CONTAINED",
+    "BOX_SIZES",
+    "SIZE_RADIUS",
     "decode_detections",
 ]
 
@@ -57,6 +59,13 @@ NMS_IOU = 0.5
 #: NMS drops a box with more than this fraction of its area inside a kept,
 #: higher-scored box (1.0: never; IoU alone, as before 2026-12-02).
 NMS_CONTAINED = 0.65
+#: How a peak's box size is chosen: "head" (SPEC §3: the head's default box, the
+#: default) or "interpolated" (between the neighbouring heads' boxes, weighted by
+#: their probabilities there; an extension beyond SPEC, off by default).
+BOX_SIZES = ("head", "interpolated")
+#: "interpolated": a neighbouring head's probability is its largest within this many
+#: pixels of the peak (their centres need not fall on the same pixel).
+SIZE_RADIUS = 2
 
 
 def local_maxima(score_map: np.ndarray, threshold: float, peak_radius: int = 1) -> np.ndarray:
@@ -148,6 +157,7 @@ def decode_detections(
     peak_radius: int = 1,
     max_candidates: int = 5000,
     nms_contained: float = NMS_CONTAINED,
+    box_size: str = "head",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Boxes and scores from one frame's head maps.
 
@@ -155,7 +165,11 @@ def decode_detections(
     ``default_boxes``: K ``(height, width)`` in pixels at 640x480. ``threshold``: a peak
     must exceed it. ``nms_iou``: IoU above which the lower-scored box is suppressed;
     ``nms_contained``: the share of its own area inside a higher-scored box above which
-    it is suppressed too (1.0: IoU alone).
+    it is suppressed too (1.0: IoU alone). ``box_size``: "head" (the head's default
+    box, SPEC §3) or "interpolated": a peak of head k gets the geometric mean of heads
+    k-1, k, k+1's default heights (and widths), weighted by their probabilities (head
+    k's at the peak, its neighbours' largest within :data:`SIZE_RADIUS` pixels), so a
+    person between two default sizes, whom both heads see, gets a box between them.
     ``max_candidates``: the highest-scored peaks kept before NMS (bounds its cost at
     very low thresholds). Returns ``boxes [M, 4]`` float32 (x, y, w, h) in pixels and
     ``scores [M]`` float32, by decreasing score.
@@ -170,15 +184,23 @@ def decode_detections(
         raise InvalidInputError(f"nms_iou must be in [0, 1], got {nms_iou}")
     if not 0 <= nms_contained <= 1:
         raise InvalidInputError(f"nms_contained must be in [0, 1], got {nms_contained}")
+    if box_size not in BOX_SIZES:
+        raise InvalidInputError(f"box_size must be one of {BOX_SIZES}, got {box_size!r}")
     if np.isnan(probs).any():
         raise InvalidInputError("probs contain NaN")
     sx, sy = W / REFERENCE_SIZE[0], H / REFERENCE_SIZE[1]
+    sizes = np.log(np.asarray(default_boxes, np.float64).reshape(K, 2))
+    near = _neighbourhood_max(probs) if box_size == "interpolated" else None
     all_boxes, all_scores = [], []
     for k in range(K):
         peaks = local_maxima(probs[k], threshold, peak_radius)
         if not len(peaks):
             continue
-        bh, bw = default_boxes[k][0] * sy, default_boxes[k][1] * sx
+        if near is None:
+            bh, bw = default_boxes[k][0] * sy, default_boxes[k][1] * sx
+        else:
+            bh, bw = _interpolated_sizes(probs, near, sizes, k, peaks)
+            bh, bw = bh * sy, bw * sx
         cy, cx = peaks[:, 0] + 0.5, peaks[:, 1] + 0.5
         x1, y1 = np.clip(cx - bw / 2, 0, W), np.clip(cy - bh / 2, 0, H)
         x2, y2 = np.clip(cx + bw / 2, 0, W), np.clip(cy + bh / 2, 0, H)
@@ -192,3 +214,25 @@ def decode_detections(
         boxes, scores = boxes[top], scores[top]
     keep = nms(boxes, scores, nms_iou, nms_contained)
     return boxes[keep].astype(np.float32), scores[keep].astype(np.float32)
+
+
+def _neighbourhood_max(probs: np.ndarray) -> np.ndarray:
+    """Each head's largest probability within :data:`SIZE_RADIUS` pixels: ``[K, H, W]``."""
+    side = 2 * SIZE_RADIUS + 1
+    kernel = np.ones((side, side), np.uint8)
+    return np.stack([cv2.dilate(np.ascontiguousarray(m, np.float32), kernel) for m in probs])
+
+
+def _interpolated_sizes(
+    probs: np.ndarray, near: np.ndarray, log_sizes: np.ndarray, k: int, peaks: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Heights and widths (at 640x480) of head ``k``'s ``peaks [P, 2]``: the
+    probability-weighted geometric mean of heads k-1, k, k+1's default boxes."""
+    rows, cols = peaks[:, 0], peaks[:, 1]
+    heads = [j for j in (k - 1, k, k + 1) if 0 <= j < probs.shape[0]]
+    weights = np.stack(
+        [(probs[j] if j == k else near[j])[rows, cols].astype(np.float64) for j in heads], axis=1
+    )
+    weights = np.maximum(weights, 1e-6)
+    mean = weights @ log_sizes[heads] / weights.sum(axis=1, keepdims=True)  # [P, 2]
+    return np.exp(mean[:, 0]), np.exp(mean[:, 1])

@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from alscout.runtime.detections import NMS_CONTAINED, NMS_IOU
+from alscout.runtime.detections import BOX_SIZES, NMS_CONTAINED, NMS_IOU
 from alscout.trainer.cli_train import add_data_arguments, load_data, parse_size
 
 __all__ = ["configure", "run"]
@@ -43,6 +43,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--nms-contained", type=float, default=NMS_CONTAINED, metavar="F",
         help="NMS also drops a box with more than F of its area inside a higher-scored one "
         f"(default {NMS_CONTAINED}; 1: IoU alone, the decoder before 2026-12-02)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--box-size", choices=BOX_SIZES, default="head",
+        help="head: each head's default box (SPEC, default); interpolated: between the "
+        "neighbouring heads' boxes, weighted by their probabilities (docs/detector.md)",
     )  # fmt: skip
     parser.add_argument("--mirror", action="store_true", help="average with the mirrored image")
     parser.add_argument(
@@ -94,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         zoom=args.zoom,
         nms_contained=args.nms_contained,
+        box_size=args.box_size,
     )
     if args.out_json:
         result.to_json(args.out_json)

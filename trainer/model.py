@@ -494,13 +494,15 @@ def detect(
     nms_iou: float = NMS_IOU,
     mirror: bool = False,
     nms_contained: float = NMS_CONTAINED,
+    box_size: str = "head",
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Pedestrian boxes in uint8 RGB ``[H, W, 3]`` images of one size (SPEC §3, "Detections").
 
     Each image is resized to ``input_size`` (height, width) when given, run through
     the model, decoded (local maxima of each head above ``threshold`` become boxes
     of the head's default size, merged with NMS at ``nms_iou`` and ``nms_contained``:
-    :func:`~alscout.runtime.detections.decode_detections`), and the boxes are
+    :func:`~alscout.runtime.detections.decode_detections`, which also explains
+    ``box_size``), and the boxes are
     scaled back to the image's pixels. Returns per image ``(boxes [M, 4] float32
     (x, y, w, h), scores [M] float32)``, by decreasing score.
     """
@@ -521,7 +523,7 @@ def detect(
     out = []
     for maps in probs:
         boxes, scores = decode_detections(
-            maps, boxes_640, threshold, nms_iou, nms_contained=nms_contained
+            maps, boxes_640, threshold, nms_iou, nms_contained=nms_contained, box_size=box_size
         )
         out.append((boxes * scale, scores))
     return out

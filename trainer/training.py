@@ -380,6 +380,7 @@ def evaluate(
     progress: bool = False,
     zoom: float = 1.0,
     nms_contained: float = NMS_CONTAINED,
+    box_size: str = "head",
 ) -> tuple[EvalResult, list[tuple[np.ndarray, np.ndarray]]]:
     """Detect on every image and score with the Caltech protocol (LAMR, MR at FPPI 1).
 
@@ -390,8 +391,8 @@ def evaluate(
     filtered datasets. ``zoom``: first zoom every image about its centre
     (``augment.zoom``, as training does: > 1 crops and enlarges, < 1 shrinks onto a
     canvas; ground truth follows, boxes cut to under half their area become ignore),
-    to check robustness to scale. ``nms_iou``, ``nms_contained``: the decoder's NMS
-    (:func:`~alscout.runtime.detections.decode_detections`). Returns the result and
+    to check robustness to scale. ``nms_iou``, ``nms_contained``, ``box_size``: the
+    decoder's (:func:`~alscout.runtime.detections.decode_detections`). Returns the result and
     the per-image detections (in the zoomed images' pixels).
     """
     if zoom != 1.0:
@@ -413,7 +414,7 @@ def evaluate(
 
     def flush() -> None:
         detections.extend(
-            detect(model, pending, input_size, threshold, nms_iou, mirror, nms_contained)
+            detect(model, pending, input_size, threshold, nms_iou, mirror, nms_contained, box_size)
         )
         pending.clear()
 

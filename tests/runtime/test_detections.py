@@ -91,3 +91,58 @@ def test_a_smaller_head_inside_a_person_is_suppressed_by_default():
     assert scores.tolist() == pytest.approx([0.9, 0.8])
     with pytest.raises(detections.InvalidInputError, match="nms_contained"):
         decode_detections(probs, nms_contained=1.5)
+
+
+def _naive_interpolated(probs: np.ndarray, k: int, i: int, j: int) -> tuple[float, float]:
+    """Height and width at 640x480 of head k's peak (i, j), by loops."""
+    heads, h, w = probs.shape
+    log_h = log_w = total = 0.0
+    for n in (k - 1, k, k + 1):
+        if not 0 <= n < heads:
+            continue
+        if n == k:
+            weight = float(probs[k, i, j])
+        else:
+            weight = max(
+                float(probs[n, a, b])
+                for a in range(max(0, i - 2), min(h, i + 3))
+                for b in range(max(0, j - 2), min(w, j + 3))
+            )
+        weight = max(weight, 1e-6)
+        log_h += weight * np.log(detections.DEFAULT_BOXES[n][0])
+        log_w += weight * np.log(detections.DEFAULT_BOXES[n][1])
+        total += weight
+    return float(np.exp(log_h / total)), float(np.exp(log_w / total))
+
+
+def test_interpolated_box_sizes_equal_the_loop_reference():
+    rng = np.random.default_rng(7)
+    probs = (rng.random((5, 24, 32)) ** 6).astype(np.float32)  # sparse bright peaks
+    boxes, scores = decode_detections(
+        probs, threshold=0.5, box_size="interpolated", nms_iou=1.0, nms_contained=1.0
+    )
+    assert len(scores) >= 5
+    seen = 0
+    for k in range(5):
+        for i, j in local_maxima(probs[k], 0.5):
+            height, width = _naive_interpolated(probs, k, int(i), int(j))
+            cx, cy = j + 0.5, i + 0.5
+            x1, x2 = max(cx - width * 32 / 1280, 0), min(cx + width * 32 / 1280, 32)
+            y1, y2 = max(cy - height * 24 / 960, 0), min(cy + height * 24 / 960, 24)
+            expected = np.array([x1, y1, x2 - x1, y2 - y1], np.float32)
+            assert np.isclose(boxes, expected, atol=1e-4).all(axis=1).any(), (k, i, j)
+            seen += 1
+    assert seen == len(scores)
+
+
+def test_a_person_between_two_heads_gets_a_box_between_them():
+    probs = np.zeros((5, 480, 640), np.float32)
+    probs[3, 200, 300] = 0.9  # head 3 (80x50) and head 2 (145x80) see one person
+    probs[2, 201, 300] = 0.9
+    boxes, _ = decode_detections(probs, threshold=0.5, box_size="interpolated")
+    assert len(boxes) == 1  # the two boxes are now alike: NMS keeps one
+    assert boxes[0][3] == pytest.approx(np.sqrt(80.0 * 145.0), rel=1e-3)
+    head, _ = decode_detections(probs, threshold=0.5, nms_contained=1.0)  # SPEC's sizes
+    assert sorted(head[:, 3].round().tolist()) == [80.0, 145.0]
+    with pytest.raises(detections.InvalidInputError, match="box_size"):
+        decode_detections(probs, box_size="regressed")
