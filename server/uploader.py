@@ -300,6 +300,13 @@ class Uploader:
         self._thread = threading.Thread(target=self.run, name="alscout-uploader", daemon=True)
         self._thread.start()
 
+    @property
+    def stop_event(self) -> threading.Event:
+        """The event :meth:`run` and :meth:`drain` stop on by default, and the one the
+        bandwidth cap's waits end on: a caller that stops the uploader from outside
+        (a signal handler) sets this one, so a long rate-limit pause ends at once."""
+        return self._stop
+
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop the thread after the object being sent."""
         self._stop.set()
@@ -350,7 +357,7 @@ def run(args: argparse.Namespace) -> int:
         uploader = Uploader(outbox, sink, config, registry=registry)
         if args.metrics_port is not None:
             start_http_server(args.metrics_port, registry=registry)
-        stop = threading.Event()
+        stop = uploader.stop_event  # also ends a bandwidth-cap pause at once
 
         def work() -> None:
             if args.once:
