@@ -32,3 +32,16 @@ def load_asset(name: str) -> ModuleType:
 def write_tiny_detector(path: Path) -> Path:
     """Write the tiny ONNX model of tests/assets/tiny_detector.py to ``path``; return it."""
     return load_asset("tiny_detector").write(path)
+
+
+#: Python source that makes a child process refuse to import PyTorch or the trainer,
+#: as the vehicle would: prepend it (after ``import sys``) to a ``python -c`` script.
+REFUSE_TORCH = """
+class RefuseTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch" or name.startswith("alscout.trainer"):
+            raise ImportError(f"{name} is blocked: the vehicle has no PyTorch")
+        return None
+
+sys.meta_path.insert(0, RefuseTorch())
+"""

@@ -16,22 +16,17 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from shared_inputs import write_tiny_detector
+from shared_inputs import REFUSE_TORCH, write_tiny_detector
 
 from alscout.runtime.backends import open_backend
 from alscout.runtime.pipeline import ScoringPipeline
 
-CHILD = r"""
+CHILD = (
+    r"""
 import json, pkgutil, sys
-
-class RefuseTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "torch" or name.startswith("alscout.trainer"):
-            raise ImportError(f"{name} is blocked: the vehicle has no PyTorch")
-        return None
-
-sys.meta_path.insert(0, RefuseTorch())
-
+"""
+    + REFUSE_TORCH
+    + r"""
 import alscout.runtime
 modules = sorted(
     m.name for m in pkgutil.walk_packages(alscout.runtime.__path__, "alscout.runtime.")
@@ -63,6 +58,7 @@ print(json.dumps({
     "torch_refused": torch_refused,
 }))
 """
+)
 
 
 def test_runtime_imports_and_scores_without_torch(tmp_path):

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import onnxruntime
 import pytest
-from shared_inputs import load_asset
+from shared_inputs import REFUSE_TORCH, load_asset
 
 from alscout.errors import ConfigError, ModelError
 from alscout.runtime.backends import open_backend
@@ -115,17 +115,12 @@ def test_a_model_without_the_head_is_refused_clearly(tiny_model, frames):
             pipeline.backend.infer_with_difficulty(np.zeros((1, 3, 32, 32), np.float32))
 
 
-CHILD = r"""
+CHILD = (
+    r"""
 import json, sys
-
-class RefuseTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "torch" or name.startswith("alscout.trainer"):
-            raise ImportError(f"{name} is blocked: the vehicle has no PyTorch")
-        return None
-
-sys.meta_path.insert(0, RefuseTorch())
-import numpy as np
+"""
+    + REFUSE_TORCH
+    + r"""import numpy as np
 from alscout.runtime.backends import open_backend
 from alscout.runtime.pipeline import PipelineConfig, ScoringPipeline
 
@@ -135,6 +130,7 @@ with ScoringPipeline(open_backend(sys.argv[1], "onnxruntime-cpu"), config) as pi
     z = [s.z for s in pipeline.score(frames)]
 print(json.dumps({"z": z, "torch": any(m.split(".")[0] == "torch" for m in sys.modules)}))
 """
+)
 
 
 def test_difficulty_scores_without_torch(difficulty_model, frames, tmp_path):
