@@ -119,6 +119,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed of every random choice (default 0)")
     parser.add_argument("--width", type=int, help="detector base channels (default 16)")
     parser.add_argument("--dropout", type=float, help="dropout rate in training (default 0)")
+    parser.add_argument(
+        "--difficulty-head", action="store_true", default=None,
+        help="also train the learned-difficulty head (DEAL; acquisition 'difficulty')",
+    )  # fmt: skip
     parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     _add_augmentation_arguments(parser)
     parser.add_argument("--workers", type=int, help="data loader processes (default 0)")
@@ -191,6 +195,7 @@ _RESUMED = {
     "--seed": ("train", "seed"),
     "--width": ("detector", "width"),
     "--dropout": ("detector", "dropout"),
+    "--difficulty-head": ("detector", "difficulty_head"),
     "--no-scale-aug": ("train", "scale_aug"),
     "--zoom-range": ("train", "zoom_range"),
     "--zoom-prob": ("train", "zoom_prob"),
@@ -263,11 +268,17 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         _check_resume(args, augmentation)
     detector, train = load_toml(args.config) if args.config else (DetectorConfig(), TrainConfig())
-    detector_changes = {"width": args.width, "dropout": args.dropout}
+    detector_changes = {
+        "width": args.width,
+        "dropout": args.dropout,
+        "difficulty_head": args.difficulty_head,
+    }
     detector_changes = {k: v for k, v in detector_changes.items() if v is not None}
     if detector_changes and not args.resume:  # on resume they equal the run's (checked)
         if args.init:
-            raise ConfigError("--width/--dropout cannot change the network of --init")
+            raise ConfigError(
+                "--width/--dropout/--difficulty-head cannot change the network of --init"
+            )
         detector = DetectorConfig.from_dict({**detector.to_dict(), **detector_changes})
     train = train.with_overrides(
         epochs=args.epochs,

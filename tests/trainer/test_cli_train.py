@@ -210,6 +210,18 @@ def test_no_scale_aug_is_recorded_and_source_options_bind_to_their_data(coco, tm
     assert "zoom_prob" in capsys.readouterr().err
 
 
+def test_difficulty_head_flag_trains_and_records_the_head(coco, tmp_path, capsys):
+    out = tmp_path / "hard"
+    args = ["train", "--data", str(coco), "--out", str(out), *SMALL, "--epochs", "1"]
+    assert main([*args, "--difficulty-head", "--no-progress"]) == 0
+    state = load_checkpoint(out / "last.pt")
+    assert state.detector.difficulty_head is True
+    assert "difficulty_loss" in json.loads((out / "history.json").read_text())[0]["train"]
+    init = ["--init", str(out / "last.pt"), "--difficulty-head"]
+    assert main(["train", "--data", str(coco), "--out", str(tmp_path / "x"), *SMALL, *init]) == 2
+    assert "cannot change the network of --init" in capsys.readouterr().err
+
+
 def test_evaluate_zoom_on_a_tiny_synthetic_set(stills, tmp_path, capsys):
     out = tmp_path / "run"
     train = ["train", "--data", str(stills), "--out", str(out), "--epochs", "1", *SMALL]
