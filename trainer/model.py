@@ -34,6 +34,7 @@ __all__ = [
     "DetectorDifficultyLogits",
     "DetectorWithDifficulty",
     "export_module",
+    "logits_module",
     "normalise",
     "predict_probs",
     "detect",
@@ -435,6 +436,14 @@ class DetectorWithDifficulty(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.detector.forward_with_difficulty(images)
+
+
+def logits_module(detector: Detector) -> nn.Module:
+    """What training runs: :class:`DetectorLogits`, or, with the difficulty head,
+    :class:`DetectorDifficultyLogits` (logits and difficulty logits from one pass)."""
+    return (
+        DetectorDifficultyLogits(detector) if detector.has_difficulty else DetectorLogits(detector)
+    )
 
 
 def export_module(detector: Detector) -> nn.Module:

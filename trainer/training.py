@@ -61,9 +61,8 @@ from alscout.trainer.evaluation.caltech import EvalResult, evaluate_records
 from alscout.trainer.model import (
     Detector,
     DetectorConfig,
-    DetectorDifficultyLogits,
-    DetectorLogits,
     detect,
+    logits_module,
     normalise,
 )
 from alscout.trainer.targets import POSITIVE, TrainingSet
@@ -209,7 +208,7 @@ def train_one_epoch(
     (:class:`~alscout.trainer.difficulty.DifficultyTrainingSet`).
     """
     if isinstance(model, Detector):
-        model = DetectorDifficultyLogits(model) if model.has_difficulty else DetectorLogits(model)
+        model = logits_module(model)
     model.train()
     device = context.device
     config: DetectorConfig = _unwrap(model).config
@@ -479,8 +478,7 @@ def fit(
     net = Detector(detector)
     if start_weights is not None:
         net.load_state_dict(start_weights)
-    wrapper = DetectorDifficultyLogits(net) if net.has_difficulty else DetectorLogits(net)
-    model = wrap_model(wrapper, context)
+    model = wrap_model(logits_module(net), context)
     digest = ckpt.dataset_digest(dataset, weights)
     if state is not None and state.data_digest and state.data_digest != digest:
         raise ConfigError(
