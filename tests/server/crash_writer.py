@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 from alscout.server.durable_outbox import DurableOutbox
 from alscout.server.outbox import FlaggedFrame
@@ -37,6 +38,8 @@ def write_frames(outbox_dir: str, ack_file: str, start: int) -> None:
     """
     outbox = DurableOutbox(outbox_dir, QUOTA)
     acks = os.open(ack_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    if os.fstat(acks).st_size and not Path(ack_file).read_bytes().endswith(b"\n"):
+        os.write(acks, b"\n")  # an earlier writer killed mid-line: end its torn line
     index = start
     while True:
         image = image_of(index)
