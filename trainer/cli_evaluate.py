@@ -10,7 +10,8 @@ says otherwise; boxes are compared in the stored images' pixels. Unless ``--no-f
 the paper's filters make ground truth under 50 px tall (at 640x480 scale, measured at
 the input size) or with width/height outside [0.2, 0.65] ignore. Nothing else is
 ignored: a person who fits no head (e.g. taller than the largest default box) counts,
-as the Caltech protocol does not depend on the detector (docs/detector.md).
+as the Caltech protocol does not depend on the detector (docs/detector.md). Boxes are
+matched after the toolbox's standardisation to width = 0.41 x height (``--aspect-ratio``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from alscout.runtime.detections import BOX_SIZES, NMS_CONTAINED, NMS_IOU
 from alscout.trainer.cli_train import add_data_arguments, load_data, parse_size
+from alscout.trainer.evaluation.caltech import CALTECH_ASPECT_RATIO, parse_aspect_ratio
 
 __all__ = ["configure", "run"]
 
@@ -48,6 +50,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--box-size", choices=BOX_SIZES, default="head",
         help="head: each head's default box (SPEC, default); interpolated: between the "
         "neighbouring heads' boxes, weighted by their probabilities (docs/detector.md)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--aspect-ratio", type=parse_aspect_ratio, default=CALTECH_ASPECT_RATIO, metavar="R",
+        help="match boxes standardised to width = R x height about their centres, as the "
+        f"Caltech toolbox does (default {CALTECH_ASPECT_RATIO}); 'none': boxes as given "
+        "(alscout's evaluation before 2026-12-03)",
     )  # fmt: skip
     parser.add_argument("--mirror", action="store_true", help="average with the mirrored image")
     parser.add_argument(
@@ -100,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         zoom=args.zoom,
         nms_contained=args.nms_contained,
         box_size=args.box_size,
+        aspect_ratio=args.aspect_ratio,
     )
     if args.out_json:
         result.to_json(args.out_json)

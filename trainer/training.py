@@ -57,7 +57,12 @@ from alscout.trainer.distributed import (
     resolve_device,
     wrap_model,
 )
-from alscout.trainer.evaluation.caltech import EvalResult, evaluate_records
+from alscout.trainer.evaluation.caltech import (
+    CALTECH_ASPECT_RATIO,
+    EvalConfig,
+    EvalResult,
+    evaluate_records,
+)
 from alscout.trainer.model import (
     Detector,
     DetectorConfig,
@@ -380,6 +385,7 @@ def evaluate(
     zoom: float = 1.0,
     nms_contained: float = NMS_CONTAINED,
     box_size: str = "head",
+    aspect_ratio: float | None = CALTECH_ASPECT_RATIO,
 ) -> tuple[EvalResult, list[tuple[np.ndarray, np.ndarray]]]:
     """Detect on every image and score with the Caltech protocol (LAMR, MR at FPPI 1).
 
@@ -391,8 +397,10 @@ def evaluate(
     (``augment.zoom``, as training does: > 1 crops and enlarges, < 1 shrinks onto a
     canvas; ground truth follows, boxes cut to under half their area become ignore),
     to check robustness to scale. ``nms_iou``, ``nms_contained``, ``box_size``: the
-    decoder's (:func:`~alscout.runtime.detections.decode_detections`). Returns the result and
-    the per-image detections (in the zoomed images' pixels).
+    decoder's (:func:`~alscout.runtime.detections.decode_detections`). ``aspect_ratio``:
+    the protocol's box standardisation (:class:`~alscout.trainer.evaluation.caltech.EvalConfig`;
+    None matches boxes as given). Returns the result and the per-image detections (in
+    the zoomed images' pixels, as decoded: not standardised).
     """
     if zoom != 1.0:
         dataset = Dataset(
@@ -426,7 +434,8 @@ def evaluate(
         pending.append(image)
     if pending:
         flush()
-    return evaluate_records(detections, dataset.images), detections
+    protocol = EvalConfig(aspect_ratio=aspect_ratio)
+    return evaluate_records(detections, dataset.images, protocol), detections
 
 
 @dataclass

@@ -11,7 +11,15 @@ import pytest
 
 from alscout.errors import ConfigError, InvalidInputError
 from alscout.trainer.data.annotations import Box, ImageRecord
-from alscout.trainer.evaluation.caltech import EvalConfig, evaluate, evaluate_records, match_image
+from alscout.trainer.evaluation.caltech import (
+    CALTECH_ASPECT_RATIO,
+    EvalConfig,
+    evaluate,
+    evaluate_records,
+    match_image,
+    parse_aspect_ratio,
+    standardize_aspect,
+)
 from alscout.trainer.evaluation.detections import DEFAULT_BOXES, decode_detections, iou_matrix
 from alscout.trainer.evaluation.plots import plot_mr_fppi
 from alscout.trainer.synth import domain_preset, render_still
@@ -138,6 +146,47 @@ def test_min_height_rule_and_records() -> None:
     tall = evaluate_records(dets, records, EvalConfig(min_height=50))
     assert tall.num_gt == 1 and tall.num_detections == 2 and tall.fppi[-1] == 1.0
     assert tall.mr_at_fppi1 == 0.0
+
+
+def test_standardize_aspect_keeps_height_and_centre() -> None:
+    boxes = np.array([[10.0, 20.0, 20.0, 100.0], [0.0, 0.0, 60.0, 50.0]])
+    out = standardize_aspect(boxes, 0.41)
+    assert out[:, 2] == pytest.approx([41.0, 20.5])
+    assert out[:, 3].tolist() == [100.0, 50.0] and out[:, 1].tolist() == [20.0, 0.0]
+    assert out[:, 0] + out[:, 2] / 2 == pytest.approx(boxes[:, 0] + boxes[:, 2] / 2)
+    assert boxes[0, 2] == 20.0  # the input is not changed
+    assert standardize_aspect(np.zeros((0, 4)), 0.41).shape == (0, 4)
+
+
+def test_aspect_standardisation_matches_on_height_and_centre() -> None:
+    # a narrow person (w/h 0.28) and a wide detection (0.6) of the same height and
+    # centre: IoU 0.28 / 0.6 as given, 1 after Caltech's standardisation to 0.41
+    narrow = [100.0, 100.0, 28.0, 100.0]
+    wide = [84.0, 100.0, 60.0, 100.0]
+    truth, dets = [_gt(narrow)], [_det((wide, 0.9))]
+    raw = evaluate(dets, truth, EvalConfig(aspect_ratio=None))
+    assert raw.mr_at_fppi1 == 1.0 and raw.fppi[-1] == 1.0
+    standard = evaluate(dets, truth)
+    assert standard.config["aspect_ratio"] == CALTECH_ASPECT_RATIO
+    assert standard.mr_at_fppi1 == 0.0 and standard.fppi[-1] == 0.0
+    # a detection of the right width but 2/3 of the height fails after it (IoU 4/9)...
+    short = [100.0, 100.0 + 50 / 3, 28.0, 200 / 3]
+    assert evaluate([_det((short, 0.9))], truth).mr_at_fppi1 == 1.0
+    # ... and ignore regions keep their shape: a wide crowd box is not narrowed
+    crowd = [0.0, 0.0, 400.0, 100.0]
+    gt_boxes, gt_ignore = _gt(crowd, ignore=(True,))
+    edge = [350.0, 0.0, 60.0, 100.0]  # standardised: 41 wide at x 359.5, all inside
+    result = evaluate([_det((edge, 0.9))], [(gt_boxes, gt_ignore)])
+    assert result.num_ignored_detections == 1 and result.fppi == [0.0]
+
+
+def test_parse_aspect_ratio() -> None:
+    assert parse_aspect_ratio("0.41") == 0.41 and parse_aspect_ratio("None") is None
+    for bad in ("wide", "0", "-1"):
+        with pytest.raises(ConfigError):
+            parse_aspect_ratio(bad)
+    with pytest.raises(ConfigError, match="aspect_ratio"):
+        EvalConfig(aspect_ratio=0.0)
 
 
 def test_json_and_plot(tmp_path: Path) -> None:

@@ -85,3 +85,24 @@ def test_convert_real_pets(pets_dir: Path, tmp_path: Path) -> None:
     assert main([*convert, "--images", str(pets_dir / "vtest.avi"), "--output", str(out)]) == 0
     data = read_coco(out)
     assert len(data) == 795 and data.num_boxes == 4650 and data[0].frame == 0
+
+
+def test_evaluate_aspect_ratio_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    synth = ["data", "synth", "--out", str(tmp_path / "s"), "--count", "3", "--size", "320x240"]
+    assert main(synth) == 0
+    data = read_coco(tmp_path / "s" / "annotations.json")
+    # every person's box twice as wide about its centre: IoU w / 2w = 0.5 - a hair as
+    # given (a miss), a perfect match once both are standardised to width 0.41 x height
+    wide = [
+        ([[b.x - b.w / 2 - 0.01, b.y, 2 * b.w + 0.02, b.h] for b in r.boxes], [0.9] * len(r.boxes))
+        for r in data
+    ]
+    write_coco_results([r.image_id for r in data], wide, tmp_path / "wide.json")  # type: ignore[arg-type]
+    evaluate = ["data", "evaluate", "--gt", str(tmp_path / "s" / "annotations.json")]
+    evaluate += ["--detections", str(tmp_path / "wide.json")]
+    assert main([*evaluate, "--aspect-ratio", "none"]) == 0
+    assert "MR@FPPI=1: 100.00%" in capsys.readouterr().out
+    assert main(evaluate) == 0
+    assert "MR@FPPI=1: 0.00%" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*evaluate, "--aspect-ratio", "wide"])

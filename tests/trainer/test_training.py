@@ -177,11 +177,18 @@ def test_tiny_model_overfits_a_small_synthetic_set(tmp_path):
             background.append(probs[i, k][labels[k] == 0])
     assert np.median(centre_scores) > 0.7
     assert np.quantile(np.concatenate(background), 0.99) < 0.3
-    # Detection level: the Caltech protocol on the training set itself.
-    result, detections = evaluate(result.model, scenes, size)
-    assert result.num_gt == 2 * len(scenes)
+    # Detection level: the Caltech protocol on the training set itself, boxes as given
+    # (the figures have the heads' own aspect) and standardised to 0.41 (dbEval's
+    # default, narrower than the figures: a horizontal offset costs more; 5 of 24
+    # missed at FPPI 1 when this was written, against 4 as given).
+    model = result.model
+    given, detections = evaluate(model, scenes, size, aspect_ratio=None)
+    assert given.num_gt == 2 * len(scenes)
     assert len(detections) == len(scenes)
-    assert result.mr_at_fppi1 <= 0.2, result.to_json()
+    assert given.mr_at_fppi1 <= 0.2, given.to_json()
+    standard, _ = evaluate(model, scenes, size)
+    assert standard.config["aspect_ratio"] == 0.41
+    assert standard.mr_at_fppi1 <= 0.25, standard.to_json()
 
 
 def _assert_same_state(a: dict, b: dict) -> None:

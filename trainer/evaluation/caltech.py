@@ -7,6 +7,14 @@ ignore region is the intersection over the **detection's** area. A detection on 
 ignore region is removed from the count (neither true nor false positive); an ignore
 region may absorb any number of detections; an unmatched ignore box is not a miss.
 
+Before matching, as ``dbEval`` does, every detection and every non-ignore
+ground-truth box is standardised to the aspect ratio ``EvalConfig.aspect_ratio``
+(Caltech's 0.41 = width / height): its width is set to 0.41 times its height about
+its centre, height and centre kept. A box's width follows the person's pose (arms,
+stride) and the annotator, so the protocol matches on height and position only;
+ignore regions keep their shape. ``aspect_ratio=None`` matches the boxes as given
+(alscout's evaluation before 2026-12-03).
+
 Over the set (``bbGt('compRoc')``): the curve has one point per distinct score
 threshold, plus the point of the infinite threshold (no detection: FPPI 0, miss rate
 1). The log-average miss rate samples it at 9 FPPI values evenly spaced in log-space
@@ -28,9 +36,20 @@ from alscout.errors import ConfigError, InvalidInputError
 from alscout.trainer.data.annotations import ImageRecord
 from alscout.trainer.evaluation.detections import iou_matrix
 
-__all__ = ["EvalConfig", "EvalResult", "match_image", "evaluate", "evaluate_records"]
+__all__ = [
+    "CALTECH_ASPECT_RATIO",
+    "EvalConfig",
+    "EvalResult",
+    "standardize_aspect",
+    "parse_aspect_ratio",
+    "match_image",
+    "evaluate",
+    "evaluate_records",
+]
 
 _MR_FLOOR = 1e-10
+#: The width / height to which ``dbEval`` standardises boxes before matching.
+CALTECH_ASPECT_RATIO = 0.41
 
 
 @dataclass(frozen=True)
@@ -38,13 +57,17 @@ class EvalConfig:
     """``iou``: match threshold. ``ref_low``/``ref_high``/``ref_points``: where the
     log-average is sampled. ``min_height``: when set, ground truth lower than it
     becomes ignore and detections lower than ``min_height / 1.25`` are dropped
-    (Caltech's height-range rule); None keeps the ignore flags as given."""
+    (Caltech's height-range rule); None keeps the ignore flags as given.
+    ``aspect_ratio``: the width / height detections and non-ignore ground truth are
+    standardised to before matching (:func:`standardize_aspect`; Caltech's 0.41);
+    None matches the boxes as given."""
 
     iou: float = 0.5
     ref_low: float = 1e-2
     ref_high: float = 1.0
     ref_points: int = 9
     min_height: float | None = None
+    aspect_ratio: float | None = CALTECH_ASPECT_RATIO
 
     def __post_init__(self) -> None:
         if not 0 < self.iou <= 1:
@@ -53,6 +76,8 @@ class EvalConfig:
             raise ConfigError("need 0 < ref_low <= ref_high and ref_points >= 1")
         if self.min_height is not None and self.min_height < 0:
             raise ConfigError(f"min_height must be >= 0, got {self.min_height}")
+        if self.aspect_ratio is not None and not 0 < self.aspect_ratio < 100:
+            raise ConfigError(f"aspect_ratio must be in (0, 100) or None, got {self.aspect_ratio}")
 
     @property
     def references(self) -> np.ndarray:
@@ -67,6 +92,32 @@ def _as_boxes(boxes: np.ndarray, name: str) -> np.ndarray:
     if array.ndim != 2 or array.shape[1] != 4:
         raise InvalidInputError(f"{name} must be [N, 4] (x, y, w, h), got shape {array.shape}")
     return array
+
+
+def standardize_aspect(boxes: np.ndarray, aspect_ratio: float) -> np.ndarray:
+    """``boxes [N, 4]`` (x, y, w, h) with width ``aspect_ratio * h`` about the same centre.
+
+    Caltech's ``bbApply('resize', bb, 1, 0, aspect_ratio)``: height and centre kept.
+    Returns a new float64 array.
+    """
+    out = _as_boxes(boxes, "boxes").copy()
+    width = aspect_ratio * out[:, 3]
+    out[:, 0] += (out[:, 2] - width) / 2
+    out[:, 2] = width
+    return out
+
+
+def parse_aspect_ratio(text: str) -> float | None:
+    """A command line's ``--aspect-ratio``: a positive number, or "none" (boxes as given)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"--aspect-ratio must be a number or 'none', got {text!r}") from None
+    if not 0 < value < 100:
+        raise ConfigError(f"--aspect-ratio must be in (0, 100), got {value}")
+    return value
 
 
 def match_image(
@@ -162,6 +213,8 @@ def evaluate(
     """Evaluate per-image ``(boxes [M, 4], scores [M])`` against ``(boxes [G, 4], ignore [G])``.
 
     Both sequences are aligned image by image; pixels of the same image for both.
+    With ``config.aspect_ratio`` set, detections and non-ignore ground truth are
+    standardised to it (:func:`standardize_aspect`) before :func:`match_image`.
     """
     cfg = EvalConfig() if config is None else config
     if len(detections) != len(ground_truth):
@@ -183,6 +236,10 @@ def evaluate(
             ignore |= gts[:, 3] < cfg.min_height
             tall = dets[:, 3] >= cfg.min_height / 1.25
             dets, scores = dets[tall], scores[tall]
+        if cfg.aspect_ratio is not None:
+            dets = standardize_aspect(dets, cfg.aspect_ratio)
+            gts = gts.copy()
+            gts[~ignore] = standardize_aspect(gts[~ignore], cfg.aspect_ratio)
         det_type, _ = match_image(dets, scores, gts, ignore, cfg.iou)
         num_gt += int((~ignore).sum())
         num_ignore += int(ignore.sum())
