@@ -17,6 +17,7 @@ matched after the toolbox's standardisation to width = 0.41 x height (``--aspect
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from alscout.trainer.cli_train import add_data_arguments, load_data, parse_size
 from alscout.trainer.evaluation.caltech import CALTECH_ASPECT_RATIO, parse_aspect_ratio
 
 __all__ = ["configure", "run"]
+
+log = logging.getLogger(__name__)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +83,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detections", type=Path, help="write detections as COCO results")
 
 
+def _aspect_text(aspect: float | None) -> str:
+    return "as given" if aspect is None else f"standardised to aspect {aspect:g}"
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate; prints one summary line."""
     import torch
@@ -90,6 +97,14 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     state = load_checkpoint(args.checkpoint)
+    fitted = state.train.targets.fit_aspect if state.train is not None else args.aspect_ratio
+    if fitted != args.aspect_ratio:
+        log.warning(
+            "%s was trained to fit boxes %s but is evaluated with boxes %s: its figures "
+            "are not the ones it was trained for (--aspect-ratio %s matches its training)",
+            args.checkpoint, _aspect_text(fitted), _aspect_text(args.aspect_ratio),
+            "none" if fitted is None else fitted,
+        )  # fmt: skip
     model = state.build_model()
     input_size = args.input_size
     if input_size is None:

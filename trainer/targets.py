@@ -4,9 +4,15 @@ Everything here works in pixels of the *training input* (the image after resizin
 with the default boxes scaled to that input (``DetectorConfig.boxes_at``).
 
 - A ground-truth box *fits* default box ``k`` when the two boxes, centred on each
-  other, overlap with IoU >= ``fit_iou`` (0.5: the Caltech match threshold, so that a
-  detection of head ``k`` centred on the pedestrian would count as a hit). The box's
-  *head* is the default box of highest centred IoU.
+  other and both standardised to the width / height ``fit_aspect`` (0.41, as the
+  Caltech protocol standardises every box before matching), overlap with IoU >=
+  ``fit_iou`` (0.5: the Caltech match threshold, so that a detection of head ``k``
+  centred on the pedestrian counts as a hit). With equal aspects that IoU is
+  ``(min(h, h_k) / max(h, h_k))^2``: the fit is on height alone. The box's *head* is
+  the default box of highest such IoU (the nearest height). ``fit_aspect=None``
+  compares the boxes as given (before 2026-12-03): a narrow person then fits a
+  narrower, shorter default box better, and its detection is too short once the
+  evaluation standardises widths.
 - A box is *trainable* when it passes the paper's filters
   (:class:`~alscout.trainer.data.filters.BoxFilter`: a person label, not ignore, at
   least ``min_height`` tall (50 px at the 640x480 reference, scaled with the input
@@ -53,6 +59,7 @@ __all__ = [
     "NEGATIVE",
     "IGNORE",
     "centred_iou",
+    "fit_ious",
     "assign_head",
     "make_targets",
     "count_heads",
@@ -73,7 +80,8 @@ class TargetConfig:
 
     ``min_height``: pixels at the detector's reference height (480), scaled with the
     input height. ``aspect_range``: allowed width / height. ``fit_iou``: centred IoU a
-    box needs with a default box to fit it. ``centre_fraction`` and
+    box needs with a default box to fit it, both standardised to the width / height
+    ``fit_aspect`` first (None: as given). ``centre_fraction`` and
     ``ignore_fraction``: sides of the positive and the ignore rectangles as fractions
     of the box's sides.
     """
@@ -83,6 +91,7 @@ class TargetConfig:
     fit_iou: float = 0.5
     centre_fraction: float = 0.2
     ignore_fraction: float = 0.5
+    fit_aspect: float | None = 0.41
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "aspect_range", tuple(float(v) for v in self.aspect_range))
@@ -93,6 +102,8 @@ class TargetConfig:
             raise ConfigError(f"aspect_range must be 0 < low <= high, got {self.aspect_range}")
         if not 0 < self.fit_iou <= 1:
             raise ConfigError(f"fit_iou must be in (0, 1], got {self.fit_iou}")
+        if self.fit_aspect is not None and not 0 < self.fit_aspect < 100:
+            raise ConfigError(f"fit_aspect must be in (0, 100) or None, got {self.fit_aspect}")
         if not 0 <= self.centre_fraction <= self.ignore_fraction <= 1:
             raise ConfigError(
                 "need 0 <= centre_fraction <= ignore_fraction <= 1, got "
@@ -114,6 +125,21 @@ def centred_iou(heights: np.ndarray, widths: np.ndarray, default_boxes: np.ndarr
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
+def fit_ious(
+    heights: np.ndarray, widths: np.ndarray, default_boxes: np.ndarray, config: TargetConfig
+) -> np.ndarray:
+    """:func:`centred_iou` as the fit rule measures it: ``[M, K]``.
+
+    With ``config.fit_aspect`` set, boxes and default boxes are first standardised to
+    that width / height (heights kept), as the Caltech protocol does before matching.
+    """
+    if config.fit_aspect is None:
+        return centred_iou(heights, widths, default_boxes)
+    heights = np.asarray(heights, dtype=np.float64)
+    standard = np.stack([default_boxes[:, 0], config.fit_aspect * default_boxes[:, 0]], axis=1)
+    return centred_iou(heights, config.fit_aspect * heights, standard)
+
+
 def assign_head(
     box: Box, default_boxes: np.ndarray, min_height: float, config: TargetConfig
 ) -> tuple[int, np.ndarray]:
@@ -127,7 +153,7 @@ def assign_head(
     low, high = config.aspect_range
     if box.w <= 0 or not BoxFilter(min_height, low, high).keeps(box):
         return none
-    ious = centred_iou(np.array([box.h]), np.array([box.w]), default_boxes)[0]
+    ious = fit_ious(np.array([box.h]), np.array([box.w]), default_boxes, config)[0]
     fits = ious >= config.fit_iou
     if not fits.any():
         return none
@@ -253,7 +279,7 @@ def head_factors(
     lo, hi = config.aspect_range
     if box.h <= 0 or box.ignore or not lo <= box.w / box.h <= hi:
         return out
-    ious = centred_iou(grid * box.h, grid * box.w, default_boxes)  # [F, K]
+    ious = fit_ious(grid * box.h, grid * box.w, default_boxes, config)  # [F, K]
     trains = (ious.max(axis=1) >= config.fit_iou) & (grid * box.h >= min_height)
     heads = np.where(trains, ious.argmax(axis=1), -1)
     for k in range(default_boxes.shape[0]):

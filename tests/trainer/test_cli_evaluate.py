@@ -44,3 +44,26 @@ def test_no_filter_help_and_docs_say_what_evaluation_ignores(capsys):
     docs = " ".join(DOCS.read_text().split("## Detection and evaluation")[1].split())
     assert "no head can represent" not in docs
     assert "fits no head" in docs and "still counts" in docs
+
+
+def test_evaluating_with_another_box_rule_than_training_warns(tmp_path, caplog):
+    from alscout.trainer.checkpoint import Checkpoint, save_checkpoint
+    from alscout.trainer.config import TrainConfig
+    from alscout.trainer.targets import TargetConfig
+
+    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--count", "2"]) == 0
+    tiny = DetectorConfig(width=4, head_channels=16, fires_per_level=1)
+    old = TrainConfig(input_size=(120, 160), targets=TargetConfig(fit_aspect=None))
+    checkpoint = save_checkpoint(
+        tmp_path / "old.pt", Checkpoint(Detector(tiny).state_dict(), tiny, train=old)
+    )
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--no-progress"]
+    args += ["--data", str(tmp_path / "s" / "annotations.json")]
+    with caplog.at_level("WARNING"):
+        assert main(args) == 0
+    assert "trained to fit boxes as given" in caplog.text
+    assert "--aspect-ratio none matches its training" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert main([*args, "--aspect-ratio", "none"]) == 0
+    assert "trained to fit" not in caplog.text

@@ -17,6 +17,7 @@ from alscout.trainer.targets import (
     assign_head,
     centred_iou,
     count_heads,
+    fit_ious,
     head_balanced_zoom,
     head_factors,
     make_targets,
@@ -48,10 +49,36 @@ def test_centred_iou_by_hand():
         (Box(0, 0, 27, 67), 4, [4]),
     ],
 )
-def test_assign_head_picks_the_default_box_of_highest_centred_iou(box, head, fits):
-    got, fitting = assign_head(box, BOXES_640, 50.0, TargetConfig())
+def test_assign_head_as_given_picks_the_default_box_of_highest_centred_iou(box, head, fits):
+    got, fitting = assign_head(box, BOXES_640, 50.0, TargetConfig(fit_aspect=None))
     assert got == head
     assert list(np.flatnonzero(fitting)) == fits
+
+
+@pytest.mark.parametrize(
+    ("box", "head", "fits"),
+    [
+        (Box(0, 0, 160, 270), 0, [0, 1]),  # (225 / 270)^2 = .69
+        (Box(0, 0, 100, 250), 0, [0, 1]),  # (250 / 270)^2 = .86, (225 / 250)^2 = .81
+        (Box(0, 0, 80, 145), 2, [2]),
+        (Box(0, 0, 50, 80), 3, [3]),  # (55 / 80)^2 = .47
+        # The PETS-like 67x27 pedestrian: by height it trains 80x50 ((67 / 80)^2 = .70),
+        # whose box is a hit on it once the evaluation standardises widths; 55x31 fits
+        # too ((55 / 67)^2 = .67).
+        (Box(0, 0, 27, 67), 3, [3, 4]),
+        (Box(0, 0, 22, 110), 2, [2, 3]),  # w/h .2 fits by height: .58 and (80 / 110)^2 = .53
+    ],
+)
+def test_assign_head_standardised_fits_on_height(box, head, fits):
+    config = TargetConfig()
+    assert config.fit_aspect == 0.41
+    got, fitting = assign_head(box, BOXES_640, 50.0, config)
+    assert got == head
+    assert list(np.flatnonzero(fitting)) == fits
+    ious = fit_ious(np.array([box.h]), np.array([box.w]), BOXES_640, config)[0]
+    heights = BOXES_640[:, 0]
+    expected = (np.minimum(heights, box.h) / np.maximum(heights, box.h)) ** 2
+    np.testing.assert_allclose(ious, expected)
 
 
 @pytest.mark.parametrize(
@@ -63,11 +90,17 @@ def test_assign_head_picks_the_default_box_of_highest_centred_iou(box, head, fit
         Box(0, 0, 40, 80, ignore=True),
         Box(0, 0, 40, 80, label="car"),
         Box(0, 0, 230, 500),  # taller than any default box fits
-        Box(0, 0, 22, 110),  # w/h .2: too thin to overlap any default box by 0.5
     ],
 )
-def test_boxes_that_fit_no_head_are_not_trained(box):
-    head, fits = assign_head(box, BOXES_640, 50.0, TargetConfig())
+@pytest.mark.parametrize("fit_aspect", [0.41, None])
+def test_boxes_that_fit_no_head_are_not_trained(box, fit_aspect):
+    head, fits = assign_head(box, BOXES_640, 50.0, TargetConfig(fit_aspect=fit_aspect))
+    assert head == -1 and not fits.any()
+
+
+def test_a_thin_box_fits_no_head_as_given():
+    # w/h .2: too thin to overlap any default box by 0.5 as given (by height: head 2)
+    head, fits = assign_head(Box(0, 0, 22, 110), BOXES_640, 50.0, TargetConfig(fit_aspect=None))
     assert head == -1 and not fits.any()
 
 
@@ -88,9 +121,9 @@ def test_positive_centre_ignore_ring_and_negatives():
 
 
 def test_other_fitting_heads_ignore_the_centre_instead_of_learning_it_as_negative():
-    box = Box(300, 50, 100, 250)  # head 1, fits head 0 as well
+    box = Box(300, 50, 100, 236)  # head 1 ((225 / 236)^2 = .91), fits head 0 (.76) as well
     labels = make_targets([box], 480, 640, PAPER)
-    cy, cx = 175, 350
+    cy, cx = 168, 350
     assert labels[1, cy, cx] == POSITIVE
     assert labels[0, cy, cx] == IGNORE
     assert (labels[0] != POSITIVE).all()
@@ -178,14 +211,14 @@ def test_target_config_rejects_bad_values(changes):
 
 
 def _small_people(root, count: int = 12) -> Dataset:
-    """240x320 noise images, each with four 'people' 30-55 px tall (heads 3 and 4 at
+    """240x320 noise images, each with four 'people' 30-50 px tall (heads 3 and 4 at
     this size: 40x25 and 27.5x15.5), as PNG files."""
     rng = np.random.default_rng(5)
     records = []
     for i in range(count):
         image = cv2.GaussianBlur(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8), (5, 5), 0)
         boxes = []
-        for h in (30, 45, 50, 55):
+        for h in (30, 40, 45, 50):
             w = round(0.55 * h)
             x, y = int(rng.integers(0, 320 - w)), int(rng.integers(0, 240 - h))
             image[y : y + h, x : x + w] = (200, 40, 40)
@@ -222,9 +255,10 @@ def test_zoom_gives_every_head_positives_where_mirroring_alone_starves_the_big_h
     assert (on > 0).all(), on
 
 
+@pytest.mark.parametrize("fit_aspect", [0.41, None])
 @pytest.mark.parametrize("aspect", [0.25, 0.35, 0.41, 0.55, 0.65])
-def test_head_factors_are_where_assign_head_picks_each_head(aspect):
-    config, boxes = TargetConfig(), PAPER.boxes_at(360, 480)
+def test_head_factors_are_where_assign_head_picks_each_head(aspect, fit_aspect):
+    config, boxes = TargetConfig(fit_aspect=fit_aspect), PAPER.boxes_at(360, 480)
     box = Box(10, 10, aspect * 60, 60)
     factors = head_factors(box, boxes, 37.5, config, (0.25, 8.0))
     assert factors.shape == (5, 2)
@@ -238,7 +272,10 @@ def test_head_factors_are_where_assign_head_picks_each_head(aspect):
         for f in (low * 0.97, high * 1.03):  # just outside: another head, or none
             if 0.25 <= f <= 8.0:
                 assert assign_head(box.scaled(f, f), boxes, 37.5, config)[0] != k, (k, f)
-    assert reached == (1 if aspect < 0.3 else 5)  # very narrow boxes fit one head at most
+    if fit_aspect is None:  # as given, very narrow boxes fit one head at most
+        assert reached == (1 if aspect < 0.3 else 5)
+    else:  # standardised: the fit is on height, every head is reachable
+        assert reached == 5
     ignored = Box(10, 10, aspect * 60, 60, ignore=True)
     assert np.isnan(head_factors(ignored, boxes, 37.5, config, (0.25, 8.0))).all()
 

@@ -382,6 +382,19 @@ def test_a_checkpoint_from_before_head_zoom_keeps_zooming_uniformly(tmp_path):
     assert (train.zoom_mode, train.zoom_range, train.scale_aug) == ("uniform", (0.7, 2.0), True)
 
 
+def test_a_checkpoint_from_before_the_standardised_fit_keeps_fitting_boxes_as_given(tmp_path):
+    path = save_checkpoint(
+        tmp_path / "old.pt",
+        Checkpoint(model=Detector(TINY).state_dict(), detector=TINY, train=TrainConfig()),
+    )
+    assert load_checkpoint(path).train.targets.fit_aspect == 0.41  # the default now
+    payload = torch.load(path, weights_only=True)
+    del payload["train"]["targets"]["fit_aspect"]
+    torch.save(payload, path)
+    train = load_checkpoint(path).train
+    assert train.targets.fit_aspect is None and train.targets.fit_iou == 0.5
+
+
 def test_dataset_digest_follows_boxes_not_folders(scenes):
     moved = Dataset(
         [
