@@ -8,7 +8,8 @@ evaluation counts (SPEC §3, the Caltech protocol), drawn as pixels:
   the evaluation decodes them (:func:`alscout.runtime.detections.decode_detections`:
   local maxima above :data:`ERROR_THRESHOLD`, the head's default box, NMS at
   :data:`NMS_IOU`), at the threshold ``alscout al`` counts a frame's errors at;
-- the detections are matched to the ground truth at IoU :data:`MATCH_IOU`
+- the detections are matched to the ground truth at IoU :data:`MATCH_IOU`, boxes
+  standardised to aspect 0.41 as the evaluation does
   (:func:`~alscout.trainer.evaluation.caltech.match_image`); ground truth the paper's
   filters reject (under 50 px at 480 rows, width/height outside [0.2, 0.65], measured
   at the training input) or marked ignore is an ignore region, as in evaluation;

@@ -104,34 +104,39 @@ def test_ignore_regions() -> None:
     half = [90.0, 60.0, 20.0, 30.0]  # half inside: ignored (>= 0.5)
     little = [92.0, 60.0, 20.0, 30.0]  # 40 % inside: a false positive
     boxes, scores = _det((inside, 0.9), (half, 0.8), (little, 0.7), (PERSON, 0.6))
-    det_type, matched = match_image(boxes, scores, gt_boxes, gt_ignore)
+    det_type, matched = match_image(boxes, scores, gt_boxes, gt_ignore, aspect_ratio=None)
     assert det_type.tolist() == [-1, -1, 0, 1]
     assert matched.tolist() == [True, False]  # the region is not a miss
     result = evaluate([(boxes, scores)], [(gt_boxes, gt_ignore)])
     assert result.num_gt == 1 and result.num_ignore_gt == 1 and result.num_ignored_detections == 2
     assert result.fppi == [0.0, 1.0, 1.0] and result.miss_rate == [1.0, 1.0, 0.0]
     # a person inside a crowd region is matched to the person, not the region
-    det_type, _ = match_image(*_det((PERSON, 0.9)), gt_boxes, gt_ignore)
+    det_type, _ = match_image(*_det((PERSON, 0.9)), gt_boxes, gt_ignore, aspect_ratio=None)
     assert det_type.tolist() == [1]
 
 
 def test_duplicates_and_greedy_order() -> None:
+    # boxes as given: the IoUs below are computed by hand on these widths
     gt_boxes, gt_ignore = _gt(PERSON)
     shifted = [20.0, 10.0, 20.0, 50.0]  # IoU 1/3 with PERSON
     exact_half = [10.0, 10.0, 20.0, 25.0]  # IoU exactly 0.5: a match
-    det_type, matched = match_image(*_det((PERSON, 0.9), (PERSON, 0.8)), gt_boxes, gt_ignore)
+    det_type, matched = match_image(
+        *_det((PERSON, 0.9), (PERSON, 0.8)), gt_boxes, gt_ignore, aspect_ratio=None
+    )
     assert det_type.tolist() == [1, 0] and matched.tolist() == [True]
-    det_type, _ = match_image(*_det((shifted, 0.9)), gt_boxes, gt_ignore)
+    det_type, _ = match_image(*_det((shifted, 0.9)), gt_boxes, gt_ignore, aspect_ratio=None)
     assert det_type.tolist() == [0]
-    det_type, _ = match_image(*_det((exact_half, 0.9)), gt_boxes, gt_ignore)
+    det_type, _ = match_image(*_det((exact_half, 0.9)), gt_boxes, gt_ignore, aspect_ratio=None)
     assert det_type.tolist() == [1]
     # the higher score takes the person even when the lower one overlaps it better
     near = [11.0, 10.0, 20.0, 50.0]
-    det_type, _ = match_image(*_det((PERSON, 0.3), (near, 0.6)), gt_boxes, gt_ignore)
+    det_type, _ = match_image(
+        *_det((PERSON, 0.3), (near, 0.6)), gt_boxes, gt_ignore, aspect_ratio=None
+    )
     assert det_type.tolist() == [0, 1]
     # two people, one detection between them: it takes the better overlap
     two_boxes, two_ignore = _gt([0, 0, 20, 50], [8, 0, 20, 50])
-    _, matched = match_image(*_det(([7, 0, 20, 50], 0.9)), two_boxes, two_ignore)
+    _, matched = match_image(*_det(([7, 0, 20, 50], 0.9)), two_boxes, two_ignore, aspect_ratio=None)
     assert matched.tolist() == [False, True]
 
 
@@ -166,6 +171,8 @@ def test_aspect_standardisation_matches_on_height_and_centre() -> None:
     truth, dets = [_gt(narrow)], [_det((wide, 0.9))]
     raw = evaluate(dets, truth, EvalConfig(aspect_ratio=None))
     assert raw.mr_at_fppi1 == 1.0 and raw.fppi[-1] == 1.0
+    assert match_image(*dets[0], *truth[0])[0].tolist() == [1]  # the default: standardised
+    assert match_image(*dets[0], *truth[0], aspect_ratio=None)[0].tolist() == [0]
     standard = evaluate(dets, truth)
     assert standard.config["aspect_ratio"] == CALTECH_ASPECT_RATIO
     assert standard.mr_at_fppi1 == 0.0 and standard.fppi[-1] == 0.0

@@ -126,18 +126,26 @@ def match_image(
     gt_boxes: np.ndarray,
     gt_ignore: np.ndarray,
     iou: float = 0.5,
+    aspect_ratio: float | None = CALTECH_ASPECT_RATIO,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Match one image's detections to its ground truth.
 
     ``det_boxes [M, 4]``, ``det_scores [M]``, ``gt_boxes [G, 4]`` (x, y, w, h),
-    ``gt_ignore [G]`` bool. Returns ``det_type [M]`` int8 (1 true positive, 0 false
-    positive, -1 on an ignore region) and ``gt_matched [G]`` bool, in input order.
+    ``gt_ignore [G]`` bool. With ``aspect_ratio`` set, detections and non-ignore
+    ground truth are first standardised to it (:func:`standardize_aspect`, as
+    ``dbEval``); None matches the boxes as given. Returns ``det_type [M]`` int8 (1 true
+    positive, 0 false positive, -1 on an ignore region) and ``gt_matched [G]`` bool, in
+    input order.
     """
     dets, gts = _as_boxes(det_boxes, "det_boxes"), _as_boxes(gt_boxes, "gt_boxes")
     scores = np.asarray(det_scores, np.float64).reshape(-1)
     ignore = np.asarray(gt_ignore, bool).reshape(-1)
     if len(scores) != len(dets) or len(ignore) != len(gts):
         raise InvalidInputError("det_scores / gt_ignore lengths must match their boxes")
+    if aspect_ratio is not None:
+        dets = standardize_aspect(dets, aspect_ratio)
+        gts = gts.copy()
+        gts[~ignore] = standardize_aspect(gts[~ignore], aspect_ratio)
     det_type = np.zeros(len(dets), np.int8)
     matched = np.zeros(len(gts), bool)
     if not len(dets) or not len(gts):
@@ -213,8 +221,8 @@ def evaluate(
     """Evaluate per-image ``(boxes [M, 4], scores [M])`` against ``(boxes [G, 4], ignore [G])``.
 
     Both sequences are aligned image by image; pixels of the same image for both.
-    With ``config.aspect_ratio`` set, detections and non-ignore ground truth are
-    standardised to it (:func:`standardize_aspect`) before :func:`match_image`.
+    Each image is matched by :func:`match_image` with ``config``'s ``iou`` and
+    ``aspect_ratio``.
     """
     cfg = EvalConfig() if config is None else config
     if len(detections) != len(ground_truth):
@@ -236,11 +244,7 @@ def evaluate(
             ignore |= gts[:, 3] < cfg.min_height
             tall = dets[:, 3] >= cfg.min_height / 1.25
             dets, scores = dets[tall], scores[tall]
-        if cfg.aspect_ratio is not None:
-            dets = standardize_aspect(dets, cfg.aspect_ratio)
-            gts = gts.copy()
-            gts[~ignore] = standardize_aspect(gts[~ignore], cfg.aspect_ratio)
-        det_type, _ = match_image(dets, scores, gts, ignore, cfg.iou)
+        det_type, _ = match_image(dets, scores, gts, ignore, cfg.iou, cfg.aspect_ratio)
         num_gt += int((~ignore).sum())
         num_ignore += int(ignore.sum())
         all_scores.append(scores)
