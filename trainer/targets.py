@@ -63,6 +63,7 @@ __all__ = [
     "assign_head",
     "make_targets",
     "count_heads",
+    "scale_negative_mask",
     "head_factors",
     "head_balanced_zoom",
     "sample_pixels",
@@ -81,7 +82,10 @@ class TargetConfig:
     ``min_height``: pixels at the detector's reference height (480), scaled with the
     input height. ``aspect_range``: allowed width / height. ``fit_iou``: centred IoU a
     box needs with a default box to fit it, both standardised to the width / height
-    ``fit_aspect`` first (None: as given). ``centre_fraction`` and
+    ``fit_aspect`` first (None: as given). ``scale_negatives``: every trainable box's
+    centre rectangle also enters the loss, as a negative, in each head the box does
+    not fit (:func:`scale_negative_mask`), besides the sampled negatives; the shared
+    logits then learn which head a person's size belongs to. ``centre_fraction`` and
     ``ignore_fraction``: sides of the positive and the ignore rectangles as fractions
     of the box's sides.
     """
@@ -92,6 +96,7 @@ class TargetConfig:
     centre_fraction: float = 0.2
     ignore_fraction: float = 0.5
     fit_aspect: float | None = 0.41
+    scale_negatives: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "aspect_range", tuple(float(v) for v in self.aspect_range))
@@ -221,6 +226,30 @@ def make_targets(
     labels[ignore] = IGNORE
     labels[positive] = POSITIVE
     return labels
+
+
+def scale_negative_mask(
+    boxes: Sequence[Box],
+    height: int,
+    width: int,
+    detector: DetectorConfig,
+    config: TargetConfig | None = None,
+) -> np.ndarray:
+    """Pixels that are a person's centre in a head of the wrong size: ``[K, H, W]`` bool.
+
+    For each box that trains a head, its centre rectangle (``centre_fraction``, as the
+    positives) in every head it does not fit. Uniform sampling draws a few hundredths
+    of an image's negatives, so these, which decide whether a head fires only on its
+    own sizes, would almost never be in the loss. The mask may cover pixels another
+    box labels POSITIVE or IGNORE; the caller keeps only NEGATIVE ones.
+    """
+    config = config or TargetConfig()
+    mask = np.zeros((detector.num_heads, height, width), dtype=bool)
+    for box, head, fits in _assignments(boxes, height, width, detector, config):
+        centre = _rect(box, config.centre_fraction, height, width) if head >= 0 else None
+        if centre is not None:
+            mask[~fits, centre[0], centre[1]] = True
+    return mask
 
 
 def count_heads(
@@ -439,6 +468,9 @@ class TrainingSet(torch.utils.data.Dataset):
         height, width = config.input_size
         labels = make_targets(boxes, height, width, self.detector, config.targets)
         mask = sample_pixels(labels, config.n2p, config.min_negatives, rng)
+        if config.targets.scale_negatives:
+            wrong = scale_negative_mask(boxes, height, width, self.detector, config.targets)
+            mask |= wrong & (labels == NEGATIVE)
         heads = count_heads(boxes, height, width, self.detector, config.targets)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image)),

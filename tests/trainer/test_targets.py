@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
@@ -22,6 +24,7 @@ from alscout.trainer.targets import (
     head_factors,
     make_targets,
     sample_pixels,
+    scale_negative_mask,
 )
 
 PAPER = DetectorConfig()
@@ -305,3 +308,35 @@ def test_head_balanced_zoom_without_trainable_people_zooms_uniformly():
     train = TrainConfig(input_size=(120, 160))
     _, moved, head = head_balanced_zoom(image, boxes, np.random.default_rng(1), PAPER, train)
     assert head == -1 and len(moved) <= 1
+
+
+def test_scale_negatives_put_a_person_centre_in_the_loss_of_every_head_it_does_not_fit():
+    box = Box(300, 50, 100, 236)  # head 1, fits head 0 too; centre (350, 168)
+    wrong = scale_negative_mask([box], 480, 640, PAPER)
+    labels = make_targets([box], 480, 640, PAPER)
+    centre = labels[1] == POSITIVE
+    assert centre.sum() > 0
+    for k in range(5):
+        if k in (0, 1):
+            assert not wrong[k].any()  # the head it trains, and the one it fits (ignore)
+        else:
+            assert np.array_equal(wrong[k], centre) and (labels[k][centre] == NEGATIVE).all()
+    # ignore boxes and boxes that fit no head add nothing
+    assert not scale_negative_mask(
+        [Box(0, 0, 20, 45), Box(0, 0, 40, 80, ignore=True)], 480, 640, PAPER
+    ).any()
+
+
+def test_scale_negatives_enter_the_training_loss_mask(tmp_path):
+    data = _small_people(tmp_path, count=2)
+    plain = TrainConfig(input_size=(240, 320), scale_aug=False, photometric=0.0, hflip=False)
+    hard = replace(plain, targets=TargetConfig(scale_negatives=True))
+    base, extra = TrainingSet(data, PAPER, plain)[0], TrainingSet(data, PAPER, hard)[0]
+    assert np.array_equal(base["labels"].numpy(), extra["labels"].numpy())
+    wrong = scale_negative_mask(data[0].boxes, 240, 320, PAPER) & (
+        base["labels"].numpy() == NEGATIVE
+    )
+    assert wrong.any()
+    mask, more = base["mask"].numpy(), extra["mask"].numpy()
+    assert (more >= mask).all()  # the same draw, plus every scale negative
+    assert more[wrong].all() and not (more & ~mask & ~wrong).any()
