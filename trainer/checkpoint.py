@@ -146,12 +146,15 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
 
 
 def _train_config(values: dict[str, Any]) -> TrainConfig:
-    """The stored training config; runs from before scale augmentation keep it off, and
-    runs from before the standardised fit rule keep fitting boxes as given."""
+    """The stored training config; runs from before scale augmentation keep it off,
+    runs from before the standardised fit rule keep fitting boxes as given, and runs
+    from before hard negative mining draw every negative uniformly."""
     if "scale_aug" not in values:  # written before zoom and photometric jitter existed
         values = {**values, "scale_aug": False, "photometric": 0.0}
     if "zoom_mode" not in values:  # written before scale-balanced zoom: it zoomed uniformly
         values = {"zoom_range": (0.5, 3.0), **values, "zoom_mode": "uniform"}
+    if "hard_negatives" not in values:  # before hard negative mining: all uniform
+        values = {**values, "hard_negatives": 0.0}
     targets = values.get("targets")
     if isinstance(targets, dict) and "fit_aspect" not in targets:  # before 2026-12-03:
         values = {**values, "targets": {**targets, "fit_aspect": None}}  # fit as given

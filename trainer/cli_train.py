@@ -124,6 +124,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="also train the learned-difficulty head (DEAL; acquisition 'difficulty')",
     )  # fmt: skip
     parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--hard-negatives", type=float, metavar="FRACTION",
+        help="share of the N2P negatives taken as the hardest pixels at each step "
+        "(online hard negative mining; default 0: all drawn uniformly)",
+    )  # fmt: skip
     _add_augmentation_arguments(parser)
     parser.add_argument("--workers", type=int, help="data loader processes (default 0)")
     parser.add_argument(
@@ -193,6 +198,7 @@ _RESUMED = {
     "--lr": ("train", "lr"),
     "--lr-final": ("train", "lr_final"),
     "--seed": ("train", "seed"),
+    "--hard-negatives": ("train", "hard_negatives"),
     "--width": ("detector", "width"),
     "--dropout": ("detector", "dropout"),
     "--difficulty-head": ("detector", "difficulty_head"),
@@ -287,6 +293,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         lr_final=args.lr_final,
         seed=args.seed,
+        hard_negatives=args.hard_negatives,
         device=args.device,
         num_workers=args.workers,
         cache_images=args.cache_images or None,

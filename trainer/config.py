@@ -32,7 +32,11 @@ class TrainConfig:
     scaled alike. ``lr`` decays exponentially, step by step, to ``lr_final`` at the
     last step. ``weight_decay`` is RMSProp's L2 term (gradient += decay * weight).
     ``n2p``: negatives sampled per positive, per head and image; an image with no
-    positive in a head still gives ``min_negatives`` negatives there. ``hflip``:
+    positive in a head still gives ``min_negatives`` negatives there.
+    ``hard_negatives``: the fraction of those negatives that are the hardest ones
+    (online hard negative mining): at each step, per image and head, the negatives
+    of highest logit not drawn uniformly yet (``training.add_hard_negatives``);
+    0 draws them all uniformly, as the paper describes. ``hflip``:
     mirror each image with probability 1/2 (seeded per image and epoch).
     ``scale_aug``: with probability ``zoom_prob``, zoom each image (> 1 crops and
     enlarges, < 1 shrinks onto a canvas of the image's mean colour) so that people of
@@ -57,6 +61,7 @@ class TrainConfig:
     rmsprop_eps: float = 1e-8
     n2p: int = 15
     min_negatives: int = 32
+    hard_negatives: float = 0.0
     hflip: bool = True
     scale_aug: bool = True
     zoom_mode: str = "heads"
@@ -92,6 +97,8 @@ class TrainConfig:
             raise ConfigError("rmsprop_alpha must be in (0, 1) and rmsprop_eps > 0")
         if self.n2p < 1 or self.min_negatives < 0:
             raise ConfigError(f"n2p must be >= 1 and min_negatives >= 0 ({self.n2p}, ...)")
+        if not 0.0 <= self.hard_negatives <= 1.0:
+            raise ConfigError(f"hard_negatives must be in [0, 1], got {self.hard_negatives}")
         if self.num_workers < 0 or self.checkpoint_every < 1:
             raise ConfigError("num_workers must be >= 0 and checkpoint_every >= 1")
         if len(self.zoom_range) != 2 or not 0 < self.zoom_range[0] <= self.zoom_range[1] < 100:

@@ -67,6 +67,7 @@ __all__ = [
     "head_factors",
     "head_balanced_zoom",
     "sample_pixels",
+    "hard_negative_counts",
     "TrainingSet",
 ]
 
@@ -365,30 +366,63 @@ def head_balanced_zoom(
 
 
 def sample_pixels(
-    labels: np.ndarray, n2p: int, min_negatives: int, rng: np.random.Generator
+    labels: np.ndarray,
+    n2p: int,
+    min_negatives: int,
+    rng: np.random.Generator,
+    hard_fraction: float = 0.0,
 ) -> np.ndarray:
     """Pixels that enter the loss: every positive and ``n2p`` negatives per positive.
 
     Per head of one image: all ``P`` positives, plus ``n2p * P`` negatives drawn
     uniformly without replacement (``min_negatives`` when ``P == 0``; all of them
-    when fewer exist). Ignored pixels are never drawn. ``labels``: ``[K, H, W]`` int8
-    from :func:`make_targets`. Returns a ``[K, H, W]`` bool mask.
+    when fewer exist). Ignored pixels are never drawn. With ``hard_fraction`` ``f``,
+    only ``wanted - round(f * wanted)`` are drawn here; the training step adds the
+    rest as the hardest negatives (:func:`hard_negative_counts`). ``labels``:
+    ``[K, H, W]`` int8 from :func:`make_targets`. Returns a ``[K, H, W]`` bool mask.
     """
     if labels.ndim != 3:
         raise InvalidInputError(f"labels must be [K, H, W], got shape {labels.shape}")
     if n2p < 0 or min_negatives < 0:
         raise InvalidInputError("n2p and min_negatives must be >= 0")
+    if not 0.0 <= hard_fraction <= 1.0:
+        raise InvalidInputError(f"hard_fraction must be in [0, 1], got {hard_fraction}")
     mask = labels == POSITIVE
     for k in range(labels.shape[0]):
         negatives = np.flatnonzero(labels[k] == NEGATIVE)
-        positives = int(mask[k].sum())
-        wanted = n2p * positives if positives else min_negatives
+        wanted = _negatives_wanted(int(mask[k].sum()), n2p, min_negatives)
         if wanted >= negatives.size:
             chosen = negatives
         else:
-            chosen = negatives[rng.choice(negatives.size, size=wanted, replace=False)]
+            uniform = wanted - round(hard_fraction * wanted)
+            chosen = negatives[rng.choice(negatives.size, size=uniform, replace=False)]
         mask[k].reshape(-1)[chosen] = True
     return mask
+
+
+def _negatives_wanted(positives: int, n2p: int, min_negatives: int) -> int:
+    return n2p * positives if positives else min_negatives
+
+
+def hard_negative_counts(
+    labels: np.ndarray, mask: np.ndarray, n2p: int, min_negatives: int
+) -> np.ndarray:
+    """Per head, how many negatives the mask still lacks of the ``n2p`` per positive.
+
+    ``labels``, ``mask``: ``[K, H, W]`` (:func:`sample_pixels` drew a uniform share
+    into ``mask``). Returns ``[K]`` int64, never more than the negatives left out of
+    ``mask``: the training step adds that many of the highest-scoring ones
+    (:func:`alscout.trainer.training.add_hard_negatives`).
+    """
+    negatives = labels == NEGATIVE
+    counts = np.zeros(labels.shape[0], dtype=np.int64)
+    for k in range(labels.shape[0]):
+        positives = int((labels[k] == POSITIVE).sum())
+        wanted = _negatives_wanted(positives, n2p, min_negatives)
+        drawn = int((mask[k] & negatives[k]).sum())
+        left = int(negatives[k].sum()) - drawn
+        counts[k] = max(0, min(wanted - drawn, left))
+    return counts
 
 
 class TrainingSet(torch.utils.data.Dataset):
@@ -396,7 +430,9 @@ class TrainingSet(torch.utils.data.Dataset):
 
     Item ``i``: ``image`` ``[H, W, 3]`` uint8, ``labels`` ``[K, H, W]`` int8,
     ``mask`` ``[K, H, W]`` bool (pixels in the loss), ``heads`` ``[K]`` int64 (boxes
-    that train each head), ``index`` ``i``. Call :meth:`set_epoch` before each epoch.
+    that train each head), ``hard`` ``[K]`` int64 (hard negatives the training step
+    adds, ``TrainConfig.hard_negatives``), ``index`` ``i``. Call :meth:`set_epoch`
+    before each epoch.
 
     Augmentation (``augment=True``, as the config enables it): mirror, then zoom, then
     photometric jitter. The mirror and the negatives come from
@@ -467,7 +503,8 @@ class TrainingSet(torch.utils.data.Dataset):
         config = self.config
         height, width = config.input_size
         labels = make_targets(boxes, height, width, self.detector, config.targets)
-        mask = sample_pixels(labels, config.n2p, config.min_negatives, rng)
+        mask = sample_pixels(labels, config.n2p, config.min_negatives, rng, config.hard_negatives)
+        hard = hard_negative_counts(labels, mask, config.n2p, config.min_negatives)
         if config.targets.scale_negatives:
             wrong = scale_negative_mask(boxes, height, width, self.detector, config.targets)
             mask |= wrong & (labels == NEGATIVE)
@@ -477,6 +514,7 @@ class TrainingSet(torch.utils.data.Dataset):
             "labels": torch.from_numpy(labels),
             "mask": torch.from_numpy(mask),
             "heads": torch.from_numpy(heads),
+            "hard": torch.from_numpy(hard),
             "index": index,
         }
 

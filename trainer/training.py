@@ -7,7 +7,10 @@ a 2-process run sees the same pixels as a 1-process run at the same global batch
 and a resumed run the same as an uninterrupted one.
 
 The loss per head is the logistic loss summed over the sampled pixels of the whole
-global batch and divided by their global count; the heads' losses are summed.
+global batch and divided by their global count; the heads' losses are summed. With
+``TrainConfig.hard_negatives`` a share of each head's negatives is not drawn but taken,
+at each step, as the pixels of highest logit (:func:`add_hard_negatives`): a function
+of the weights, so resumed runs stay exact.
 
 A detector with the difficulty head (``DetectorConfig.difficulty_head``) also learns
 where it errs: each step decodes the batch's detached head probabilities, draws the
@@ -70,13 +73,14 @@ from alscout.trainer.model import (
     logits_module,
     normalise,
 )
-from alscout.trainer.targets import POSITIVE, TrainingSet
+from alscout.trainer.targets import NEGATIVE, POSITIVE, TrainingSet
 
 __all__ = [
     "EpochStats",
     "build_optimizer",
     "build_scheduler",
     "sampled_logistic_loss",
+    "add_hard_negatives",
     "train_one_epoch",
     "validation_loss",
     "evaluate",
@@ -155,6 +159,30 @@ def sampled_logistic_loss(
     return (per_head / counts.clamp(min=1)).sum()
 
 
+def add_hard_negatives(
+    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, hard: torch.Tensor | None
+) -> torch.Tensor:
+    """``mask`` plus, per image and head, the ``hard[n, k]`` negatives of highest logit
+    that it does not hold yet (online hard negative mining).
+
+    ``logits``: ``[N, K, H, W]``; ``labels``: ``[N, K, H, W]`` int8; ``mask``:
+    ``[N, K, H, W]`` bool; ``hard``: ``[N, K]`` int (a :class:`TrainingSet` item's
+    ``hard``, never more than the negatives left out; ``None`` or all zero returns
+    ``mask``). Returns a new bool mask.
+    """
+    if hard is None or not bool(hard.any()):
+        return mask
+    n, k, h, w = logits.shape
+    free = ((labels == NEGATIVE) & ~mask).reshape(n * k, h * w)
+    score = logits.detach().float().reshape(n * k, h * w).masked_fill(~free, -math.inf)
+    wanted = hard.to(score.device).reshape(n * k, 1)
+    top = min(int(wanted.max()), h * w)
+    values, index = torch.topk(score, top, dim=1, sorted=True)
+    keep = (torch.arange(top, device=score.device) < wanted) & (values > -math.inf)
+    extra = torch.zeros_like(free).scatter_(1, index, keep)
+    return mask | extra.reshape(mask.shape)
+
+
 def _prob_sums(probs: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """[sum p over masked positives, their count, sum p over masked negatives, count]."""
     pos = mask & (labels == POSITIVE)
@@ -229,12 +257,13 @@ def train_one_epoch(
         images = normalise(batch["image"], config).to(device, non_blocking=True)
         labels = batch["labels"].to(device, non_blocking=True)
         mask = batch["mask"].to(device, non_blocking=True)
-        counts = all_reduce_sum(mask.sum(dim=(0, 2, 3)).double(), context)
         lr = optimizer.param_groups[0]["lr"]
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.float16, enabled=scaler is not None):
             outputs = model(images)
         logits, difficulty_logits = outputs if isinstance(outputs, tuple) else (outputs, None)
+        mask = add_hard_negatives(logits, labels, mask, batch.get("hard"))
+        counts = all_reduce_sum(mask.sum(dim=(0, 2, 3)).double(), context)
         loss = sampled_logistic_loss(logits, labels, mask, counts.to(logits.device))
         global_loss = all_reduce_sum(loss.detach().double(), context)
         if not math.isfinite(float(global_loss)):
@@ -361,9 +390,10 @@ def validation_loss(
     for batch in loader:
         images = normalise(batch["image"], net.config).to(context.device)
         labels = batch["labels"].to(context.device)
-        mask = batch["mask"].to(context.device)
-        counts = all_reduce_sum(mask.sum(dim=(0, 2, 3)).double(), context)
         logits = net.forward_logits(images)
+        mask = batch["mask"].to(context.device)
+        mask = add_hard_negatives(logits, labels, mask, batch.get("hard"))
+        counts = all_reduce_sum(mask.sum(dim=(0, 2, 3)).double(), context)
         loss = sampled_logistic_loss(logits, labels, mask, counts.to(logits.device))
         totals[0] += float(all_reduce_sum(loss.double(), context))
         totals[1:] += all_reduce_sum(_prob_sums(torch.sigmoid(logits), labels, mask), context)

@@ -21,8 +21,9 @@ from alscout.trainer.config import TrainConfig, load_toml
 from alscout.trainer.data.annotations import Box, Dataset, ImageRecord
 from alscout.trainer.distributed import DistContext, make_loader
 from alscout.trainer.model import Detector, DetectorConfig, predict_probs
-from alscout.trainer.targets import POSITIVE, TargetConfig, TrainingSet
+from alscout.trainer.targets import IGNORE, NEGATIVE, POSITIVE, TargetConfig, TrainingSet
 from alscout.trainer.training import (
+    add_hard_negatives,
     build_optimizer,
     build_scheduler,
     evaluate,
@@ -97,6 +98,61 @@ def test_sampled_logistic_loss_by_hand():
     got = sampled_logistic_loss(logits, labels, mask, counts)
     assert float(got) == pytest.approx(head0 + head1, rel=1e-6)
     assert float(sampled_logistic_loss(logits, labels, mask & False, counts)) == 0.0
+
+
+def _hard_negatives_reference(logits, labels, mask, hard):
+    """Plain NumPy: per image and head, sort the free negatives by logit, take the top."""
+    out = mask.copy()
+    n, k = hard.shape
+    for i in range(n):
+        for j in range(k):
+            free = np.flatnonzero(((labels[i, j] == NEGATIVE) & ~mask[i, j]).ravel())
+            order = free[np.argsort(-logits[i, j].ravel()[free], kind="stable")]
+            out[i, j].reshape(-1)[order[: hard[i, j]]] = True
+    return out
+
+
+def test_add_hard_negatives_takes_the_highest_free_negatives_like_numpy():
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(3, 5, 12, 16)).astype(np.float32)  # distinct: no ties
+    labels = rng.choice([POSITIVE, NEGATIVE, NEGATIVE, NEGATIVE, IGNORE], size=logits.shape)
+    labels = labels.astype(np.int8)
+    mask = (labels == POSITIVE) | ((labels == NEGATIVE) & (rng.random(logits.shape) < 0.3))
+    free = ((labels == NEGATIVE) & ~mask).sum(axis=(2, 3))
+    hard = np.minimum(rng.integers(0, 40, size=(3, 5)), free)
+    hard[0, 0], hard[2, 4] = 0, free[2, 4]  # none, and every one left
+    got = add_hard_negatives(
+        torch.from_numpy(logits), torch.from_numpy(labels), torch.from_numpy(mask),
+        torch.from_numpy(hard),
+    ).numpy()  # fmt: skip
+    np.testing.assert_array_equal(got, _hard_negatives_reference(logits, labels, mask, hard))
+    added = got & ~mask
+    assert (added.sum(axis=(2, 3)) == hard).all()
+    assert not (added & (labels != NEGATIVE)).any()  # never a positive or an ignored pixel
+    same = torch.from_numpy(mask)
+    unchanged = add_hard_negatives(torch.from_numpy(logits), torch.from_numpy(labels), same, None)
+    assert unchanged is same
+
+
+def test_hard_negatives_keep_the_n2p_ratio_and_resume_exactly(scenes, tmp_path):
+    cfg = config(epochs=2, scale_aug=False, photometric=0.0, hard_negatives=0.5)
+    item = TrainingSet(scenes, TINY, cfg)[0]
+    labels, mask = item["labels"], item["mask"]
+    positives = (labels == POSITIVE).sum(dim=(1, 2))
+    drawn = (mask & (labels == NEGATIVE)).sum(dim=(1, 2))
+    wanted = torch.where(positives > 0, cfg.n2p * positives, cfg.min_negatives)
+    assert torch.equal(drawn + item["hard"], wanted)  # the step adds the other half
+    assert ((item["hard"] - wanted / 2).abs() <= 0.5).all()
+    whole = fit(scenes, TINY, cfg, out_dir=tmp_path / "whole", progress=False)
+    half = fit(scenes, TINY, cfg, out_dir=tmp_path / "half", stop_after=1, progress=False)
+    resumed = fit(
+        scenes, TINY, cfg, out_dir=tmp_path / "half", resume=half.checkpoint, progress=False
+    )
+    _assert_same_state(whole.model.state_dict(), resumed.model.state_dict())
+    assert load_checkpoint(resumed.checkpoint).train.hard_negatives == 0.5
+    uniform = fit(scenes, TINY, config(epochs=2, scale_aug=False, photometric=0.0), progress=False)
+    assert whole.history[0]["train"]["negatives"] == uniform.history[0]["train"]["negatives"]
+    assert whole.history[0]["train"]["loss"] != uniform.history[0]["train"]["loss"]
 
 
 def test_scheduler_anneals_exponentially_from_lr_to_lr_final_at_the_last_step():
@@ -395,6 +451,20 @@ def test_a_checkpoint_from_before_the_standardised_fit_keeps_fitting_boxes_as_gi
     assert train.targets.fit_aspect is None and train.targets.fit_iou == 0.5
 
 
+def test_a_checkpoint_from_before_hard_negatives_draws_every_negative_uniformly(tmp_path):
+    path = save_checkpoint(
+        tmp_path / "old.pt",
+        Checkpoint(
+            model=Detector(TINY).state_dict(), detector=TINY, train=TrainConfig(hard_negatives=0.5)
+        ),
+    )
+    assert load_checkpoint(path).train.hard_negatives == 0.5
+    payload = torch.load(path, weights_only=True)
+    del payload["train"]["hard_negatives"]
+    torch.save(payload, path)
+    assert load_checkpoint(path).train.hard_negatives == 0.0
+
+
 def test_dataset_digest_follows_boxes_not_folders(scenes):
     moved = Dataset(
         [
@@ -424,6 +494,9 @@ def test_train_config_validation_and_toml(tmp_path):
             TrainConfig(**bad)
     with pytest.raises(ConfigError, match="photometric"):
         TrainConfig(photometric=-0.1)
+    for bad_share in (-0.1, 1.5):
+        with pytest.raises(ConfigError, match="hard_negatives"):
+            TrainConfig(hard_negatives=bad_share)
     assert TrainConfig(zoom_range=[1, 2]).zoom_range == (1.0, 2.0)  # TOML gives lists
     cfg = TrainConfig(epochs=3, targets=TargetConfig(centre_fraction=0.1))
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
