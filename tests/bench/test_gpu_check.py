@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,17 +23,15 @@ def test_gpu_check_runs_on_the_cpu_and_writes_its_figures(tmp_path):
         "--size", "96x64", "--detector-width", "4", "--repeats", "2", "--warmup", "1",
         "--parity-frames", "3", "--frames", "synthetic", "--out", str(out),
     ]  # fmt: skip
-    began = time.monotonic()
     done = subprocess.run(
         command,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,  # a hang guard, not a speed check: the lane's timings live in bench/
         env={**os.environ, "PYTHON": sys.executable},
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert time.monotonic() - began < 60
     text = out.read_text()
     assert "| eager | fp32 | 1 |" in text and "| eager | fp32 | 2 |" in text
     assert re.search(r"\| eager \| fp32 \| [0-9.e-]+ \| 100% \| ok \|", text), text
