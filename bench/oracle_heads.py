@@ -67,8 +67,7 @@ def main() -> None:
             name=f"{base.name}@zoom{factor:g}",
         )
         height, width = zoomed[0].height, zoomed[0].width
-        rule = BoxFilter(min_height=50.0 * height / 480.0, train_width=width, train_height=height)
-        data = filter_dataset(zoomed, rule)
+        data = filter_dataset(zoomed, BoxFilter.at_input(height, width))
         for fit_aspect in (CALTECH_ASPECT_RATIO, None):
             targets = TargetConfig(fit_aspect=fit_aspect)
             dets = [

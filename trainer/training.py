@@ -440,11 +440,7 @@ def evaluate(
         )
     if paper_filters:
         height, width = input_size
-        rule = BoxFilter(
-            min_height=50.0 * height / model.config.reference_size[0],
-            train_width=width,
-            train_height=height,
-        )
+        rule = BoxFilter.at_input(height, width, model.config.reference_size[0])
         dataset = filter_dataset(dataset, rule)
     detections: list[tuple[np.ndarray, np.ndarray]] = []
     pending: list[np.ndarray] = []

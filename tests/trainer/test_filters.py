@@ -39,6 +39,17 @@ def test_measured_at_training_resolution() -> None:
     assert [b.ignore for b in filter_record(record, BoxFilter()).boxes] == [False, False]
 
 
+def test_at_input_scales_the_papers_minimum_with_the_input_height() -> None:
+    rule = BoxFilter.at_input(360, 480)
+    assert (rule.min_height, rule.train_width, rule.train_height) == (37.5, 480, 360)
+    assert BoxFilter.at_input(480, 640).min_height == 50.0
+    assert BoxFilter.at_input(240, 320, reference_height=240).min_height == 50.0
+    record = ImageRecord(0, Path("f.jpg"), 960, 720, ())
+    sx, sy = 480 / record.width, 360 / record.height
+    assert rule.keeps(Box(0, 0, 30, 76), sx, sy)  # 38 px high at 480x360
+    assert not rule.keeps(Box(0, 0, 30, 74), sx, sy)  # 37 px
+
+
 def test_filter_dataset_keeps_order_and_names() -> None:
     data = Dataset(
         [

@@ -141,8 +141,7 @@ def frame_counts(
         probs, boxes_640, evaluation.error_threshold, evaluation.nms_iou
     )
     scale = np.array([record.width / w, record.height / h] * 2, np.float64)
-    rule = BoxFilter(min_height=50.0 * h / 480.0, train_width=w, train_height=h)
-    truth = filter_record(record, rule).boxes
+    truth = filter_record(record, BoxFilter.at_input(h, w)).boxes
     gt = np.array([[b.x, b.y, b.w, b.h] for b in truth], np.float64).reshape(-1, 4)
     ignore = np.array([b.ignore for b in truth], bool)
     det_type, matched = match_image(boxes * scale, scores, gt, ignore)

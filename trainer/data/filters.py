@@ -65,6 +65,20 @@ class BoxFilter:
                 f"training size must be positive, got {self.train_width}x{self.train_height}"
             )
 
+    @classmethod
+    def at_input(cls, height: int, width: int, reference_height: float = 480.0) -> BoxFilter:
+        """The paper's filter for a network input of ``height x width`` pixels.
+
+        Boxes are measured after resizing to that input, and the 50 px minimum is
+        scaled from the paper's ``reference_height`` (480, its 640x480 input), as the
+        default boxes are: 37.5 px at 480x360.
+        """
+        return cls(
+            min_height=cls.min_height * height / reference_height,
+            train_width=width,
+            train_height=height,
+        )
+
     def keeps(self, box: Box, sx: float = 1.0, sy: float = 1.0) -> bool:
         """Whether ``box`` (scaled by ``sx``, ``sy`` to training resolution) stays positive."""
         if box.ignore or box.label not in self.labels:

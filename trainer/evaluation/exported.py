@@ -86,10 +86,7 @@ def evaluate_backend(
     """
     if paper_filters:
         height, width = backend.model_info.input_size
-        rule = BoxFilter(
-            min_height=50.0 * height / REFERENCE_SIZE[0], train_width=width, train_height=height
-        )
-        dataset = filter_dataset(dataset, rule)
+        dataset = filter_dataset(dataset, BoxFilter.at_input(height, width, REFERENCE_SIZE[0]))
     detections: list[tuple[np.ndarray, np.ndarray]] = []
     pending: list[np.ndarray] = []
     for record in dataset:
