@@ -7,12 +7,15 @@ box of that head's default size, scaled from 640x480 to the map's size, centred 
 pixel's centre (``(j + 0.5, i + 0.5)`` in pixel-edge coordinates), clipped to the
 image. Boxes of all heads are then merged by greedy non-maximum suppression: a box is
 dropped when its IoU with a kept, higher-scored box exceeds ``nms_iou`` (0.5) or when
-more than ``nms_contained`` (0.65) of its own area lies inside one (intersection over
-the smaller box's area, the ``ovrDnm = 'min'`` overlap of Dollar's ``bbNms``, 0.65 as
+their intersection is more than ``nms_contained`` (0.65) of the smaller box's area,
+whichever box that is (the ``ovrDnm = 'min'`` overlap of Dollar's ``bbNms``, 0.65 as
 his ACF pedestrian detector uses it). Heads have fixed box sizes, so a smaller head
-firing on a larger person's legs or torso gives a box inside the person's: IoU alone
-(0.43 for a head-4 box centred in a head-3 box) keeps it as a false positive
-(docs/detector.md, "Decoding").
+firing on a larger person's legs or torso gives a box inside the person's, and a
+larger head firing around a person a smaller head found gives a box around it: IoU
+alone (0.43 for a head-4 box centred in a head-3 box, 0.34 for a head-3 box in a
+head-2 box) keeps either as a false positive (docs/detector.md, "Decoding"). Before
+2026-12-03 only the first case was suppressed (the lower-scored box's own area was
+the denominator).
 
 It lives in the runtime so that the vehicle's detection-based acquisition functions
 (:mod:`alscout.runtime.acquisition`) decode exactly as the evaluation does;
@@ -36,6 +39,7 @@ __all__ = [
     "nms",
     "NMS_IOU",
     "NMS_CONTAINED",
+    "NMS_OVERLAP",
     "BOX_SIZES",
     "SIZE_RADIUS",
     "decode_detections",
@@ -56,9 +60,13 @@ DEFAULT_BOXES: tuple[tuple[float, float], ...] = (
 
 #: NMS drops a box whose IoU with a kept, higher-scored box is above this.
 NMS_IOU = 0.5
-#: NMS drops a box with more than this fraction of its area inside a kept,
-#: higher-scored box (1.0: never; IoU alone, as before 2026-12-02).
+#: NMS drops a box whose intersection with a kept, higher-scored box is more than this
+#: fraction of the smaller box's area (1.0: never; IoU alone, as before 2026-12-02).
 NMS_CONTAINED = 0.65
+#: How NMS measures containment (shipped thresholds record it: a model calibrated with
+#: the decoder before 2026-12-03, which divided by the lower-scored box's own area, is
+#: not served with thresholds of another decoder).
+NMS_OVERLAP = "intersection/min-area"
 #: How a peak's box size is chosen: "head" (SPEC §3: the head's default box, the
 #: default) or "interpolated" (between the neighbouring heads' boxes, weighted by
 #: their probabilities there; an extension beyond SPEC, off by default).
@@ -118,9 +126,9 @@ def nms(
     """Greedy non-maximum suppression: indices kept, highest score first.
 
     ``boxes``: ``[M, 4]`` (x, y, w, h); ``scores``: ``[M]``. A box is dropped when its
-    IoU with a kept, higher-scored box is > ``iou_threshold``, or when the part of its
-    own area inside that box is > ``contained_threshold`` (1.0: never). Equal scores
-    keep the lower index first.
+    IoU with a kept, higher-scored box is > ``iou_threshold``, or when their
+    intersection is > ``contained_threshold`` of the smaller one's area, either box's
+    (Dollar's ``ovrDnm = 'min'``; 1.0: never). Equal scores keep the lower index first.
     """
     order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
     keep: list[int] = []
@@ -136,8 +144,9 @@ def nms(
         kept = overlaps <= iou_threshold
         if contained_threshold < 1.0:
             inside = _intersections(boxes[best], boxes[rest])
-            own = np.divide(inside, areas[rest], out=np.zeros_like(inside), where=areas[rest] > 0)
-            kept &= own <= contained_threshold
+            smaller = np.minimum(areas[rest], areas[best])
+            share = np.divide(inside, smaller, out=np.zeros_like(inside), where=smaller > 0)
+            kept &= share <= contained_threshold
         order = rest[kept]
     return np.asarray(keep, np.int64)
 
@@ -164,12 +173,13 @@ def decode_detections(
     ``probs``: ``[K, H, W]`` probabilities in [0, 1] at the image's resolution.
     ``default_boxes``: K ``(height, width)`` in pixels at 640x480. ``threshold``: a peak
     must exceed it. ``nms_iou``: IoU above which the lower-scored box is suppressed;
-    ``nms_contained``: the share of its own area inside a higher-scored box above which
-    it is suppressed too (1.0: IoU alone). ``box_size``: "head" (the head's default
-    box, SPEC §3) or "interpolated": a peak of head k gets the geometric mean of heads
-    k-1, k, k+1's default heights (and widths), weighted by their probabilities (head
-    k's at the peak, its neighbours' largest within :data:`SIZE_RADIUS` pixels), so a
-    person between two default sizes, whom both heads see, gets a box between them.
+    ``nms_contained``: the share of the smaller box's area in the intersection above
+    which the lower-scored box is suppressed too (1.0: IoU alone). ``box_size``:
+    "head" (the head's default box, SPEC §3) or "interpolated": a peak of head k gets
+    the geometric mean of heads k-1, k, k+1's default heights (and widths), weighted
+    by their probabilities (head k's at the peak, its neighbours' largest within
+    :data:`SIZE_RADIUS` pixels), so a person between two default sizes, whom both
+    heads see, gets a box between them.
     ``max_candidates``: the highest-scored peaks kept before NMS (bounds its cost at
     very low thresholds). Returns ``boxes [M, 4]`` float32 (x, y, w, h) in pixels and
     ``scores [M]`` float32, by decreasing score.

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from alscout.errors import ConfigError, InvalidInputError, ModelError
+from alscout.runtime.detections import NMS_CONTAINED, NMS_OVERLAP
 from alscout.runtime.model_info import CALIBRATION_KEY, FlagCalibration
 from alscout.runtime.pipeline import PipelineConfig, ScoringPipeline
 from alscout.runtime.temporal import SelectorConfig, candidate_scores, rate_thresholds
@@ -79,6 +80,8 @@ def calibration_settings(pipeline: ScoringPipeline, selector: SelectorConfig) ->
         "candidate_threshold": cfg.candidate_threshold,
         "count_threshold": cfg.count_threshold,
         "nms_iou": cfg.nms_iou,
+        "nms_contained": NMS_CONTAINED,
+        "nms_overlap": NMS_OVERLAP,
         "double_evaluation": cfg.double_evaluation,
         "input_size": list(pipeline.input_size),
         "quality": quality,

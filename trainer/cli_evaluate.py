@@ -46,7 +46,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--nms-contained", type=float, default=NMS_CONTAINED, metavar="F",
-        help="NMS also drops a box with more than F of its area inside a higher-scored one "
+        help="NMS also drops a box when its overlap with a higher-scored one is more than "
+        "F of the smaller box's area "
         f"(default {NMS_CONTAINED}; 1: IoU alone, the decoder before 2026-12-02)",
     )  # fmt: skip
     parser.add_argument(

@@ -37,8 +37,8 @@ def naive_candidates(
     nms_contained: float = 0.65,
 ) -> list[float]:
     """Confidences of the detections kept by greedy NMS, highest first: a box goes when
-    its IoU with a kept one is > ``nms_iou`` or more than ``nms_contained`` of its own
-    area lies inside a kept one."""
+    its IoU with a kept one is > ``nms_iou`` or their intersection is more than
+    ``nms_contained`` of the smaller box's area (either box's)."""
     k_heads, h, w = probs.shape
     found: list[tuple[float, tuple[float, float, float, float]]] = []
     for k in range(k_heads):
@@ -65,7 +65,7 @@ def naive_candidates(
     for n in order:
         if all(
             _iou(found[n][1], found[m][1]) <= nms_iou
-            and _inside(found[n][1], found[m][1]) <= nms_contained
+            and _overlap_of_smaller(found[n][1], found[m][1]) <= nms_contained
             for m in kept
         ):
             kept.append(n)
@@ -80,11 +80,11 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _inside(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    """The share of box a's area that lies inside box b."""
+def _overlap_of_smaller(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over the smaller box's area (Dollar's bbNms, ``ovrDnm='min'``)."""
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    area = (a[2] - a[0]) * (a[3] - a[1])
+    area = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
     return iw * ih / area if area > 0 else 0.0
 
 

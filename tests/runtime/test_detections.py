@@ -61,7 +61,10 @@ def _naive_nms(boxes: np.ndarray, scores: np.ndarray, iou: float, contained: flo
             inter(boxes[i], boxes[k])
             / (area + boxes[k][2] * boxes[k][3] - inter(boxes[i], boxes[k]))
             <= iou
-            and (contained >= 1.0 or inter(boxes[i], boxes[k]) / area <= contained)
+            and (
+                contained >= 1.0
+                or inter(boxes[i], boxes[k]) / min(area, boxes[k][2] * boxes[k][3]) <= contained
+            )
             for k in keep
         ):
             keep.append(i)
@@ -91,6 +94,18 @@ def test_a_smaller_head_inside_a_person_is_suppressed_by_default():
     assert scores.tolist() == pytest.approx([0.9, 0.8])
     with pytest.raises(detections.InvalidInputError, match="nms_contained"):
         decode_detections(probs, nms_contained=1.5)
+
+
+def test_a_larger_head_around_a_better_scored_person_is_suppressed_too():
+    # the other way round: head 3 (80x50) found the person, head 2 (145x80) fired on
+    # them with a lower score; its box holds the person's, IoU (80*50)/(145*80) = 0.34
+    probs = np.zeros((5, 480, 640), np.float32)
+    probs[3, 200, 300] = 0.9
+    probs[2, 205, 300] = 0.8
+    boxes, scores = decode_detections(probs, threshold=0.5)
+    assert scores.tolist() == pytest.approx([0.9]) and boxes[0, 3] == pytest.approx(80)
+    _, scores = decode_detections(probs, threshold=0.5, nms_contained=1.0)
+    assert scores.tolist() == pytest.approx([0.9, 0.8])
 
 
 def _naive_interpolated(probs: np.ndarray, k: int, i: int, j: int) -> tuple[float, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import cv2
@@ -165,6 +166,17 @@ def test_the_server_choice_uses_the_shipped_threshold_only_when_it_holds(calibra
     with ScoringPipeline(open_backend(path, "onnxruntime-cpu"), other) as pipeline:
         changed = with_shipped_threshold(adaptive, pipeline)
         assert not changed.used and "acquisition: 'divergence' vs 'entropy'" in changed.message
+    # calibrated by a decoder before 2026-12-03 (no NMS containment rule recorded)
+    older = dict(calibration.settings_dict())
+    del older["nms_overlap"], older["nms_contained"]
+    before = write_calibration(
+        path,
+        dataclasses.replace(calibration, settings=json.dumps(older, sort_keys=True)),
+        path.parent / "older.onnx",
+    )
+    with ScoringPipeline(open_backend(before, "onnxruntime-cpu"), config) as pipeline:
+        stale = with_shipped_threshold(adaptive, pipeline)
+        assert not stale.used and "nms_overlap" in stale.message
     with ScoringPipeline(open_backend(tiny_model, "onnxruntime-cpu"), config) as pipeline:
         bare = with_shipped_threshold(adaptive, pipeline)
         assert not bare.used and "no calibrated thresholds" in bare.message
