@@ -7,7 +7,8 @@ Two parts, every figure from the same run on the same frames:
    off, no workers: how a run without flags trains), decoded once into memory
    (``--cache-images``), and cached plus one data-loader worker that prepares the
    next batch (targets, sampling, augmentation) while the network trains
-   (``--cache-images --workers 1``).
+   (``--cache-images --workers 1``); and cached with half the negatives mined at each
+   step (``--hard-negatives 0.5``: the top-k over each head's logits it adds).
 2. One training step (forward, loss, backward, RMSProp) on the same prepared batches
    in float32 against ``channels_last``, bfloat16 autocast and ``torch.compile``
    (``--compile``: its first step compiles for minutes on this box).
@@ -50,6 +51,7 @@ LOOPS: dict[str, dict[str, object]] = {
     "decoded on every access": {"cache_images": False, "num_workers": 0},
     "cached (--cache-images)": {"cache_images": True, "num_workers": 0},
     "cached + 1 worker (--workers 1)": {"cache_images": True, "num_workers": 1},
+    "cached, --hard-negatives 0.5": {"cache_images": True, "num_workers": 0, "hard_negatives": 0.5},
 }
 
 
