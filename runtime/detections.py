@@ -6,16 +6,19 @@ here". A pixel that is a local maximum of its head's map (no larger value in its
 box of that head's default size, scaled from 640x480 to the map's size, centred on the
 pixel's centre (``(j + 0.5, i + 0.5)`` in pixel-edge coordinates), clipped to the
 image. Boxes of all heads are then merged by greedy non-maximum suppression: a box is
-dropped when its IoU with a kept, higher-scored box exceeds ``nms_iou`` (0.5) or when
-their intersection is more than ``nms_contained`` (0.65) of the smaller box's area,
-whichever box that is (the ``ovrDnm = 'min'`` overlap of Dollar's ``bbNms``, 0.65 as
-his ACF pedestrian detector uses it). Heads have fixed box sizes, so a smaller head
-firing on a larger person's legs or torso gives a box inside the person's, and a
-larger head firing around a person a smaller head found gives a box around it: IoU
-alone (0.43 for a head-4 box centred in a head-3 box, 0.34 for a head-3 box in a
-head-2 box) keeps either as a false positive (docs/detector.md, "Decoding"). Before
-2026-12-03 only the first case was suppressed (the lower-scored box's own area was
-the denominator).
+dropped when its IoU with a kept, higher-scored box exceeds ``nms_iou`` (0.5), or
+when their intersection is more than ``nms_contained`` (0.65) of the smaller box's
+area (the ``ovrDnm = 'min'`` overlap of Dollar's ``bbNms``, 0.65 as his ACF
+pedestrian detector uses it) in one of two cases: the dropped box is the smaller one
+(inside the kept box), or it is the larger one and the kept box's centre lies in its
+central half (around the kept box, about concentric). Heads have fixed box sizes, so
+a smaller head firing on a larger person's legs or torso gives a box inside the
+person's, and a larger head firing on a person a smaller head found gives a box
+around it: IoU alone (0.43 for a head-4 box centred in a head-3 box, 0.34 for a
+head-3 box in a head-2 box) keeps either as a false positive. The centre condition
+keeps a larger person whose box merely reaches over a smaller, better-scored one
+next to them, which plain ``'min'`` NMS drops (docs/detector.md, "Decoding"). Before
+2026-12-03 only the first case was suppressed.
 
 It lives in the runtime so that the vehicle's detection-based acquisition functions
 (:mod:`alscout.runtime.acquisition`) decode exactly as the evaluation does;
@@ -60,13 +63,14 @@ DEFAULT_BOXES: tuple[tuple[float, float], ...] = (
 
 #: NMS drops a box whose IoU with a kept, higher-scored box is above this.
 NMS_IOU = 0.5
-#: NMS drops a box whose intersection with a kept, higher-scored box is more than this
-#: fraction of the smaller box's area (1.0: never; IoU alone, as before 2026-12-02).
+#: NMS drops a box with more than this fraction of its area inside a kept,
+#: higher-scored box, or a box that holds more than this fraction of a kept box's area
+#: around that box's centre (1.0: never; IoU alone, as before 2026-12-02).
 NMS_CONTAINED = 0.65
-#: How NMS measures containment (shipped thresholds record it: a model calibrated with
-#: the decoder before 2026-12-03, which divided by the lower-scored box's own area, is
+#: Which contained boxes NMS drops (shipped thresholds record it: a model calibrated
+#: with the decoder before 2026-12-03, which dropped only boxes inside a kept one, is
 #: not served with thresholds of another decoder).
-NMS_OVERLAP = "intersection/min-area"
+NMS_OVERLAP = "inside, or around a central higher-scored box"
 #: How a peak's box size is chosen: "head" (SPEC §3: the head's default box, the
 #: default) or "interpolated" (between the neighbouring heads' boxes, weighted by
 #: their probabilities there; an extension beyond SPEC, off by default).
@@ -126,9 +130,11 @@ def nms(
     """Greedy non-maximum suppression: indices kept, highest score first.
 
     ``boxes``: ``[M, 4]`` (x, y, w, h); ``scores``: ``[M]``. A box is dropped when its
-    IoU with a kept, higher-scored box is > ``iou_threshold``, or when their
-    intersection is > ``contained_threshold`` of the smaller one's area, either box's
-    (Dollar's ``ovrDnm = 'min'``; 1.0: never). Equal scores keep the lower index first.
+    IoU with a kept, higher-scored box is > ``iou_threshold``; or when more than
+    ``contained_threshold`` of its own area lies inside that box; or when more than
+    ``contained_threshold`` of that box's area lies inside it and that box's centre
+    is in its central half (a larger box around the same person). 1.0: IoU alone.
+    Equal scores keep the lower index first.
     """
     order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
     keep: list[int] = []
@@ -144,11 +150,23 @@ def nms(
         kept = overlaps <= iou_threshold
         if contained_threshold < 1.0:
             inside = _intersections(boxes[best], boxes[rest])
-            smaller = np.minimum(areas[rest], areas[best])
-            share = np.divide(inside, smaller, out=np.zeros_like(inside), where=smaller > 0)
-            kept &= share <= contained_threshold
+            own = np.divide(inside, areas[rest], out=np.zeros_like(inside), where=areas[rest] > 0)
+            kept &= own <= contained_threshold
+            if areas[best] > 0:
+                around = (inside / areas[best] > contained_threshold) & _central(
+                    boxes[best], boxes[rest]
+                )
+                kept &= ~around
         order = rest[kept]
     return np.asarray(keep, np.int64)
+
+
+def _central(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Whether the centre of one ``[4]`` box lies in the central half (the middle half
+    of the width and of the height) of each of ``[M, 4]`` boxes (x, y, w, h)."""
+    dx = np.abs(box[0] + box[2] / 2 - (others[:, 0] + others[:, 2] / 2))
+    dy = np.abs(box[1] + box[3] / 2 - (others[:, 1] + others[:, 3] / 2))
+    return (dx <= others[:, 2] / 4) & (dy <= others[:, 3] / 4)
 
 
 def _intersections(box: np.ndarray, others: np.ndarray) -> np.ndarray:
@@ -174,7 +192,8 @@ def decode_detections(
     ``default_boxes``: K ``(height, width)`` in pixels at 640x480. ``threshold``: a peak
     must exceed it. ``nms_iou``: IoU above which the lower-scored box is suppressed;
     ``nms_contained``: the share of the smaller box's area in the intersection above
-    which the lower-scored box is suppressed too (1.0: IoU alone). ``box_size``:
+    which the lower-scored box is suppressed too when it lies inside the other or
+    around the other's centre (:func:`nms`; 1.0: IoU alone). ``box_size``:
     "head" (the head's default box, SPEC §3) or "interpolated": a peak of head k gets
     the geometric mean of heads k-1, k, k+1's default heights (and widths), weighted
     by their probabilities (head k's at the peak, its neighbours' largest within

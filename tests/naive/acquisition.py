@@ -37,8 +37,9 @@ def naive_candidates(
     nms_contained: float = 0.65,
 ) -> list[float]:
     """Confidences of the detections kept by greedy NMS, highest first: a box goes when
-    its IoU with a kept one is > ``nms_iou`` or their intersection is more than
-    ``nms_contained`` of the smaller box's area (either box's)."""
+    its IoU with a kept one is > ``nms_iou``, when more than ``nms_contained`` of its
+    own area lies inside a kept one, or when more than that of a kept one's area lies
+    inside it and the kept one's centre is in its central half."""
     k_heads, h, w = probs.shape
     found: list[tuple[float, tuple[float, float, float, float]]] = []
     for k in range(k_heads):
@@ -65,7 +66,11 @@ def naive_candidates(
     for n in order:
         if all(
             _iou(found[n][1], found[m][1]) <= nms_iou
-            and _overlap_of_smaller(found[n][1], found[m][1]) <= nms_contained
+            and _inside(found[n][1], found[m][1]) <= nms_contained
+            and not (
+                _inside(found[m][1], found[n][1]) > nms_contained
+                and _centre_in_middle(found[m][1], found[n][1])
+            )
             for m in kept
         ):
             kept.append(n)
@@ -80,12 +85,19 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _overlap_of_smaller(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    """Intersection over the smaller box's area (Dollar's bbNms, ``ovrDnm='min'``)."""
+def _inside(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """The share of box a's area that lies inside box b."""
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    area = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    area = (a[2] - a[0]) * (a[3] - a[1])
     return iw * ih / area if area > 0 else 0.0
+
+
+def _centre_in_middle(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Whether box a's centre lies in the middle half of box b's width and height."""
+    dx = abs((a[0] + a[2]) / 2 - (b[0] + b[2]) / 2)
+    dy = abs((a[1] + a[3]) / 2 - (b[1] + b[3]) / 2)
+    return dx <= (b[2] - b[0]) / 4 and dy <= (b[3] - b[1]) / 4
 
 
 def naive_least_confidence(probs, boxes_640, threshold=0.05, nms_iou=0.5) -> float:

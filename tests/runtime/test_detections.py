@@ -54,6 +54,9 @@ def _naive_nms(boxes: np.ndarray, scores: np.ndarray, iou: float, contained: flo
         h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
         return max(w, 0.0) * max(h, 0.0)
 
+    def centre(a) -> tuple[float, float]:
+        return a[0] + a[2] / 2, a[1] + a[3] / 2
+
     keep: list[int] = []
     for i in sorted(range(len(scores)), key=lambda i: (-scores[i], i)):
         area = boxes[i][2] * boxes[i][3]
@@ -63,7 +66,14 @@ def _naive_nms(boxes: np.ndarray, scores: np.ndarray, iou: float, contained: flo
             <= iou
             and (
                 contained >= 1.0
-                or inter(boxes[i], boxes[k]) / min(area, boxes[k][2] * boxes[k][3]) <= contained
+                or (
+                    inter(boxes[i], boxes[k]) / area <= contained
+                    and not (
+                        inter(boxes[i], boxes[k]) / (boxes[k][2] * boxes[k][3]) > contained
+                        and abs(centre(boxes[k])[0] - centre(boxes[i])[0]) <= boxes[i][2] / 4
+                        and abs(centre(boxes[k])[1] - centre(boxes[i])[1]) <= boxes[i][3] / 4
+                    )
+                )
             )
             for k in keep
         ):
@@ -106,6 +116,17 @@ def test_a_larger_head_around_a_better_scored_person_is_suppressed_too():
     assert scores.tolist() == pytest.approx([0.9]) and boxes[0, 3] == pytest.approx(80)
     _, scores = decode_detections(probs, threshold=0.5, nms_contained=1.0)
     assert scores.tolist() == pytest.approx([0.9, 0.8])
+
+
+def test_a_larger_person_reaching_over_a_smaller_better_scored_one_is_kept():
+    # two people side by side: the larger box (head 2, 145x80) holds most of the
+    # smaller one's (head 4, 55x31), whose centre is near its edge, not its middle
+    probs = np.zeros((5, 480, 640), np.float32)
+    probs[4, 200, 330] = 0.9
+    probs[2, 200, 300] = 0.8  # 30 px left: the small box lies in its right quarter
+    boxes, scores = decode_detections(probs, threshold=0.5)
+    assert scores.tolist() == pytest.approx([0.9, 0.8])
+    assert sorted(boxes[:, 3].round().tolist()) == [55, 145]
 
 
 def _naive_interpolated(probs: np.ndarray, k: int, i: int, j: int) -> tuple[float, float]:
