@@ -46,8 +46,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--nms-contained", type=float, default=NMS_CONTAINED, metavar="F",
-        help="NMS also drops a box when its overlap with a higher-scored one is more than "
-        "F of the smaller box's area "
+        help="NMS also drops a box with more than F of its area inside a higher-scored one, "
+        "or holding more than F of one's area around its centre "
         f"(default {NMS_CONTAINED}; 1: IoU alone, the decoder before 2026-12-02)",
     )  # fmt: skip
     parser.add_argument(
