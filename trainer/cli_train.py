@@ -127,7 +127,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hard-negatives", type=float, metavar="FRACTION",
         help="share of the N2P negatives taken as the hardest pixels at each step "
-        "(online hard negative mining; default 0: all drawn uniformly)",
+        "(online hard negative mining; default 0.5; 0: all drawn uniformly, as the paper)",
     )  # fmt: skip
     _add_augmentation_arguments(parser)
     parser.add_argument("--workers", type=int, help="data loader processes (default 0)")

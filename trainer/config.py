@@ -35,8 +35,9 @@ class TrainConfig:
     positive in a head still gives ``min_negatives`` negatives there.
     ``hard_negatives``: the fraction of those negatives that are the hardest ones
     (online hard negative mining): at each step, per image and head, the negatives
-    of highest logit not drawn uniformly yet (``training.add_hard_negatives``);
-    0 draws them all uniformly, as the paper describes. ``hflip``:
+    of highest logit not drawn uniformly yet (``training.add_hard_negatives``).
+    Half by default (docs/detector.md, "Loss"); 0 draws them all uniformly, as the
+    paper describes. ``hflip``:
     mirror each image with probability 1/2 (seeded per image and epoch).
     ``scale_aug``: with probability ``zoom_prob``, zoom each image (> 1 crops and
     enlarges, < 1 shrinks onto a canvas of the image's mean colour) so that people of
@@ -61,7 +62,7 @@ class TrainConfig:
     rmsprop_eps: float = 1e-8
     n2p: int = 15
     min_negatives: int = 32
-    hard_negatives: float = 0.0
+    hard_negatives: float = 0.5
     hflip: bool = True
     scale_aug: bool = True
     zoom_mode: str = "heads"

@@ -150,7 +150,8 @@ def test_hard_negatives_keep_the_n2p_ratio_and_resume_exactly(scenes, tmp_path):
     )
     _assert_same_state(whole.model.state_dict(), resumed.model.state_dict())
     assert load_checkpoint(resumed.checkpoint).train.hard_negatives == 0.5
-    uniform = fit(scenes, TINY, config(epochs=2, scale_aug=False, photometric=0.0), progress=False)
+    plain = config(epochs=2, scale_aug=False, photometric=0.0, hard_negatives=0.0)
+    uniform = fit(scenes, TINY, plain, progress=False)
     assert whole.history[0]["train"]["negatives"] == uniform.history[0]["train"]["negatives"]
     assert whole.history[0]["train"]["loss"] != uniform.history[0]["train"]["loss"]
 
@@ -208,18 +209,20 @@ def test_the_full_recipe_zooms_and_jitters_each_image_the_same_way_in_the_same_e
 
 
 @pytest.mark.slow
-def test_tiny_model_overfits_a_small_synthetic_set(tmp_path):
+@pytest.mark.parametrize("hard_negatives", [0.0, 0.5])
+def test_tiny_model_overfits_a_small_synthetic_set(tmp_path, hard_negatives):
     # Half of 640x480: at a quarter, the coarse heads' strides (16 px for head 2)
     # are too coarse for the figures' boxes to be placed within IoU 0.5.
     scenes = figure_scenes(tmp_path, 12, seed=1, scale=2)
     size = (2 * SIZE[0], 2 * SIZE[1])
     # Overfitting is the point: mirroring only, no zoom or photometric jitter.
-    plain = {"scale_aug": False, "photometric": 0.0}
+    plain = {"scale_aug": False, "photometric": 0.0, "hard_negatives": hard_negatives}
     cfg = config(epochs=25, batch_size=4, cache_images=True, input_size=size, **plain)
     result = fit(scenes, TINY, cfg, progress=False)
     first, last = result.history[0]["train"], result.history[-1]["train"]
-    assert last["loss"] < first["loss"] / 5
-    assert last["mean_prob_positive"] > 0.6 > 0.05 > last["mean_prob_negative"]
+    if hard_negatives == 0:  # mined negatives are the hardest of the moment: no fixed loss
+        assert last["loss"] < first["loss"] / 5
+        assert last["mean_prob_positive"] > 0.6 > 0.05 > last["mean_prob_negative"]
     # Pixel level: every figure's centre outscores the background in its own head.
     images = np.stack([cv2.imread(str(r.source))[:, :, ::-1] for r in scenes])
     probs = predict_probs(result.model, images)
@@ -235,16 +238,20 @@ def test_tiny_model_overfits_a_small_synthetic_set(tmp_path):
     assert np.quantile(np.concatenate(background), 0.99) < 0.3
     # Detection level: the Caltech protocol on the training set itself, boxes as given
     # (the figures have the heads' own aspect) and standardised to 0.41 (dbEval's
-    # default, narrower than the figures: a horizontal offset costs more; 5 of 24
-    # missed at FPPI 1 when this was written, against 4 as given).
+    # default, narrower than the figures: a horizontal offset costs more). Missed at
+    # FPPI 1 when last measured (2026-12-03), as given / standardised: 3 / 3 of 24 with
+    # the default recipe; 6 / 7 with uniform negatives, whose tiny model often scores a
+    # figure's centre higher in a smaller head than in its own, so NMS keeps the small
+    # box and drops the right one around it (4 / 5 under the NMS before that date).
+    given_bound, standard_bound = (0.2, 0.25) if hard_negatives else (0.3, 0.3)
     model = result.model
     given, detections = evaluate(model, scenes, size, aspect_ratio=None)
     assert given.num_gt == 2 * len(scenes)
     assert len(detections) == len(scenes)
-    assert given.mr_at_fppi1 <= 0.2, given.to_json()
+    assert given.mr_at_fppi1 <= given_bound, given.to_json()
     standard, _ = evaluate(model, scenes, size)
     assert standard.config["aspect_ratio"] == 0.41
-    assert standard.mr_at_fppi1 <= 0.25, standard.to_json()
+    assert standard.mr_at_fppi1 <= standard_bound, standard.to_json()
 
 
 def _assert_same_state(a: dict, b: dict) -> None:
@@ -340,8 +347,9 @@ def test_history_counts_positives_per_head_and_warns_about_starved_heads(scenes,
 
 
 def test_finetuning_starts_from_the_given_weights(scenes, tmp_path):
-    # Mirroring only: six epochs of 8 images learn too little under zoom to compare.
-    plain = {"scale_aug": False, "photometric": 0.0}
+    # Mirroring only: six epochs of 8 images learn too little under zoom to compare;
+    # uniform negatives: mined ones depend on the weights, so losses would not compare.
+    plain = {"scale_aug": False, "photometric": 0.0, "hard_negatives": 0.0}
     base = fit(scenes, TINY, config(epochs=6, **plain), out_dir=tmp_path / "base", progress=False)
     other = DetectorConfig(width=8)  # the init file's own config wins
     still = config(epochs=1, lr=1e-9, lr_final=1e-9, **plain)
