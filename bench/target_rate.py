@@ -34,8 +34,6 @@ from alscout.runtime.model_info import CALIBRATION_KEY, FlagCalibration
 from alscout.runtime.shipped_thresholds import parse_rate
 from alscout.trainer.cli_train import parse_range
 
-log = logging.getLogger("bench.target_rate")
-
 #: Parts of the scored range whose flag rates are printed (quarters).
 PARTS = 4
 

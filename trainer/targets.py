@@ -67,7 +67,7 @@ __all__ = [
     "head_factors",
     "head_balanced_zoom",
     "sample_pixels",
-    "hard_negative_counts",
+    "sample_loss_pixels",
     "TrainingSet",
 ]
 
@@ -378,8 +378,26 @@ def sample_pixels(
     uniformly without replacement (``min_negatives`` when ``P == 0``; all of them
     when fewer exist). Ignored pixels are never drawn. With ``hard_fraction`` ``f``,
     only ``wanted - round(f * wanted)`` are drawn here; the training step adds the
-    rest as the hardest negatives (:func:`hard_negative_counts`). ``labels``:
-    ``[K, H, W]`` int8 from :func:`make_targets`. Returns a ``[K, H, W]`` bool mask.
+    rest as the hardest negatives (:func:`sample_loss_pixels` says how many).
+    ``labels``: ``[K, H, W]`` int8 from :func:`make_targets`. Returns a ``[K, H, W]``
+    bool mask.
+    """
+    return sample_loss_pixels(labels, n2p, min_negatives, rng, hard_fraction)[0]
+
+
+def sample_loss_pixels(
+    labels: np.ndarray,
+    n2p: int,
+    min_negatives: int,
+    rng: np.random.Generator,
+    hard_fraction: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`sample_pixels`'s mask and, per head, the negatives it leaves to mining.
+
+    Returns ``(mask [K, H, W] bool, hard [K] int64)``: ``hard[k]`` is how many of the
+    ``n2p`` per positive the mask still lacks, never more than the negatives left out
+    of it; the training step adds that many of the highest-scoring ones
+    (:func:`alscout.trainer.training.add_hard_negatives`).
     """
     if labels.ndim != 3:
         raise InvalidInputError(f"labels must be [K, H, W], got shape {labels.shape}")
@@ -388,41 +406,19 @@ def sample_pixels(
     if not 0.0 <= hard_fraction <= 1.0:
         raise InvalidInputError(f"hard_fraction must be in [0, 1], got {hard_fraction}")
     mask = labels == POSITIVE
+    hard = np.zeros(labels.shape[0], dtype=np.int64)
     for k in range(labels.shape[0]):
         negatives = np.flatnonzero(labels[k] == NEGATIVE)
-        wanted = _negatives_wanted(int(mask[k].sum()), n2p, min_negatives)
+        positives = int(mask[k].sum())
+        wanted = n2p * positives if positives else min_negatives
         if wanted >= negatives.size:
             chosen = negatives
         else:
             uniform = wanted - round(hard_fraction * wanted)
             chosen = negatives[rng.choice(negatives.size, size=uniform, replace=False)]
+            hard[k] = wanted - uniform
         mask[k].reshape(-1)[chosen] = True
-    return mask
-
-
-def _negatives_wanted(positives: int, n2p: int, min_negatives: int) -> int:
-    return n2p * positives if positives else min_negatives
-
-
-def hard_negative_counts(
-    labels: np.ndarray, mask: np.ndarray, n2p: int, min_negatives: int
-) -> np.ndarray:
-    """Per head, how many negatives the mask still lacks of the ``n2p`` per positive.
-
-    ``labels``, ``mask``: ``[K, H, W]`` (:func:`sample_pixels` drew a uniform share
-    into ``mask``). Returns ``[K]`` int64, never more than the negatives left out of
-    ``mask``: the training step adds that many of the highest-scoring ones
-    (:func:`alscout.trainer.training.add_hard_negatives`).
-    """
-    negatives = labels == NEGATIVE
-    counts = np.zeros(labels.shape[0], dtype=np.int64)
-    for k in range(labels.shape[0]):
-        positives = int((labels[k] == POSITIVE).sum())
-        wanted = _negatives_wanted(positives, n2p, min_negatives)
-        drawn = int((mask[k] & negatives[k]).sum())
-        left = int(negatives[k].sum()) - drawn
-        counts[k] = max(0, min(wanted - drawn, left))
-    return counts
+    return mask, hard
 
 
 class TrainingSet(torch.utils.data.Dataset):
@@ -503,8 +499,9 @@ class TrainingSet(torch.utils.data.Dataset):
         config = self.config
         height, width = config.input_size
         labels = make_targets(boxes, height, width, self.detector, config.targets)
-        mask = sample_pixels(labels, config.n2p, config.min_negatives, rng, config.hard_negatives)
-        hard = hard_negative_counts(labels, mask, config.n2p, config.min_negatives)
+        mask, hard = sample_loss_pixels(
+            labels, config.n2p, config.min_negatives, rng, config.hard_negatives
+        )
         if config.targets.scale_negatives:
             wrong = scale_negative_mask(boxes, height, width, self.detector, config.targets)
             mask |= wrong & (labels == NEGATIVE)

@@ -20,10 +20,10 @@ from alscout.trainer.targets import (
     centred_iou,
     count_heads,
     fit_ious,
-    hard_negative_counts,
     head_balanced_zoom,
     head_factors,
     make_targets,
+    sample_loss_pixels,
     sample_pixels,
     scale_negative_mask,
 )
@@ -203,8 +203,8 @@ def test_sample_pixels_is_seeded_and_takes_all_negatives_when_few():
 def test_sample_pixels_leaves_the_hard_share_to_the_training_step():
     labels = make_targets([Box(100, 100, 40, 80), Box(300, 50, 100, 250)], 480, 640, PAPER)
     for share in (0.0, 0.3, 1.0):
-        mask = sample_pixels(labels, 15, 32, np.random.default_rng(0), hard_fraction=share)
-        hard = hard_negative_counts(labels, mask, 15, 32)
+        mask, hard = sample_loss_pixels(labels, 15, 32, np.random.default_rng(0), share)
+        assert np.array_equal(mask, sample_pixels(labels, 15, 32, np.random.default_rng(0), share))
         for k in range(5):
             positives = int((labels[k] == POSITIVE).sum())
             wanted = 15 * positives if positives else 32
@@ -212,8 +212,8 @@ def test_sample_pixels_leaves_the_hard_share_to_the_training_step():
             assert (drawn, int(hard[k])) == (wanted - round(share * wanted), round(share * wanted))
     few = np.full((1, 3, 3), NEGATIVE, dtype=np.int8)
     few[0, 1, 1] = POSITIVE  # wants 15 negatives, has 8: all drawn, none left to mine
-    mask = sample_pixels(few, 15, 32, np.random.default_rng(0), hard_fraction=0.5)
-    assert mask.all() and hard_negative_counts(few, mask, 15, 32).tolist() == [0]
+    mask, hard = sample_loss_pixels(few, 15, 32, np.random.default_rng(0), hard_fraction=0.5)
+    assert mask.all() and hard.tolist() == [0]
     with pytest.raises(InvalidInputError, match="hard_fraction"):
         sample_pixels(labels, 15, 32, np.random.default_rng(0), hard_fraction=1.5)
 
