@@ -89,11 +89,15 @@ class LocalEngine:
             self.workers, mp_context=context, initializer=_start_worker, initargs=(settings,)
         ) as pool:
             while queue or running:
-                while queue and len(running) < 2 * self.workers:
-                    unit = queue.pop()
-                    running[pool.submit(_score, unit)] = unit
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 broken = False
+                while queue and len(running) < 2 * self.workers:
+                    try:  # a worker may die between the last wait and this submit
+                        future = pool.submit(_score, queue[-1])
+                    except BrokenProcessPool:
+                        broken = True
+                        break
+                    running[future] = queue.pop()
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
                     unit = running[future]
                     try:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
 from recordings import read_outputs, write_config, write_folder, write_video
 
 from alscout.apps.cli import main
+from alscout.offline import local_engine
 from alscout.runtime.temporal import SelectorConfig, flag_recording
 from alscout.storage.layout import record_key
 from alscout.trainer.fleet.ingest import ingest
@@ -171,3 +174,36 @@ def test_two_sources_of_one_stream_are_refused_before_anything_is_written(
     )
     assert "would both write stream drive-a/cam0" in capsys.readouterr().err
     assert not out.exists()
+
+
+class PoolThatBreaksOnItsSecondSubmit(ProcessPoolExecutor):
+    """The first pool dies between a finished recording and the next submit."""
+
+    pools = 0
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        type(self).pools += 1
+        self.first = type(self).pools == 1
+        self.submits = 0
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.submits += 1
+        if self.first and self.submits == 2:
+            raise BrokenProcessPool("a child process terminated abruptly")
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_a_pool_that_breaks_at_submit_is_replaced(
+    scored, drives, tiny_model, tmp_path, monkeypatch, caplog
+):
+    monkeypatch.setattr(local_engine, "ProcessPoolExecutor", PoolThatBreaksOnItsSecondSubmit)
+    out = tmp_path / "out"
+    code = score(
+        str(drives["video"]), str(drives["folder"]), "--model", str(tiny_model),
+        "--out", str(out), "--config", str(drives["config"]), "--workers", "1",
+    )  # fmt: skip
+    assert code == 0
+    assert PoolThatBreaksOnItsSecondSubmit.pools == 2
+    assert "a worker process died" in caplog.text
+    assert read_outputs(out) == read_outputs(scored)

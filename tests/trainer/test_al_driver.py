@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -155,3 +156,49 @@ def test_a_given_checkpoint_is_w_l(tmp_path: Path) -> None:
     assert done["mr_at_fppi1"] == before["mr_at_fppi1"]
     with pytest.raises(ConfigError, match="not found"):
         run_experiment(replace(second, out=tmp_path / "c", initial_checkpoint=tmp_path / "no.pt"))
+
+
+@pytest.mark.slow
+def test_a_killed_w_l_is_resumed_and_a_stale_one_trained_again(tmp_path: Path, caplog) -> None:
+    import torch
+
+    from alscout.trainer.al.driver import Experiment
+    from alscout.trainer.checkpoint import load_checkpoint
+    from alscout.trainer.training import fit
+
+    caplog.set_level(logging.INFO, logger="alscout")
+    tiny = load_experiment(TINY, out=tmp_path / "a")
+    first = replace(tiny, methods=("random",), cycles=1, train=replace(tiny.train, epochs=2))
+    run_experiment(first)
+    whole = load_checkpoint(first.out / "seed0" / "w0" / "last.pt")
+
+    def killed_after_one_epoch(config, out: Path) -> None:  # w0/last.pt, no done.json
+        shutil.copytree(first.out / "data", out / "data")
+        exp = Experiment.load(config)
+        train = config.train.with_overrides(seed=0)
+        fit(
+            exp.initial,
+            config.detector,
+            train,
+            out_dir=out / "seed0" / "w0",
+            stop_after=1,
+            progress=False,
+        )
+
+    second = replace(first, out=tmp_path / "b")
+    killed_after_one_epoch(second, second.out)
+    run_experiment(second)
+    assert "resumed" in caplog.text
+    resumed = load_checkpoint(second.out / "seed0" / "w0" / "last.pt")
+    assert resumed.epoch == 2
+    assert all(torch.equal(resumed.model[k], v) for k, v in whole.model.items())
+
+    caplog.clear()
+    third = replace(first, out=tmp_path / "c")
+    stale = replace(third, train=replace(third.train, lr=third.train.lr / 2))
+    killed_after_one_epoch(stale, third.out)  # an earlier recipe left this checkpoint
+    run_experiment(third)
+    assert "from other settings: training w_l again" in caplog.text
+    again = load_checkpoint(third.out / "seed0" / "w0" / "last.pt")
+    assert again.train == whole.train
+    assert all(torch.equal(again.model[k], v) for k, v in whole.model.items())

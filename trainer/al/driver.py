@@ -28,7 +28,7 @@ import shutil
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from alscout.trainer.al.oracle import FileOracle, FleetOracle, GroundTruthOracle
 from alscout.trainer.al.outputs import POOL_FRAMES
 from alscout.trainer.al.pool import PoolScores, export_model, score_pool
 from alscout.trainer.al.stats import pool_rank_checks, rank_rng
+from alscout.trainer.config import TrainConfig
 from alscout.trainer.data.annotations import Dataset, ImageRecord
 
 __all__ = ["Experiment", "run_experiment", "write_json_atomic", "STATE_FILE", "POOL_FRAMES"]
@@ -113,6 +114,32 @@ def _evaluate(exp: Experiment, checkpoint: Path, out: Path) -> dict[str, float]:
     return {"lamr": result.lamr, "mr_at_fppi1": result.mr_at_fppi1}
 
 
+def _unfinished_w_l(exp: Experiment, checkpoint: Path, train: TrainConfig) -> Path | None:
+    """``checkpoint`` when it is a killed run of this very ``w_l``, to be resumed.
+
+    A checkpoint left by other settings or data (an earlier version of the recipe)
+    is not resumed: ``w_l`` is trained again from the start, with a WARNING.
+    """
+    from alscout.trainer import checkpoint as ckpt
+    from alscout.trainer.training import RUN_PLACE_FIELDS
+
+    if not checkpoint.is_file():
+        return None
+    state = ckpt.load_checkpoint(checkpoint)
+    place = {name: getattr(train, name) for name in RUN_PLACE_FIELDS}
+    same = (
+        state.train is not None
+        and replace(state.train, **place) == train
+        and state.detector == exp.config.detector
+        and state.data_digest == ckpt.dataset_digest(exp.initial)
+        and state.epoch < train.epochs
+    )
+    if not same:
+        log.warning("w_l checkpoint %s is from other settings: training w_l again", checkpoint)
+        return None
+    return checkpoint
+
+
 def train_initial(exp: Experiment, seed: int) -> Path:
     """``w_l`` of ``seed`` (trained once, then reused); returns its checkpoint."""
     from alscout.trainer.training import fit
@@ -131,7 +158,8 @@ def train_initial(exp: Experiment, seed: int) -> Path:
         os.replace(folder / "last.pt.partial", folder / "last.pt")
     else:
         train = exp.config.train.with_overrides(seed=seed)
-        fit(exp.initial, exp.config.detector, train, out_dir=folder, progress=False)
+        resume = _unfinished_w_l(exp, folder / "last.pt", train)
+        fit(exp.initial, exp.config.detector, train, out_dir=folder, resume=resume, progress=False)
     seconds = time.perf_counter() - began
     metrics = _evaluate(exp, folder / "last.pt", folder / "eval.json")
     write_json_atomic(
