@@ -60,21 +60,35 @@ def naive_candidates(
                 x1, y1 = min(max(cx - bw / 2, 0), w), min(max(cy - bh / 2, 0), h)
                 x2, y2 = min(max(cx + bw / 2, 0), w), min(max(cy + bh / 2, 0), h)
                 found.append((p, (x1, y1, x2, y2)))
-    # stable order by decreasing confidence (equal ones: found order)
-    order = sorted(range(len(found)), key=lambda n: -found[n][0])
+    kept = naive_nms([box for _, box in found], [p for p, _ in found], nms_iou, nms_contained)
+    return [found[n][0] for n in kept]
+
+
+def naive_nms(
+    boxes: list[tuple[float, float, float, float]],
+    scores: list[float],
+    nms_iou: float,
+    nms_contained: float,
+) -> list[int]:
+    """Greedy NMS pair by pair over (x1, y1, x2, y2) boxes: indices kept, highest
+    score first (equal scores: lower index first). A box goes when its IoU with a kept
+    one is > ``nms_iou``, when more than ``nms_contained`` of its own area lies inside a
+    kept one, or when more than that of a kept one's area lies inside it and the kept
+    one's centre is in its central half (1.0: IoU alone)."""
+    order = sorted(range(len(scores)), key=lambda n: -scores[n])
     kept: list[int] = []
     for n in order:
         if all(
-            _iou(found[n][1], found[m][1]) <= nms_iou
-            and _inside(found[n][1], found[m][1]) <= nms_contained
+            _iou(boxes[n], boxes[m]) <= nms_iou
+            and _inside(boxes[n], boxes[m]) <= nms_contained
             and not (
-                _inside(found[m][1], found[n][1]) > nms_contained
-                and _centre_in_middle(found[m][1], found[n][1])
+                _inside(boxes[m], boxes[n]) > nms_contained
+                and _centre_in_middle(boxes[m], boxes[n])
             )
             for m in kept
         ):
             kept.append(n)
-    return [found[n][0] for n in kept]
+    return kept
 
 
 def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:

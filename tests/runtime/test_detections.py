@@ -8,7 +8,7 @@ import pytest
 from alscout.runtime import detections
 from alscout.runtime.detections import decode_detections, local_maxima
 
-from naive.acquisition import naive_local_maxima
+from naive.acquisition import naive_local_maxima, naive_nms
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -46,41 +46,6 @@ def test_decode_keeps_the_strongest_of_overlapping_heads():
     assert boxes.shape == (1, 4)
 
 
-def _naive_nms(boxes: np.ndarray, scores: np.ndarray, iou: float, contained: float) -> list[int]:
-    """Greedy NMS with both overlap measures, pair by pair in plain Python."""
-
-    def inter(a, b) -> float:
-        w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
-        h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
-        return max(w, 0.0) * max(h, 0.0)
-
-    def centre(a) -> tuple[float, float]:
-        return a[0] + a[2] / 2, a[1] + a[3] / 2
-
-    keep: list[int] = []
-    for i in sorted(range(len(scores)), key=lambda i: (-scores[i], i)):
-        area = boxes[i][2] * boxes[i][3]
-        if all(
-            inter(boxes[i], boxes[k])
-            / (area + boxes[k][2] * boxes[k][3] - inter(boxes[i], boxes[k]))
-            <= iou
-            and (
-                contained >= 1.0
-                or (
-                    inter(boxes[i], boxes[k]) / area <= contained
-                    and not (
-                        inter(boxes[i], boxes[k]) / (boxes[k][2] * boxes[k][3]) > contained
-                        and abs(centre(boxes[k])[0] - centre(boxes[i])[0]) <= boxes[i][2] / 4
-                        and abs(centre(boxes[k])[1] - centre(boxes[i])[1]) <= boxes[i][3] / 4
-                    )
-                )
-            )
-            for k in keep
-        ):
-            keep.append(i)
-    return keep
-
-
 @pytest.mark.parametrize("contained", [0.3, 0.65, 1.0])
 def test_nms_with_containment_equals_the_pairwise_reference(contained):
     rng = np.random.default_rng(int(contained * 100))
@@ -88,7 +53,8 @@ def test_nms_with_containment_equals_the_pairwise_reference(contained):
         xy = rng.uniform(0, 100, (40, 2))
         boxes = np.concatenate([xy, rng.uniform(5, 50, (40, 2))], axis=1)
         scores = rng.choice([0.2, 0.5, 0.7, 0.9], 40)  # ties included
-        expected = _naive_nms(boxes, scores, 0.5, contained)
+        corners = [(x, y, x + w, y + h) for x, y, w, h in boxes.tolist()]
+        expected = naive_nms(corners, scores.tolist(), 0.5, contained)
         assert detections.nms(boxes, scores, 0.5, contained).tolist() == expected
 
 
