@@ -288,7 +288,10 @@ def _rank_lines(runs: dict[str, MethodRuns], comparison: Comparison) -> list[str
         "error threshold: FP + FN, and the error rate (FP + FN) / (GT + FP) (0 when "
         "GT + FP = 0; GT: persons that count). Mean over seeds [90% CI: circular "
         f"block bootstrap over the pool in video order, {how}, the same blocks for every "
-        "seed, percentile interval; conditional on the trained detectors].",
+        "seed, percentile interval; conditional on the trained detectors]. A dash: no "
+        "correlation exists because z or the error measure is the same for every frame "
+        "(a detector that finds nobody at the error threshold misses every person: its "
+        "error rate is 1 on every frame with one).",
     ]
     for check, title in (("errors", "z vs FP + FN"), ("error_rate", "z vs (FP + FN) / (GT + FP)")):
         lines += ["", f"### {title}", ""]
