@@ -29,7 +29,7 @@ with the default boxes scaled to that input (``DetectorConfig.boxes_at``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -166,6 +166,10 @@ def assign_head(
     return int(np.argmax(ious)), fits
 
 
+#: A box, the head it trains (-1: none) and the ``[K]`` heads it fits.
+Assignment = tuple[Box, int, np.ndarray]
+
+
 def _rect(box: Box, fraction: float, height: int, width: int) -> tuple[slice, slice] | None:
     """Pixels whose centres lie in the centred rectangle of ``fraction`` of the box.
 
@@ -208,10 +212,17 @@ def make_targets(
     config = config or TargetConfig()
     if height < 1 or width < 1:
         raise InvalidInputError(f"target size must be positive, got {width}x{height}")
-    k = detector.num_heads
+    assigned = _assignments(boxes, height, width, detector, config)
+    return _labels(assigned, detector.num_heads, height, width, config)
+
+
+def _labels(
+    assigned: list[Assignment], k: int, height: int, width: int, config: TargetConfig
+) -> np.ndarray:
+    """:func:`make_targets` of boxes already assigned to their heads."""
     ignore = np.zeros((k, height, width), dtype=bool)
     positive = np.zeros((k, height, width), dtype=bool)
-    for box, head, fits in _assignments(boxes, height, width, detector, config):
+    for box, head, fits in assigned:
         if head < 0:
             region = _whole(box, height, width)
             if region is not None:
@@ -245,8 +256,16 @@ def scale_negative_mask(
     box labels POSITIVE or IGNORE; the caller keeps only NEGATIVE ones.
     """
     config = config or TargetConfig()
-    mask = np.zeros((detector.num_heads, height, width), dtype=bool)
-    for box, head, fits in _assignments(boxes, height, width, detector, config):
+    assigned = _assignments(boxes, height, width, detector, config)
+    return _wrong_heads(assigned, detector.num_heads, height, width, config)
+
+
+def _wrong_heads(
+    assigned: list[Assignment], k: int, height: int, width: int, config: TargetConfig
+) -> np.ndarray:
+    """:func:`scale_negative_mask` of boxes already assigned to their heads."""
+    mask = np.zeros((k, height, width), dtype=bool)
+    for box, head, fits in assigned:
         centre = _rect(box, config.centre_fraction, height, width) if head >= 0 else None
         if centre is not None:
             mask[~fits, centre[0], centre[1]] = True
@@ -264,22 +283,23 @@ def count_heads(
 
     ``boxes`` in pixels of the ``height x width`` training input. Returns ``[K]`` int64.
     """
-    counts = np.zeros(detector.num_heads, dtype=np.int64)
-    for _, head, _ in _assignments(boxes, height, width, detector, config or TargetConfig()):
-        if head >= 0:
-            counts[head] += 1
-    return counts
+    assigned = _assignments(boxes, height, width, detector, config or TargetConfig())
+    return _head_counts(assigned, detector.num_heads)
+
+
+def _head_counts(assigned: list[Assignment], k: int) -> np.ndarray:
+    """:func:`count_heads` of boxes already assigned to their heads."""
+    heads = [head for _, head, _ in assigned if head >= 0]
+    return np.bincount(np.asarray(heads, np.int64), minlength=k).astype(np.int64)
 
 
 def _assignments(
     boxes: Sequence[Box], height: int, width: int, detector: DetectorConfig, config: TargetConfig
-) -> Iterator[tuple[Box, int, np.ndarray]]:
+) -> list[Assignment]:
     """Each box with its head and the heads it fits (:func:`assign_head`) at this size."""
     default_boxes = detector.boxes_at(height, width)
     min_height = config.min_height * height / detector.reference_size[0]
-    for box in boxes:
-        head, fits = assign_head(box, default_boxes, min_height, config)
-        yield box, head, fits
+    return [(box, *assign_head(box, default_boxes, min_height, config)) for box in boxes]
 
 
 #: Zoom factors tried per octave when :func:`head_factors` maps where a box trains each head.
@@ -498,14 +518,15 @@ class TrainingSet(torch.utils.data.Dataset):
         """The item of an augmented image: labels, sampled loss mask, boxes per head."""
         config = self.config
         height, width = config.input_size
-        labels = make_targets(boxes, height, width, self.detector, config.targets)
+        k = self.detector.num_heads
+        assigned = _assignments(boxes, height, width, self.detector, config.targets)
+        labels = _labels(assigned, k, height, width, config.targets)
         mask, hard = sample_loss_pixels(
             labels, config.n2p, config.min_negatives, rng, config.hard_negatives
         )
         if config.targets.scale_negatives:
-            wrong = scale_negative_mask(boxes, height, width, self.detector, config.targets)
-            mask |= wrong & (labels == NEGATIVE)
-        heads = count_heads(boxes, height, width, self.detector, config.targets)
+            mask |= _wrong_heads(assigned, k, height, width, config.targets) & (labels == NEGATIVE)
+        heads = _head_counts(assigned, k)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image)),
             "labels": torch.from_numpy(labels),
