@@ -159,7 +159,9 @@ def test_a_given_checkpoint_is_w_l(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_killed_w_l_is_resumed_and_a_stale_one_trained_again(tmp_path: Path, caplog) -> None:
+def test_a_killed_w_l_is_resumed_a_finished_one_kept_and_a_stale_one_trained_again(
+    tmp_path: Path, caplog
+) -> None:
     import torch
 
     from alscout.trainer.al.driver import Experiment
@@ -202,3 +204,15 @@ def test_a_killed_w_l_is_resumed_and_a_stale_one_trained_again(tmp_path: Path, c
     again = load_checkpoint(third.out / "seed0" / "w0" / "last.pt")
     assert again.train == whole.train
     assert all(torch.equal(again.model[k], v) for k, v in whole.model.items())
+
+    caplog.clear()
+    fourth = replace(first, out=tmp_path / "d")  # finished, killed before done.json
+    shutil.copytree(first.out / "data", fourth.out / "data")
+    (fourth.out / "seed0" / "w0").mkdir(parents=True)
+    finished = first.out / "seed0" / "w0" / "last.pt"
+    shutil.copyfile(finished, fourth.out / "seed0" / "w0" / "last.pt")
+    run_experiment(fourth)
+    assert "has all 2 epochs: not trained again" in caplog.text
+    assert "from other settings" not in caplog.text
+    kept = fourth.out / "seed0" / "w0" / "last.pt"
+    assert kept.read_bytes() == finished.read_bytes()

@@ -114,11 +114,13 @@ def _evaluate(exp: Experiment, checkpoint: Path, out: Path) -> dict[str, float]:
     return {"lamr": result.lamr, "mr_at_fppi1": result.mr_at_fppi1}
 
 
-def _unfinished_w_l(exp: Experiment, checkpoint: Path, train: TrainConfig) -> Path | None:
-    """``checkpoint`` when it is a killed run of this very ``w_l``, to be resumed.
+def _resumable_w_l(exp: Experiment, checkpoint: Path, train: TrainConfig) -> Path | None:
+    """``checkpoint`` when it is a run of this very ``w_l``, to be resumed.
 
-    A checkpoint left by other settings or data (an earlier version of the recipe)
-    is not resumed: ``w_l`` is trained again from the start, with a WARNING.
+    A run killed mid-training resumes where it stopped; one that finished its epochs
+    but was killed before ``done.json`` resumes with no epoch left to train. A
+    checkpoint left by other settings or data (an earlier version of the recipe) is
+    not resumed: ``w_l`` is trained again from the start, with a WARNING.
     """
     from alscout.trainer import checkpoint as ckpt
     from alscout.trainer.training import RUN_PLACE_FIELDS
@@ -132,11 +134,13 @@ def _unfinished_w_l(exp: Experiment, checkpoint: Path, train: TrainConfig) -> Pa
         and replace(state.train, **place) == train
         and state.detector == exp.config.detector
         and state.data_digest == ckpt.dataset_digest(exp.initial)
-        and state.epoch < train.epochs
+        and state.epoch <= train.epochs
     )
     if not same:
         log.warning("w_l checkpoint %s is from other settings: training w_l again", checkpoint)
         return None
+    if state.epoch == train.epochs:
+        log.info("w_l checkpoint %s has all %d epochs: not trained again", checkpoint, state.epoch)
     return checkpoint
 
 
@@ -158,7 +162,7 @@ def train_initial(exp: Experiment, seed: int) -> Path:
         os.replace(folder / "last.pt.partial", folder / "last.pt")
     else:
         train = exp.config.train.with_overrides(seed=seed)
-        resume = _unfinished_w_l(exp, folder / "last.pt", train)
+        resume = _resumable_w_l(exp, folder / "last.pt", train)
         fit(exp.initial, exp.config.detector, train, out_dir=folder, resume=resume, progress=False)
     seconds = time.perf_counter() - began
     metrics = _evaluate(exp, folder / "last.pt", folder / "eval.json")
