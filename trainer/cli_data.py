@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from alscout.errors import ConfigError
-from alscout.trainer.evaluation.caltech import CALTECH_ASPECT_RATIO, parse_aspect_ratio
+from alscout.trainer.evaluation.caltech import add_protocol_arguments
 
 __all__ = ["configure", "run"]
 
@@ -74,11 +74,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help='COCO results JSON: [{"image_id", "bbox": [x, y, w, h], "score"}]',
     )
     evaluate.add_argument("--min-height", type=float, help="Caltech height rule (e.g. 50)")
-    evaluate.add_argument(
-        "--aspect-ratio", type=parse_aspect_ratio, default=CALTECH_ASPECT_RATIO, metavar="R",
-        help=f"match boxes standardised to width = R x height (Caltech, {CALTECH_ASPECT_RATIO}); "
-        "'none': as given",
-    )  # fmt: skip
+    add_protocol_arguments(evaluate)
     evaluate.add_argument("--out-json", type=Path, help="write the result as JSON")
     evaluate.add_argument("--plot", type=Path, help="write the MR-FPPI curve as PNG")
 
@@ -120,7 +116,9 @@ def _evaluate(args: argparse.Namespace) -> str:
 
     data = read_dataset(args.gt, args.gt_format, args.images)
     detections = read_coco_results(args.detections, [r.image_id for r in data])
-    protocol = EvalConfig(min_height=args.min_height, aspect_ratio=args.aspect_ratio)
+    protocol = EvalConfig(
+        min_height=args.min_height, aspect_ratio=args.aspect_ratio, border=args.border
+    )
     result = evaluate_records(detections, data.images, protocol)
     if args.out_json:
         result.to_json(args.out_json)

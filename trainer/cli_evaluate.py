@@ -8,10 +8,12 @@ Example (PETS 2009 S2.L1, the frames held out from training)::
 Images are resized to the checkpoint's training input size unless ``--input-size``
 says otherwise; boxes are compared in the stored images' pixels. Unless ``--no-filter``,
 the paper's filters make ground truth under 50 px tall (at 640x480 scale, measured at
-the input size) or with width/height outside [0.2, 0.65] ignore. Nothing else is
-ignored: a person who fits no head (e.g. taller than the largest default box) counts,
-as the Caltech protocol does not depend on the detector (docs/detector.md). Boxes are
-matched after the toolbox's standardisation to width = 0.41 x height (``--aspect-ratio``).
+the input size) or with width/height outside [0.2, 0.65] ignore. Nothing that depends on
+the detector is ignored: a person who fits no head (e.g. taller than the largest default
+box) counts, as the Caltech protocol does not depend on the detector (docs/detector.md). Boxes are
+matched after the toolbox's standardisation to width = 0.41 x height (``--aspect-ratio``);
+people within 5 px (at 640x480) of the frame's edge are ignore, as the toolbox's
+``xRng``/``yRng`` (``--border``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from alscout.runtime.detections import BOX_SIZES, NMS_CONTAINED, NMS_IOU
 from alscout.trainer.cli_train import add_data_arguments, load_data, parse_size
-from alscout.trainer.evaluation.caltech import CALTECH_ASPECT_RATIO, parse_aspect_ratio
+from alscout.trainer.evaluation.caltech import add_protocol_arguments
 
 __all__ = ["configure", "run"]
 
@@ -55,12 +57,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="head: each head's default box (SPEC, default); interpolated: between the "
         "neighbouring heads' boxes, weighted by their probabilities (docs/detector.md)",
     )  # fmt: skip
-    parser.add_argument(
-        "--aspect-ratio", type=parse_aspect_ratio, default=CALTECH_ASPECT_RATIO, metavar="R",
-        help="match boxes standardised to width = R x height about their centres, as the "
-        f"Caltech toolbox does (default {CALTECH_ASPECT_RATIO}); 'none': boxes as given "
-        "(alscout's evaluation before 2026-12-03)",
-    )  # fmt: skip
+    add_protocol_arguments(parser)
     parser.add_argument("--mirror", action="store_true", help="average with the mirrored image")
     parser.add_argument(
         "--zoom",
@@ -125,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         nms_contained=args.nms_contained,
         box_size=args.box_size,
         aspect_ratio=args.aspect_ratio,
+        border=args.border,
     )
     if args.out_json:
         result.to_json(args.out_json)

@@ -62,6 +62,7 @@ from alscout.trainer.distributed import (
 )
 from alscout.trainer.evaluation.caltech import (
     CALTECH_ASPECT_RATIO,
+    CALTECH_BORDER,
     EvalConfig,
     EvalResult,
     evaluate_records,
@@ -416,6 +417,7 @@ def evaluate(
     nms_contained: float = NMS_CONTAINED,
     box_size: str = "head",
     aspect_ratio: float | None = CALTECH_ASPECT_RATIO,
+    border: float | None = CALTECH_BORDER,
 ) -> tuple[EvalResult, list[tuple[np.ndarray, np.ndarray]]]:
     """Detect on every image and score with the Caltech protocol (LAMR, MR at FPPI 1).
 
@@ -429,7 +431,8 @@ def evaluate(
     to check robustness to scale. ``nms_iou``, ``nms_contained``, ``box_size``: the
     decoder's (:func:`~alscout.runtime.detections.decode_detections`). ``aspect_ratio``:
     the protocol's box standardisation (:class:`~alscout.trainer.evaluation.caltech.EvalConfig`;
-    None matches boxes as given). Returns the result and the per-image detections (in
+    None matches boxes as given) and ``border`` (its frame-edge rule; None: off).
+    Returns the result and the per-image detections (in
     the zoomed images' pixels, as decoded: not standardised).
     """
     if zoom != 1.0:
@@ -460,7 +463,7 @@ def evaluate(
         pending.append(image)
     if pending:
         flush()
-    protocol = EvalConfig(aspect_ratio=aspect_ratio)
+    protocol = EvalConfig(aspect_ratio=aspect_ratio, border=border)
     return evaluate_records(detections, dataset.images, protocol), detections
 
 

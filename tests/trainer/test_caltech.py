@@ -13,11 +13,14 @@ from alscout.errors import ConfigError, InvalidInputError
 from alscout.trainer.data.annotations import Box, ImageRecord
 from alscout.trainer.evaluation.caltech import (
     CALTECH_ASPECT_RATIO,
+    CALTECH_BORDER,
     EvalConfig,
+    at_border,
     evaluate,
     evaluate_records,
     match_image,
     parse_aspect_ratio,
+    parse_border,
     standardize_aspect,
 )
 from alscout.trainer.evaluation.detections import DEFAULT_BOXES, decode_detections, iou_matrix
@@ -194,6 +197,50 @@ def test_parse_aspect_ratio() -> None:
             parse_aspect_ratio(bad)
     with pytest.raises(ConfigError, match="aspect_ratio"):
         EvalConfig(aspect_ratio=0.0)
+
+
+def test_at_border_is_the_toolbox_x_and_y_range_scaled_with_the_frame() -> None:
+    # Caltech's xRng [5 635], yRng [5 475] at 640x480: x < 5 or x + w > 635 is out
+    boxes = np.array(
+        [[5, 5, 630, 470], [4.9, 100, 20, 50], [600, 100, 35.1, 50], [300, 425.1, 20, 50]]
+    )
+    assert at_border(boxes, 640, 480, 5.0).tolist() == [False, True, True, True]
+    # at 1280x960 the border is 10 px on each axis; 0 px only cuts boxes past the frame
+    assert at_border(np.array([[9, 500, 20, 50], [11, 500, 20, 50]]), 1280, 960, 5.0).tolist() == [
+        True,
+        False,
+    ]
+    assert not at_border(boxes, 640, 480, 0.0).any()
+
+
+def test_a_person_cut_by_the_frame_is_ignored_unless_border_is_none() -> None:
+    cut = Box(630.0, 200.0, 20.0, 50.0)  # runs past the 640 px frame's right edge
+    records = [ImageRecord(0, Path("a.png"), 640, 480, (Box(*PERSON), cut))]
+    found = [_det((PERSON, 0.9), ([630, 200, 10, 50], 0.8))]  # one on the visible part
+    caltech = evaluate_records(found, records)
+    assert caltech.config["border"] == CALTECH_BORDER
+    assert caltech.num_gt == 1 and caltech.num_ignore_gt == 1
+    assert caltech.num_ignored_detections == 1 and caltech.mr_at_fppi1 == 0.0
+    counted = evaluate_records(found, records, EvalConfig(border=None))
+    assert counted.num_gt == 2 and counted.num_ignored_detections == 0
+    missed = evaluate_records([_det((PERSON, 0.9))], records, EvalConfig(border=None))
+    assert missed.mr_at_fppi1 == 0.5
+    assert evaluate_records([_det((PERSON, 0.9))], records).mr_at_fppi1 == 0.0
+    # raw arrays carry no frame size: the rule applies only with image_sizes
+    truth = [_gt(PERSON, [630.0, 200.0, 20.0, 50.0])]
+    assert evaluate([_det((PERSON, 0.9))], truth).num_gt == 2
+    assert evaluate([_det((PERSON, 0.9))], truth, image_sizes=[(640, 480)]).num_gt == 1
+    with pytest.raises(InvalidInputError, match="image sizes"):
+        evaluate([_det((PERSON, 0.9))], truth, image_sizes=[(640, 480), (640, 480)])
+
+
+def test_parse_border() -> None:
+    assert parse_border("5") == 5.0 and parse_border("0") == 0.0 and parse_border("none") is None
+    for bad in ("edge", "-1", "240"):
+        with pytest.raises(ConfigError):
+            parse_border(bad)
+    with pytest.raises(ConfigError, match="border"):
+        EvalConfig(border=-1.0)
 
 
 def test_json_and_plot(tmp_path: Path) -> None:

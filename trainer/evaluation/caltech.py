@@ -15,6 +15,14 @@ stride) and the annotator, so the protocol matches on height and position only;
 ignore regions keep their shape. ``aspect_ratio=None`` matches the boxes as given
 (alscout's evaluation before 2026-12-03).
 
+As ``dbEval`` loads ground truth (``'xRng', [5 635], 'yRng', [5 475]`` on Caltech's
+640x480 frames), a person whose box comes within ``EvalConfig.border`` pixels of the
+frame's edge (5 at 640x480, scaled with the frame) is an ignore region: the frame cuts
+them, so their box is the visible part only, and the protocol neither asks a detector
+to find them nor counts a detection on them as false. ``border=None`` keeps them
+(alscout's evaluation before 2026-12-04). The rule needs each frame's size:
+:func:`evaluate_records` gives it, :func:`evaluate` takes ``image_sizes``.
+
 Over the set (``bbGt('compRoc')``): the curve has one point per distinct score
 threshold, plus the point of the infinite threshold (no detection: FPPI 0, miss rate
 1). The log-average miss rate samples it at 9 FPPI values evenly spaced in log-space
@@ -25,6 +33,7 @@ clamps each at 1e-10 and returns ``exp(mean(log(mr)))``.
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,10 +47,14 @@ from alscout.trainer.evaluation.detections import iou_matrix
 
 __all__ = [
     "CALTECH_ASPECT_RATIO",
+    "CALTECH_BORDER",
+    "parse_border",
+    "at_border",
     "EvalConfig",
     "EvalResult",
     "standardize_aspect",
     "parse_aspect_ratio",
+    "add_protocol_arguments",
     "match_image",
     "evaluate",
     "evaluate_records",
@@ -50,6 +63,10 @@ __all__ = [
 _MR_FLOOR = 1e-10
 #: The width / height to which ``dbEval`` standardises boxes before matching.
 CALTECH_ASPECT_RATIO = 0.41
+#: Pixels at 640x480 from the frame's edge within which ``dbEval`` ignores ground truth.
+CALTECH_BORDER = 5.0
+#: The frame size at which ``border`` is given (Caltech's).
+_BORDER_FRAME = (640.0, 480.0)
 
 
 @dataclass(frozen=True)
@@ -60,7 +77,9 @@ class EvalConfig:
     (Caltech's height-range rule); None keeps the ignore flags as given.
     ``aspect_ratio``: the width / height detections and non-ignore ground truth are
     standardised to before matching (:func:`standardize_aspect`; Caltech's 0.41);
-    None matches the boxes as given."""
+    None matches the boxes as given. ``border``: ground truth within this many pixels
+    (at 640x480, scaled with the frame) of the frame's edge becomes ignore
+    (Caltech's 5; needs the frames' sizes); None keeps it."""
 
     iou: float = 0.5
     ref_low: float = 1e-2
@@ -68,6 +87,7 @@ class EvalConfig:
     ref_points: int = 9
     min_height: float | None = None
     aspect_ratio: float | None = CALTECH_ASPECT_RATIO
+    border: float | None = CALTECH_BORDER
 
     def __post_init__(self) -> None:
         if not 0 < self.iou <= 1:
@@ -78,6 +98,8 @@ class EvalConfig:
             raise ConfigError(f"min_height must be >= 0, got {self.min_height}")
         if self.aspect_ratio is not None and not 0 < self.aspect_ratio < 100:
             raise ConfigError(f"aspect_ratio must be in (0, 100) or None, got {self.aspect_ratio}")
+        if self.border is not None and not 0 <= self.border < 240:
+            raise ConfigError(f"border must be in [0, 240) pixels or None, got {self.border}")
 
     @property
     def references(self) -> np.ndarray:
@@ -118,6 +140,52 @@ def parse_aspect_ratio(text: str) -> float | None:
     if not 0 < value < 100:
         raise ConfigError(f"--aspect-ratio must be in (0, 100), got {value}")
     return value
+
+
+def parse_border(text: str) -> float | None:
+    """A command line's ``--border``: pixels at 640x480 >= 0, or "none" (no border rule)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"--border must be a number or 'none', got {text!r}") from None
+    if not 0 <= value < 240:
+        raise ConfigError(f"--border must be in [0, 240) pixels, got {value}")
+    return value
+
+
+def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--aspect-ratio`` and ``--border``: the protocol's box rules (:class:`EvalConfig`)."""
+    parser.add_argument(
+        "--aspect-ratio", type=parse_aspect_ratio, default=CALTECH_ASPECT_RATIO, metavar="R",
+        help="match boxes standardised to width = R x height about their centres, as the "
+        f"Caltech toolbox does (default {CALTECH_ASPECT_RATIO}); 'none': boxes as given "
+        "(alscout's evaluation before 2026-12-03)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--border", type=parse_border, default=CALTECH_BORDER, metavar="PX",
+        help="ground truth within PX pixels (at 640x480, scaled with the frame) of the "
+        f"frame's edge is ignore, as the Caltech toolbox (default {CALTECH_BORDER:g}); "
+        "'none': counted (alscout's evaluation before 2026-12-04)",
+    )  # fmt: skip
+
+
+def at_border(boxes: np.ndarray, width: float, height: float, border: float) -> np.ndarray:
+    """Which of ``boxes [N, 4]`` (x, y, w, h) come within ``border`` of the frame's edge.
+
+    ``border`` in pixels at 640x480, scaled to the ``width x height`` frame per axis;
+    as ``bbGt('bbLoad')``'s ``xRng`` / ``yRng``, a box is out when ``x < bx``,
+    ``x + w > width - bx``, ``y < by`` or ``y + h > height - by``. Returns ``[N]`` bool.
+    """
+    b = _as_boxes(boxes, "boxes")
+    bx, by = border * width / _BORDER_FRAME[0], border * height / _BORDER_FRAME[1]
+    return (
+        (b[:, 0] < bx)
+        | (b[:, 0] + b[:, 2] > width - bx)
+        | (b[:, 1] < by)
+        | (b[:, 1] + b[:, 3] > height - by)
+    )
 
 
 def match_image(
@@ -217,20 +285,24 @@ def evaluate(
     detections: Sequence[tuple[np.ndarray, np.ndarray]],
     ground_truth: Sequence[tuple[np.ndarray, np.ndarray]],
     config: EvalConfig | None = None,
+    image_sizes: Sequence[tuple[int, int]] | None = None,
 ) -> EvalResult:
     """Evaluate per-image ``(boxes [M, 4], scores [M])`` against ``(boxes [G, 4], ignore [G])``.
 
     Both sequences are aligned image by image; pixels of the same image for both.
     Each image is matched by :func:`match_image` with ``config``'s ``iou`` and
-    ``aspect_ratio``.
+    ``aspect_ratio``. ``image_sizes``: ``(width, height)`` per image, for ``config``'s
+    ``border`` rule; without them no box counts as cut by the frame.
     """
     cfg = EvalConfig() if config is None else config
     if len(detections) != len(ground_truth):
         raise InvalidInputError(f"{len(detections)} detection lists for {len(ground_truth)} images")
+    if image_sizes is not None and len(image_sizes) != len(ground_truth):
+        raise InvalidInputError(f"{len(image_sizes)} image sizes for {len(ground_truth)} images")
     all_scores, all_types = [], []
     num_gt = num_ignore = 0
-    for (det_boxes, det_scores), (gt_boxes, gt_ignore) in zip(
-        detections, ground_truth, strict=True
+    for i, ((det_boxes, det_scores), (gt_boxes, gt_ignore)) in enumerate(
+        zip(detections, ground_truth, strict=True)
     ):
         dets, scores = (
             _as_boxes(det_boxes, "det_boxes"),
@@ -240,6 +312,8 @@ def evaluate(
             _as_boxes(gt_boxes, "gt_boxes"),
             np.asarray(gt_ignore, bool).reshape(-1).copy(),
         )
+        if cfg.border is not None and image_sizes is not None:
+            ignore |= at_border(gts, *image_sizes[i], cfg.border)
         if cfg.min_height is not None:
             ignore |= gts[:, 3] < cfg.min_height
             tall = dets[:, 3] >= cfg.min_height / 1.25
@@ -288,7 +362,10 @@ def evaluate_records(
     records: Sequence[ImageRecord],
     config: EvalConfig | None = None,
 ) -> EvalResult:
-    """:func:`evaluate` against the boxes of :class:`ImageRecord` s (ignore flags kept)."""
+    """:func:`evaluate` against the boxes of :class:`ImageRecord` s (ignore flags kept).
+
+    The records' sizes are the frames' for ``config``'s ``border`` rule.
+    """
     truth = [
         (
             np.array([[b.x, b.y, b.w, b.h] for b in r.boxes], np.float64).reshape(-1, 4),
@@ -296,4 +373,4 @@ def evaluate_records(
         )
         for r in records
     ]
-    return evaluate(detections, truth, config)
+    return evaluate(detections, truth, config, [(r.width, r.height) for r in records])
