@@ -101,12 +101,12 @@ def test_a_killed_actor_s_recording_is_scored_again(local_ray, tiny_model, tmp_p
         )
     )
     run.start()
-    until = time.monotonic() + 60
+    until = time.monotonic() + 180  # a guard against a hang; Ray starts slowly on a busy box
     while not list((out / "parts").glob("*.done")):
         assert run.is_alive() and time.monotonic() < until
         time.sleep(0.005)
     assert len(list((out / "parts").glob("*.done"))) < len(videos)
     os.kill(actor_processes()[0], signal.SIGKILL)
-    run.join(120)
+    run.join(300)
     assert codes == [0]
     assert read_outputs(out) == read_outputs(reference)
