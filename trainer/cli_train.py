@@ -162,6 +162,11 @@ def _add_augmentation_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--zoom-prob", type=float, help="share of images zoomed (default 0.5)")
     parser.add_argument(
+        "--detail-loss", type=float, metavar="MAX",
+        help="shrink each image by a factor in [1, MAX] and enlarge it back, so sharpness "
+        "stops telling size (default 1: off)",
+    )  # fmt: skip
+    parser.add_argument(
         "--photometric",
         type=float,
         help="brightness and contrast jitter, +- this fraction (default 0.2; 0 = off)",
@@ -176,6 +181,7 @@ def _augmentation_overrides(args: argparse.Namespace) -> dict[str, object]:
         "zoom_prob": args.zoom_prob,
         "zoom_mode": args.zoom_mode,
         "photometric": args.photometric,
+        "detail_loss": args.detail_loss,
     }
 
 
@@ -207,6 +213,7 @@ _RESUMED = {
     "--zoom-prob": ("train", "zoom_prob"),
     "--zoom-mode": ("train", "zoom_mode"),
     "--photometric": ("train", "photometric"),
+    "--detail-loss": ("train", "detail_loss"),
 }
 
 

@@ -47,6 +47,9 @@ class TrainConfig:
     positives at about the same rate whatever the dataset's sizes); "uniform" draws
     the factor log-uniformly from ``zoom_range`` (``augment.random_zoom``).
     ``photometric``: random brightness and contrast, each +-this fraction (0 = off).
+    ``detail_loss``: after the zoom, shrink each image by a factor drawn log-uniformly
+    in [1, ``detail_loss``] and enlarge it back (``augment.reduce_detail``), so that
+    a person's sharpness stops telling their size (1 = off, the default).
     ``amp``: mixed precision, used on CUDA only. ``device``: "auto", "cpu", "cuda", "cuda:1".
     ``cache_images``: keep each decoded, resized image in memory, read once in file
     order before the first epoch (data loader workers, forked afterwards, share it).
@@ -69,6 +72,7 @@ class TrainConfig:
     zoom_range: tuple[float, float] = (0.25, 4.0)
     zoom_prob: float = 0.5
     photometric: float = 0.2
+    detail_loss: float = 1.0
     seed: int = 0
     amp: bool = True
     device: str = "auto"
@@ -110,6 +114,8 @@ class TrainConfig:
             raise ConfigError(f"zoom_prob must be in [0, 1], got {self.zoom_prob}")
         if not 0 <= self.photometric < 1:
             raise ConfigError(f"photometric must be in [0, 1), got {self.photometric}")
+        if not 1 <= self.detail_loss < 100:
+            raise ConfigError(f"detail_loss must be in [1, 100), got {self.detail_loss}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 

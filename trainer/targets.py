@@ -43,6 +43,7 @@ from alscout.trainer.data.augment import (
     hflip,
     photometric_jitter,
     random_zoom,
+    reduce_detail,
     resize_to,
     zoom_holding,
 )
@@ -508,7 +509,7 @@ class TrainingSet(torch.utils.data.Dataset):
         rng = np.random.default_rng([config.seed, self.epoch, index])
         if self.augment and config.hflip and rng.random() < 0.5:
             image, boxes = hflip(image, boxes)
-        if self.augment and (config.scale_aug or config.photometric > 0):
+        if self.augment and (config.scale_aug or config.photometric > 0 or config.detail_loss > 1):
             image, boxes = self._scale_and_colour(image, boxes, index)
         return image, boxes, rng
 
@@ -539,7 +540,8 @@ class TrainingSet(torch.utils.data.Dataset):
     def _scale_and_colour(
         self, image: np.ndarray, boxes: tuple, index: int
     ) -> tuple[np.ndarray, tuple]:
-        """Zoom (with probability ``zoom_prob``) and photometric jitter, seeded per image."""
+        """Zoom (with probability ``zoom_prob``), detail loss and photometric jitter,
+        seeded per image."""
         config = self.config
         rng = np.random.default_rng([config.seed, self.epoch, index, 1])
         if config.scale_aug and rng.random() < config.zoom_prob:
@@ -547,6 +549,9 @@ class TrainingSet(torch.utils.data.Dataset):
                 image, boxes, _ = head_balanced_zoom(image, boxes, rng, self.detector, config)
             else:
                 image, boxes, _ = random_zoom(image, boxes, rng, config.zoom_range)
+        if config.detail_loss > 1:  # drawn only when on: other runs keep their draws
+            factor = float(np.exp(rng.uniform(0.0, np.log(config.detail_loss))))
+            image = reduce_detail(image, factor)
         if config.photometric > 0:
             image = photometric_jitter(image, rng, config.photometric, config.photometric)
         return image, boxes

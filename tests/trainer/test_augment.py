@@ -13,6 +13,7 @@ from alscout.trainer.data.augment import (
     hflip,
     photometric_jitter,
     random_zoom,
+    reduce_detail,
     rescale,
     resize_to,
     zoom,
@@ -84,6 +85,22 @@ def test_photometric_jitter_is_seeded() -> None:
     a = photometric_jitter(image, np.random.default_rng(1), noise_std=5)
     b = photometric_jitter(image, np.random.default_rng(1), noise_std=5)
     assert np.array_equal(a, b) and a.dtype == np.uint8 and not np.array_equal(a, image)
+
+
+def test_reduce_detail_removes_fine_detail_and_keeps_size_and_mean() -> None:
+    checker = (np.indices((60, 80)).sum(axis=0) % 2 * 200).astype(np.uint8)  # 1-px detail
+    image = np.dstack([checker] * 3)
+    assert reduce_detail(image, 1.0) is image
+    soft = reduce_detail(image, 2.0)
+    assert soft.shape == image.shape and soft.dtype == np.uint8
+    assert soft.std() < 0.05 * image.std()  # the checkerboard averages out
+    assert abs(float(soft.mean()) - float(image.mean())) < 2
+    smooth = np.dstack([np.tile(np.linspace(0, 250, 80), (60, 1)).astype(np.float32)] * 3)
+    kept = reduce_detail(smooth, 3.0)  # a ramp has no detail to lose (away from the ends)
+    assert kept.dtype == np.float32 and np.abs(kept - smooth)[:, 6:-6].max() < 1.0
+    for bad in (0.5, 100.0):
+        with pytest.raises(InvalidInputError, match="reduce_detail"):
+            reduce_detail(image, bad)
 
 
 # Four solid blocks on a grey frame: (x, y, w, h, RGB colour).

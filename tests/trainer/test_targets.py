@@ -265,6 +265,20 @@ def _boxes_per_head(data: Dataset, train: TrainConfig, epochs: int) -> np.ndarra
     return total
 
 
+def test_detail_loss_softens_training_images_and_moves_no_label(tmp_path):
+    data = _small_people(tmp_path, count=2)
+    plain = TrainConfig(input_size=(240, 320), scale_aug=False, photometric=0.0)
+    with pytest.raises(ConfigError, match="detail_loss"):
+        replace(plain, detail_loss=0.5)
+    soft = replace(plain, detail_loss=4.0)
+    for i in range(2):
+        a, b = TrainingSet(data, PAPER, plain)[i], TrainingSet(data, PAPER, soft)[i]
+        assert np.array_equal(a["labels"].numpy(), b["labels"].numpy())
+        assert np.array_equal(a["heads"].numpy(), b["heads"].numpy())
+        edges = [np.abs(np.diff(x["image"].numpy().astype(float), axis=1)).mean() for x in (a, b)]
+        assert edges[1] < 0.8 * edges[0], edges  # less detail, same people
+
+
 def test_zoom_gives_every_head_positives_where_mirroring_alone_starves_the_big_heads(tmp_path):
     data = _small_people(tmp_path)
     assert count_heads(data[0].boxes, 240, 320, PAPER).tolist() == [0, 0, 0, 3, 1]

@@ -30,6 +30,7 @@ __all__ = [
     "random_zoom",
     "zoom_holding",
     "photometric_jitter",
+    "reduce_detail",
 ]
 
 #: A box cut by a crop keeps being a positive when at least this much of its area stays in.
@@ -288,6 +289,26 @@ def zoom_holding(
             _holding(held.y, held.h, h, height, uniforms[1]),
         )
     return zoom(image, boxes, factor, anchor, min_visible=min_visible)
+
+
+def reduce_detail(image: np.ndarray, factor: float) -> np.ndarray:
+    """Shrink by ``factor`` and enlarge back: same size, no detail finer than ``factor`` px.
+
+    What a zoom-in does to the pixels, without moving anything: an enlarged person
+    is an upsampled small one. ``image``: ``[H, W]`` or ``[H, W, C]``, any dtype;
+    the result has the same shape and dtype (boxes stay where they are).
+    ``factor`` >= 1; 1 returns ``image`` itself.
+    """
+    _check_image(image)
+    if not 1.0 <= factor < 100:
+        raise InvalidInputError(f"reduce_detail factor must be in [1, 100), got {factor}")
+    if factor == 1.0:
+        return image
+    height, width = image.shape[:2]
+    small_w, small_h = max(1, round(width / factor)), max(1, round(height / factor))
+    small, _ = resize_to(image, (), small_w, small_h)
+    back, _ = resize_to(small, (), width, height)
+    return back
 
 
 def photometric_jitter(
