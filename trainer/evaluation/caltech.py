@@ -20,7 +20,7 @@ As ``dbEval`` loads ground truth (``'xRng', [5 635], 'yRng', [5 475]`` on Caltec
 frame's edge (5 at 640x480, scaled with the frame) is an ignore region: the frame cuts
 them, so their box is the visible part only, and the protocol neither asks a detector
 to find them nor counts a detection on them as false. ``border=None`` keeps them
-(alscout's evaluation before 2026-12-04). The rule needs each frame's size:
+(alscout's evaluation before session 10, 2026-12-03). The rule needs each frame's size:
 :func:`evaluate_records` gives it, :func:`evaluate` takes ``image_sizes``.
 
 Over the set (``bbGt('compRoc')``): the curve has one point per distinct score
@@ -167,7 +167,7 @@ def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
         "--border", type=parse_border, default=CALTECH_BORDER, metavar="PX",
         help="ground truth within PX pixels (at 640x480, scaled with the frame) of the "
         f"frame's edge is ignore, as the Caltech toolbox (default {CALTECH_BORDER:g}); "
-        "'none': counted (alscout's evaluation before 2026-12-04)",
+        "'none': counted (alscout's evaluation before session 10, 2026-12-03)",
     )  # fmt: skip
 
 
