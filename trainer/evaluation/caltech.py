@@ -129,28 +129,28 @@ def standardize_aspect(boxes: np.ndarray, aspect_ratio: float) -> np.ndarray:
     return out
 
 
-def parse_aspect_ratio(text: str) -> float | None:
-    """A command line's ``--aspect-ratio``: a positive number, or "none" (boxes as given)."""
+def _number_or_none(text: str, flag: str) -> float | None:
+    """``text`` as a number, or None for "none" (any case); ConfigError naming ``flag``."""
     if text.strip().lower() == "none":
         return None
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        raise ConfigError(f"--aspect-ratio must be a number or 'none', got {text!r}") from None
-    if not 0 < value < 100:
+        raise ConfigError(f"{flag} must be a number or 'none', got {text!r}") from None
+
+
+def parse_aspect_ratio(text: str) -> float | None:
+    """A command line's ``--aspect-ratio``: a positive number, or "none" (boxes as given)."""
+    value = _number_or_none(text, "--aspect-ratio")
+    if value is not None and not 0 < value < 100:
         raise ConfigError(f"--aspect-ratio must be in (0, 100), got {value}")
     return value
 
 
 def parse_border(text: str) -> float | None:
     """A command line's ``--border``: pixels at 640x480 >= 0, or "none" (no border rule)."""
-    if text.strip().lower() == "none":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"--border must be a number or 'none', got {text!r}") from None
-    if not 0 <= value < 240:
+    value = _number_or_none(text, "--border")
+    if value is not None and not 0 <= value < 240:
         raise ConfigError(f"--border must be in [0, 240) pixels, got {value}")
     return value
 
