@@ -1,6 +1,7 @@
 """Checkpoints that resume a run exactly, and the weights files other stages load.
 
-A checkpoint holds the model, optimizer, scheduler and grad-scaler states, both
+A checkpoint holds the model, the running weight average when the run averages
+weights (``TrainConfig.average_weights``), optimizer, scheduler and grad-scaler states, both
 configs, the number of finished epochs, the metric history, a digest of the
 training data and the RNG states (CPU and CUDA), so that a run stopped after epoch
 ``e`` and resumed equals an uninterrupted one. Files are written atomically (a
@@ -53,12 +54,20 @@ class Checkpoint:
     rng: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     data_digest: str = ""
+    averaged: dict[str, torch.Tensor] | None = None
+    averaged_count: int = 0
+
+    @property
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The weights this run delivers: the weight average once it has begun, else
+        the last weights (``model``, which a resumed run continues from)."""
+        return self.averaged if self.averaged is not None else self.model
 
     def build_model(self) -> Detector:
-        """A :class:`Detector` with these weights (CPU, eval mode)."""
+        """A :class:`Detector` with the delivered :attr:`weights` (CPU, eval mode)."""
         model = Detector(self.detector)
         try:
-            model.load_state_dict(self.model)
+            model.load_state_dict(self.weights)
         except RuntimeError as error:
             raise ModelError(f"weights do not match the detector config: {error}") from error
         return model.eval()
@@ -96,6 +105,8 @@ def save_checkpoint(path: Path | str, checkpoint: Checkpoint) -> Path:
         "rng": checkpoint.rng,
         "history": checkpoint.history,
         "data_digest": checkpoint.data_digest,
+        "averaged": checkpoint.averaged,
+        "averaged_count": checkpoint.averaged_count,
     }
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     torch.save(payload, tmp)
@@ -140,6 +151,8 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
             rng=payload.get("rng") or {},
             history=list(payload.get("history") or []),
             data_digest=str(payload.get("data_digest", "")),
+            averaged=payload.get("averaged"),
+            averaged_count=int(payload.get("averaged_count", 0)),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise ModelError(f"{path}: checkpoint is missing or has bad fields ({error})") from error
@@ -147,14 +160,17 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
 
 def _train_config(values: dict[str, Any]) -> TrainConfig:
     """The stored training config; runs from before scale augmentation keep it off,
-    runs from before the standardised fit rule keep fitting boxes as given, and runs
-    from before hard negative mining draw every negative uniformly."""
+    runs from before the standardised fit rule keep fitting boxes as given, runs
+    from before hard negative mining draw every negative uniformly, and runs from
+    before weight averaging deliver their last weights."""
     if "scale_aug" not in values:  # written before zoom and photometric jitter existed
         values = {**values, "scale_aug": False, "photometric": 0.0}
     if "zoom_mode" not in values:  # written before scale-balanced zoom: it zoomed uniformly
         values = {"zoom_range": (0.5, 3.0), **values, "zoom_mode": "uniform"}
     if "hard_negatives" not in values:  # before hard negative mining: all uniform
         values = {**values, "hard_negatives": 0.0}
+    if "average_weights" not in values:  # before weight averaging: the last weights
+        values = {**values, "average_weights": 0.0}
     targets = values.get("targets")
     if isinstance(targets, dict) and "fit_aspect" not in targets:  # before 2026-12-03:
         values = {**values, "targets": {**targets, "fit_aspect": None}}  # fit as given

@@ -129,6 +129,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="share of the N2P negatives taken as the hardest pixels at each step "
         "(online hard negative mining; default 0.5; 0: all drawn uniformly, as the paper)",
     )  # fmt: skip
+    parser.add_argument(
+        "--average-weights", type=float, metavar="FRACTION",
+        help="deliver the average of the weights after each of the last FRACTION of the "
+        "epochs (stochastic weight averaging; default 0: the last weights)",
+    )  # fmt: skip
     _add_augmentation_arguments(parser)
     parser.add_argument("--workers", type=int, help="data loader processes (default 0)")
     parser.add_argument(
@@ -205,6 +210,7 @@ _RESUMED = {
     "--lr-final": ("train", "lr_final"),
     "--seed": ("train", "seed"),
     "--hard-negatives": ("train", "hard_negatives"),
+    "--average-weights": ("train", "average_weights"),
     "--width": ("detector", "width"),
     "--dropout": ("detector", "dropout"),
     "--difficulty-head": ("detector", "difficulty_head"),
@@ -301,6 +307,7 @@ def run(args: argparse.Namespace) -> int:
         lr_final=args.lr_final,
         seed=args.seed,
         hard_negatives=args.hard_negatives,
+        average_weights=args.average_weights,
         device=args.device,
         num_workers=args.workers,
         cache_images=args.cache_images or None,

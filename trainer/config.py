@@ -50,6 +50,10 @@ class TrainConfig:
     ``detail_loss``: after the zoom, shrink each image by a factor drawn log-uniformly
     in [1, ``detail_loss``] and enlarge it back (``augment.reduce_detail``), so that
     a person's sharpness stops telling their size (1 = off, the default).
+    ``average_weights``: the final fraction of the epochs whose end-of-epoch weights
+    are averaged (stochastic weight averaging, Izmailov et al. 2018, with
+    ``torch.optim.swa_utils.AveragedModel``; batch-norm statistics are averaged
+    too); the average is the model the run delivers (0 = off: the last weights).
     ``amp``: mixed precision, used on CUDA only. ``device``: "auto", "cpu", "cuda", "cuda:1".
     ``cache_images``: keep each decoded, resized image in memory, read once in file
     order before the first epoch (data loader workers, forked afterwards, share it).
@@ -73,6 +77,7 @@ class TrainConfig:
     zoom_prob: float = 0.5
     photometric: float = 0.2
     detail_loss: float = 1.0
+    average_weights: float = 0.0
     seed: int = 0
     amp: bool = True
     device: str = "auto"
@@ -116,8 +121,18 @@ class TrainConfig:
             raise ConfigError(f"photometric must be in [0, 1), got {self.photometric}")
         if not 1 <= self.detail_loss < 100:
             raise ConfigError(f"detail_loss must be in [1, 100), got {self.detail_loss}")
+        if not 0 <= self.average_weights < 1:
+            raise ConfigError(f"average_weights must be in [0, 1), got {self.average_weights}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+    def first_averaged_epoch(self) -> int | None:
+        """The first epoch (1-based) whose end-of-epoch weights enter the average, or
+        None when ``average_weights`` is 0: the last ``round(epochs * average_weights)``
+        epochs, at least one."""
+        if self.average_weights == 0:
+            return None
+        return self.epochs - max(1, round(self.epochs * self.average_weights)) + 1
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/TOML-able values."""

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
@@ -510,7 +511,7 @@ def fit(
         start = ckpt.load_checkpoint(init)
         if start.detector != detector:
             log.info("init=%s brings its own detector config; using it", init)
-        detector, start_weights = start.detector, start.model
+        detector, start_weights = start.detector, start.weights
     context = context or DistContext(device=resolve_device(config.device))
     torch.manual_seed(config.seed)  # the same initial weights in every process
     net = Detector(detector)
@@ -547,6 +548,8 @@ def fit(
         ckpt.restore_rng(state.rng)
         history, first_epoch = list(state.history), state.epoch
         log.info("resumed path=%s after_epoch=%d", resume, first_epoch)
+    averaged = _weight_average(net, config, state)
+    first_averaged = config.first_averaged_epoch() or config.epochs + 1
     val_loader = None
     if val is not None and len(val):
         val_set = TrainingSet(val, detector, config, augment=False)
@@ -568,6 +571,8 @@ def fit(
         if val_loader is not None:
             record["val"] = validation_loss(model, val_loader, context, epoch).to_dict()
         history.append(record)
+        if averaged is not None and epoch + 1 >= first_averaged:
+            averaged.update_parameters(net)
         due = (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == last_epoch
         if out is not None and context.is_main and due:
             last_path = ckpt.save_checkpoint(
@@ -583,10 +588,41 @@ def fit(
                     rng=ckpt.rng_states(),
                     history=history,
                     data_digest=digest,
+                    **_average_fields(averaged),
                 ),
             )
             (out / "history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
+    delivered = _average_fields(averaged)["averaged"]
+    if delivered is not None:
+        net.load_state_dict(delivered)
     return FitResult(model=net.eval(), history=history, checkpoint=last_path)
+
+
+def _weight_average(
+    net: Detector, config: TrainConfig, state: ckpt.Checkpoint | None
+) -> AveragedModel | None:
+    """The running weight average of a run with ``average_weights`` (None without),
+    restored from the resumed checkpoint ``state`` when it has one."""
+    if config.first_averaged_epoch() is None:
+        return None
+    averaged = AveragedModel(net, use_buffers=True)
+    if state is not None and state.averaged is not None:
+        averaged.module.load_state_dict(state.averaged)
+        averaged.n_averaged.fill_(state.averaged_count)
+    return averaged
+
+
+def _average_fields(averaged: AveragedModel | None) -> dict[str, Any]:
+    """The checkpoint's ``averaged`` and ``averaged_count``: None and 0 until the
+    first epoch of the average has finished."""
+    if averaged is None or int(averaged.n_averaged) == 0:
+        return {"averaged": None, "averaged_count": 0}
+    module = averaged.module
+    assert isinstance(module, torch.nn.Module)
+    return {
+        "averaged": {k: v.detach().clone() for k, v in module.state_dict().items()},
+        "averaged_count": int(averaged.n_averaged),
+    }
 
 
 def _unwrap(model: torch.nn.Module) -> Detector:

@@ -170,13 +170,14 @@ def test_several_sources_with_weights_and_the_augmentation_flags(coco, stills, t
     sources += ["--weight", "0.5"]
     flags = ["--zoom-range", "0.8", "2.5", "--zoom-prob", "0.7", "--photometric", "0.1"]
     flags += ["--zoom-mode", "uniform", "--hard-negatives", "0.25", "--detail-loss", "2"]
+    flags += ["--average-weights", "0.5"]
     args = ["train", *sources, "--out", str(out), "--no-progress", *SMALL]
     assert main([*args, *flags, "--epochs", "2", "--stop-after", "1"]) == 0
     assert capsys.readouterr().out.startswith("trained epochs=1 images=8 ")
     state = load_checkpoint(out / "last.pt")
     train = state.train
     assert train.zoom_mode == "uniform" and train.hard_negatives == 0.25
-    assert train.detail_loss == 2.0
+    assert train.detail_loss == 2.0 and train.average_weights == 0.5
     assert (train.scale_aug, train.zoom_range, train.zoom_prob, train.photometric) == (
         True,
         (0.8, 2.5),
@@ -191,6 +192,8 @@ def test_several_sources_with_weights_and_the_augmentation_flags(coco, stills, t
     assert "cannot take --hard-negatives 0.0 (the run's is 0.25)" in capsys.readouterr().err
     assert main([*resume, "--detail-loss", "3"]) == 2
     assert "cannot take --detail-loss 3.0 (the run's is 2.0)" in capsys.readouterr().err
+    assert main([*resume, "--average-weights", "0.2"]) == 2
+    assert "cannot take --average-weights 0.2 (the run's is 0.5)" in capsys.readouterr().err
     other = [*resume[:10], "1", *resume[11:]]  # the stills at weight 1: other data
     assert main(other) == 2
     assert "other data" in capsys.readouterr().err

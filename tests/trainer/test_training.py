@@ -279,6 +279,49 @@ def test_resume_equals_an_uninterrupted_run(scenes, tmp_path):
     assert len(history) == 2
 
 
+def test_weight_averaging_delivers_the_mean_of_the_last_epochs_and_resumes_exactly(
+    scenes, tmp_path
+):
+    """average_weights 0.5 of 4 epochs: the delivered model is the mean of the weights
+    (and batch-norm statistics) after epochs 3 and 4, while a resume continues the
+    last weights; an interrupted run averages as an uninterrupted one does."""
+    cfg = config(epochs=4, average_weights=0.5)
+    assert cfg.first_averaged_epoch() == 3
+    plain = config(epochs=4)
+    three = fit(scenes, TINY, plain, out_dir=tmp_path / "p", stop_after=3, progress=False)
+    w3 = load_checkpoint(three.checkpoint).model
+    four = fit(scenes, TINY, plain, out_dir=tmp_path / "p", resume=three.checkpoint,
+               progress=False)  # fmt: skip
+    w4 = load_checkpoint(four.checkpoint).model
+    whole = fit(scenes, TINY, cfg, out_dir=tmp_path / "whole", progress=False)
+    saved = load_checkpoint(whole.checkpoint)
+    _assert_same_state(saved.model, w4)  # training itself is unchanged
+    assert saved.averaged_count == 2
+    for key, value in saved.averaged.items():
+        if value.is_floating_point():
+            expected = (w3[key] + w4[key]) / 2
+            torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-7, msg=key)
+    _assert_same_state(whole.model.state_dict(), saved.averaged)
+    _assert_same_state(saved.build_model().state_dict(), saved.averaged)
+    assert not torch.equal(saved.averaged["logits.weight"], saved.model["logits.weight"])
+
+    first = fit(scenes, TINY, cfg, out_dir=tmp_path / "half", stop_after=2, progress=False)
+    assert load_checkpoint(first.checkpoint).averaged is None  # not begun: the last weights
+    third = fit(scenes, TINY, cfg, out_dir=tmp_path / "half", resume=first.checkpoint,
+                stop_after=1, progress=False)  # fmt: skip
+    assert load_checkpoint(third.checkpoint).averaged_count == 1
+    resumed = fit(scenes, TINY, cfg, out_dir=tmp_path / "half", resume=third.checkpoint,
+                  progress=False)  # fmt: skip
+    again = load_checkpoint(resumed.checkpoint)
+    _assert_same_state(again.model, saved.model)
+    _assert_same_state(again.averaged, saved.averaged)
+    assert again.averaged_count == 2
+
+    finetuned = fit(scenes, TINY, config(epochs=1), init=whole.checkpoint, stop_after=0,
+                    progress=False)  # fmt: skip
+    _assert_same_state(finetuned.model.state_dict(), saved.averaged)  # init takes the average
+
+
 def test_a_resume_runs_where_it_is_told_and_learns_what_the_run_learned(
     scenes, tmp_path, monkeypatch
 ):
@@ -473,6 +516,23 @@ def test_a_checkpoint_from_before_hard_negatives_draws_every_negative_uniformly(
     assert load_checkpoint(path).train.hard_negatives == 0.0
 
 
+def test_a_checkpoint_from_before_weight_averaging_delivers_its_last_weights(tmp_path):
+    weights = Detector(TINY).state_dict()
+    path = save_checkpoint(
+        tmp_path / "old.pt",
+        Checkpoint(model=weights, detector=TINY, train=TrainConfig(average_weights=0.5)),
+    )
+    assert load_checkpoint(path).train.average_weights == 0.5
+    payload = torch.load(path, weights_only=True)
+    for key in ("averaged", "averaged_count"):
+        del payload[key]
+    del payload["train"]["average_weights"]
+    torch.save(payload, path)
+    old = load_checkpoint(path)
+    assert old.train.average_weights == 0.0 and old.averaged is None
+    _assert_same_state(old.build_model().state_dict(), weights)
+
+
 def test_dataset_digest_follows_boxes_not_folders(scenes):
     moved = Dataset(
         [
@@ -505,6 +565,12 @@ def test_train_config_validation_and_toml(tmp_path):
     for bad_share in (-0.1, 1.5):
         with pytest.raises(ConfigError, match="hard_negatives"):
             TrainConfig(hard_negatives=bad_share)
+    for bad_share in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match="average_weights"):
+            TrainConfig(average_weights=bad_share)
+    assert TrainConfig(epochs=50, average_weights=0.5).first_averaged_epoch() == 26
+    assert TrainConfig(epochs=3, average_weights=0.01).first_averaged_epoch() == 3  # >= 1
+    assert TrainConfig(average_weights=0).first_averaged_epoch() is None
     assert TrainConfig(zoom_range=[1, 2]).zoom_range == (1.0, 2.0)  # TOML gives lists
     cfg = TrainConfig(epochs=3, targets=TargetConfig(centre_fraction=0.1))
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
