@@ -22,6 +22,9 @@ def test_run_then_summary_then_pause(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["al", "summary", "--config", str(TINY), "--out", str(out), "--methods", "random",
                  "--cycles", "1"]) == 0  # fmt: skip
     assert (out / "summary.md").is_file()
+    summary = ["al", "summary", "--config", str(TINY), "--out", str(out), "--cycles", "1"]
+    assert main([*summary, "--methods", "random", "--reference", "entropy"]) == 2
+    assert "reference method 'entropy' is not one of ['random']" in capsys.readouterr().err
     # More cycles with a human labeler: the run stops with status 3 and says why.
     paused = tmp_path / "paused.toml"
     paused.write_text(TINY.read_text().replace("threads = 1", 'threads = 1\noracle = "files"'))

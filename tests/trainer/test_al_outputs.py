@@ -125,6 +125,14 @@ def test_summary_tables_and_figures(tmp_path: Path) -> None:
     assert "| 1 | **-10.00 [-10.00, -10.00] (2/2)** |" in text
     assert "| 2 | -5.00 [-99.71, +89.71] (1/2) |" in text
     assert text.count("[-99.71, +89.71]") == 2  # LAMR = MR + 0.1: the same differences
+    # each seed's mean over cycles 1-2: divergence 0.40 / 0.30, guided 0.55 / 0.30
+    over = paired_difference([0.4, 0.3], [0.55, 0.3])
+    assert over.wins == 1 and over.mean == pytest.approx(-0.075)
+    ci = f"{100 * over.low:+.2f}, {100 * over.high:+.2f}"
+    row = f"| mean of 1-2 | {100 * over.mean:+.2f} [{ci}] (1/2) |"
+    assert text.count(row) == 2
+    bench = json.loads((tmp_path / "summary.json").read_text())["benchmark"]
+    assert bench["paired_over_cycles"]["lamr"]["guided_random"]["mean"] == pytest.approx(-0.075)
     # cumulative instances at cycle 2: 30 and 32
     assert "| 2 | 31.0 ± 1.4 | 31.0 ± 1.4 |" in text
     assert "| divergence | 2.00 ± 0.00 | 1.00 ± 0.00 | 0.50 ± 0.00 | 20.0 |" in text

@@ -46,6 +46,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
             type=Path,
             help="use this trained detector as w_l instead of training one",
         )
+        if name == "summary":
+            p.add_argument(
+                "--reference", metavar="METHOD",
+                help="the method every other is paired with (default: the first method)",
+            )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if args.al_command == "summary":
         from alscout.trainer.al.outputs import write_outputs
 
-        path = write_outputs(config.out, config)
+        path = write_outputs(config.out, config, reference=args.reference)
     else:
         from alscout.trainer.al.driver import run_experiment
 

@@ -154,13 +154,17 @@ class Comparison:
     """The benchmark's statistics of a run folder (:mod:`alscout.trainer.al.stats`).
 
     ``paired[metric][cycle][method]``: ``reference`` minus ``method``, paired by seed;
-    ``ranks[check][method][cycle]``: the rank check over the seeds that kept their
-    pool frames (None where a seed that finished the cycle did not: an older run).
+    ``over_cycles[metric][method]``: the same for each seed's mean over cycles 1-K (the
+    area under the learning curve over the cycle axis, divided by K), seeds that
+    finished every cycle of both methods; ``ranks[check][method][cycle]``: the rank
+    check over the seeds that kept their pool frames (None where a seed that finished
+    the cycle did not: an older run).
     """
 
     reference: str
     paired: dict[str, dict[int, dict[str, PairedDifference]]]
     ranks: dict[str, dict[str, dict[int, RankCheck | None]]]
+    over_cycles: dict[str, dict[str, PairedDifference]] = field(default_factory=dict)
 
 
 def _cycles(runs: dict[str, MethodRuns]) -> list[int]:
@@ -193,6 +197,16 @@ def compare(runs: dict[str, MethodRuns], reference: str) -> Comparison:
                 paired.setdefault(metric, {}).setdefault(c, {})[m] = paired_difference(
                     [ours[s] for s in seeds], [theirs[s] for s in seeds]
                 )
+    over_cycles: dict[str, dict[str, PairedDifference]] = {}
+    for metric in ("mr_at_fppi1", "lamr"):
+        ours = _curve_means(runs[reference], metric, cycles)
+        for m in runs:
+            if m != reference:
+                theirs = _curve_means(runs[m], metric, cycles)
+                seeds = sorted(set(ours) & set(theirs))
+                over_cycles.setdefault(metric, {})[m] = paired_difference(
+                    [ours[s] for s in seeds], [theirs[s] for s in seeds]
+                )
     ranks: dict[str, dict[str, dict[int, RankCheck | None]]] = {k: {} for k in RANK_CHECKS}
     for m, run in runs.items():
         for c in run.cycles:
@@ -202,7 +216,16 @@ def compare(runs: dict[str, MethodRuns], reference: str) -> Comparison:
             checks = _rank_checks(run, c)
             for k in RANK_CHECKS:
                 ranks[k].setdefault(m, {})[c] = None if checks is None else checks[k]
-    return Comparison(reference, paired, ranks)
+    return Comparison(reference, paired, ranks, over_cycles)
+
+
+def _curve_means(run: MethodRuns, metric: str, cycles: Sequence[int]) -> dict[int, float]:
+    """Per seed that finished every one of ``cycles``: the mean of ``metric`` over them."""
+    if not cycles:
+        return {}
+    series = [run.series(metric, c) for c in cycles]
+    seeds = set.intersection(*(set(values) for values in series))
+    return {s: float(np.mean([values[s] for values in series])) for s in sorted(seeds)}
 
 
 def mean_spread(values: Sequence[float]) -> tuple[float, float, int]:
@@ -257,13 +280,18 @@ def _paired_lines(runs: dict[str, MethodRuns], comparison: Comparison) -> list[s
             "",
             f"Mean [{100 * LEVEL:.0f}% CI: Student t on the paired differences; n/a with "
             f"one seed] (seeds where {ref} is lower / pairs). Negative: {ref} better; "
-            "bold: the interval excludes 0.",
+            "bold: the interval excludes 0. The last row pairs each seed's mean over the "
+            "cycles (the area under its learning curve), seeds that finished them all.",
             "",
         ]
+        by_cycle = sorted(comparison.paired.get(metric, {}).items())
         rows = [
-            [str(c)] + [_paired_cell(by_method.get(m)) for m in others]
-            for c, by_method in sorted(comparison.paired.get(metric, {}).items())
+            [str(c)] + [_paired_cell(by_method.get(m)) for m in others] for c, by_method in by_cycle
         ]
+        over = comparison.over_cycles.get(metric, {})
+        if len(by_cycle) > 1 and over:
+            label = f"mean of {by_cycle[0][0]}-{by_cycle[-1][0]}"
+            rows.append([label] + [_paired_cell(over.get(m)) for m in others])
         lines += _table(["cycle", *others], rows)
     return lines
 
@@ -399,7 +427,8 @@ def benchmark_json(runs: dict[str, MethodRuns], comparison: Comparison) -> dict[
     """``summary.json["benchmark"]``: ``reference``, ``level``; ``mean[metric][method]
     [cycle]`` = {mean, std, n} over seeds (mr_at_fppi1, lamr as fractions;
     instances_per_frame); ``paired[metric][cycle][method]`` = {mean, low, high, n, wins}
-    (reference minus method, fractions); ``rank_checks[check][method][cycle]`` = {rho,
+    (reference minus method, fractions); ``paired_over_cycles[metric][method]`` the same
+    for each seed's mean over the cycles; ``rank_checks[check][method][cycle]`` = {rho,
     low, high, runs, frames, block, resamples} or null (a run without pool frames).
     Missing values are null."""
     means: dict[str, Any] = {}
@@ -418,6 +447,10 @@ def benchmark_json(runs: dict[str, MethodRuns], comparison: Comparison) -> dict[
             "paired": {
                 metric: {c: {m: asdict(d) for m, d in row.items()} for c, row in by_cycle.items()}
                 for metric, by_cycle in comparison.paired.items()
+            },
+            "paired_over_cycles": {
+                metric: {m: asdict(d) for m, d in row.items()}
+                for metric, row in comparison.over_cycles.items()
             },
             "rank_checks": {
                 check: {
