@@ -620,7 +620,7 @@ def _average_fields(averaged: AveragedModel | None) -> dict[str, Any]:
     module = averaged.module
     assert isinstance(module, torch.nn.Module)
     return {
-        "averaged": {k: v.detach().clone() for k, v in module.state_dict().items()},
+        "averaged": module.state_dict(),
         "averaged_count": int(averaged.n_averaged),
     }
 

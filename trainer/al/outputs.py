@@ -185,28 +185,19 @@ def compare(runs: dict[str, MethodRuns], reference: str) -> Comparison:
     if reference not in runs:
         raise ConfigError(f"reference method {reference!r} is not one of {list(runs)}")
     cycles = [c for c in _cycles(runs) if c > 0]
+    others = [m for m in runs if m != reference]
     paired: dict[str, dict[int, dict[str, PairedDifference]]] = {}
+    over_cycles: dict[str, dict[str, PairedDifference]] = {}
     for metric in ("mr_at_fppi1", "lamr"):
         for c in cycles:
             ours = runs[reference].series(metric, c)
-            for m in runs:
-                if m == reference:
-                    continue
+            for m in others:
                 theirs = runs[m].series(metric, c)
-                seeds = sorted(set(ours) & set(theirs))
-                paired.setdefault(metric, {}).setdefault(c, {})[m] = paired_difference(
-                    [ours[s] for s in seeds], [theirs[s] for s in seeds]
-                )
-    over_cycles: dict[str, dict[str, PairedDifference]] = {}
-    for metric in ("mr_at_fppi1", "lamr"):
+                paired.setdefault(metric, {}).setdefault(c, {})[m] = _paired_by_seed(ours, theirs)
         ours = _curve_means(runs[reference], metric, cycles)
-        for m in runs:
-            if m != reference:
-                theirs = _curve_means(runs[m], metric, cycles)
-                seeds = sorted(set(ours) & set(theirs))
-                over_cycles.setdefault(metric, {})[m] = paired_difference(
-                    [ours[s] for s in seeds], [theirs[s] for s in seeds]
-                )
+        for m in others:
+            theirs = _curve_means(runs[m], metric, cycles)
+            over_cycles.setdefault(metric, {})[m] = _paired_by_seed(ours, theirs)
     ranks: dict[str, dict[str, dict[int, RankCheck | None]]] = {k: {} for k in RANK_CHECKS}
     for m, run in runs.items():
         for c in run.cycles:
@@ -217,6 +208,12 @@ def compare(runs: dict[str, MethodRuns], reference: str) -> Comparison:
             for k in RANK_CHECKS:
                 ranks[k].setdefault(m, {})[c] = None if checks is None else checks[k]
     return Comparison(reference, paired, ranks, over_cycles)
+
+
+def _paired_by_seed(ours: dict[int, float], theirs: dict[int, float]) -> PairedDifference:
+    """``ours`` minus ``theirs`` (seed -> value) over the seeds both have."""
+    seeds = sorted(set(ours) & set(theirs))
+    return paired_difference([ours[s] for s in seeds], [theirs[s] for s in seeds])
 
 
 def _curve_means(run: MethodRuns, metric: str, cycles: Sequence[int]) -> dict[int, float]:
