@@ -59,6 +59,7 @@ def info_from_detector(
     detector's reference size); default boxes are scaled to it. ``difficulty``:
     whether the export has the ``difficulty`` output (default: whether the detector
     has the difficulty head; False exports a head's detector with ``probs`` only).
+    The heads' strides go with it, so the runtime decodes as ``alscout evaluate`` does.
     """
     config = detector.config
     height, width = input_size or config.reference_size
@@ -74,6 +75,7 @@ def info_from_detector(
         difficulty=bool(getattr(config, "difficulty_head", False))
         if difficulty is None
         else difficulty,
+        head_strides=config.head_strides,
     )
 
 

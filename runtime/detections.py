@@ -2,31 +2,34 @@
 
 Each head ``k`` says, per pixel, "a pedestrian that fits default box ``k`` is centred
 here". A pixel that is a local maximum of its head's map (no larger value in its
-``(2 r + 1)^2`` neighbourhood, ``r = peak_radius``) and above the threshold becomes a
-box of that head's default size, scaled from 640x480 to the map's size, centred on the
-pixel's centre (``(j + 0.5, i + 0.5)`` in pixel-edge coordinates), clipped to the
-image. Boxes of all heads are then merged by greedy non-maximum suppression: a box is
-dropped when its IoU with a kept, higher-scored box exceeds ``nms_iou`` (0.5), or
-when their intersection is more than ``nms_contained`` (0.65) of the smaller box's
-area (the ``ovrDnm = 'min'`` overlap of Dollar's ``bbNms``, 0.65 as his ACF
-pedestrian detector uses it) in one of two cases: the dropped box is the smaller one
-(inside the kept box), or it is the larger one and the kept box's centre lies in its
-central half (around the kept box, about concentric). Heads have fixed box sizes, so
-a smaller head firing on a larger person's legs or torso gives a box inside the
-person's, and a larger head firing on a person a smaller head found gives a box
-around it: IoU alone (0.43 for a head-4 box centred in a head-3 box, 0.34 for a
-head-3 box in a head-2 box) keeps either as a false positive. The centre condition
-keeps a larger person whose box merely reaches over a smaller, better-scored one
-next to them, which plain ``'min'`` NMS drops (docs/detector.md, "Decoding"). Before
-2026-12-03 only the first case was suppressed.
+``(2 r + 1)^2`` neighbourhood, ``r = peak_radius``) and above the threshold becomes a box of
+that head's default size, scaled from 640x480 to the map's size, centred on the pixel's
+centre (``(j + 0.5, i + 0.5)`` in pixel-edge coordinates) or, given the heads' strides,
+on the peak's sub-pixel centre between the head's coarse samples (:func:`refine_peaks`),
+clipped to the image. Boxes of all heads are then merged by greedy non-maximum
+suppression: a box is dropped when its IoU with a kept, higher-scored box exceeds
+``nms_iou`` (0.5), or when their intersection is more than ``nms_contained`` (0.65) of
+the smaller box's area (the ``ovrDnm = 'min'`` overlap of Dollar's ``bbNms``, 0.65 as
+his ACF pedestrian detector uses it) in one of two cases: the dropped box is the smaller
+one (inside the kept box), or it is the larger one and the kept box's centre lies in its
+central half (around the kept box, about concentric). Heads have fixed box sizes, so a
+smaller head firing on a larger person's legs or torso gives a box inside the person's,
+and a larger head firing on a person a smaller head found gives a box around it: IoU
+alone (0.43 for a head-4 box centred in a head-3 box, 0.34 for a head-3 box in a head-2
+box) keeps either as a false positive. The centre condition keeps a larger person whose
+box merely reaches over a smaller, better-scored one next to them, which plain ``'min'``
+NMS drops (docs/detector.md, "Decoding"). Before 2026-12-03 only the first case was
+suppressed.
 
 It lives in the runtime so that the vehicle's detection-based acquisition functions
-(:mod:`alscout.runtime.acquisition`) decode exactly as the evaluation does;
+(:mod:`alscout.runtime.acquisition`) decode as the evaluation does (with pixel peaks:
+their scores are the peaks' probabilities, which refinement leaves alone);
 :mod:`alscout.trainer.evaluation.detections` re-exports it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import cv2
@@ -45,6 +48,8 @@ __all__ = [
     "NMS_OVERLAP",
     "BOX_SIZES",
     "SIZE_RADIUS",
+    "refine_peaks",
+    "grid_step",
     "decode_detections",
 ]
 
@@ -78,6 +83,8 @@ BOX_SIZES = ("head", "interpolated")
 #: "interpolated": a neighbouring head's probability is its largest within this many
 #: pixels of the peak (their centres need not fall on the same pixel).
 SIZE_RADIUS = 2
+#: Probabilities are clipped to [EPS, 1 - EPS] before the log-odds of :func:`refine_peaks`.
+LOGIT_EPS = 1e-6
 
 
 def local_maxima(score_map: np.ndarray, threshold: float, peak_radius: int = 1) -> np.ndarray:
@@ -106,6 +113,54 @@ def local_maxima(score_map: np.ndarray, threshold: float, peak_radius: int = 1) 
         borderValue=-np.inf,
     )
     return np.argwhere(above & (values >= window_max))
+
+
+def grid_step(size: int, stride: int) -> float:
+    """Spacing in pixels of the samples of a map computed at ``stride`` and resized
+    bilinearly (``align_corners=False``) to ``size`` pixels: ``size / ceil(size / stride)``
+    (a ``ceil_mode`` network has ``ceil(size / stride)`` samples along that axis)."""
+    if size < 1 or stride < 1:
+        raise InvalidInputError(f"size and stride must be >= 1, got {size} and {stride}")
+    return size / math.ceil(size / stride)
+
+
+def refine_peaks(
+    score_map: np.ndarray, peaks: np.ndarray, step: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-pixel centres of the ``peaks [P, 2]`` (row, col) of a probability map
+    ``[H, W]`` that is a coarser map resized bilinearly, its samples ``step`` =
+    (rows, cols) pixels apart (:func:`grid_step`).
+
+    A bilinear resize has its local maxima on the coarse samples, so a pixel peak is
+    off the object's centre by up to half a sample (8 px for a head computed at stride
+    16). Along each axis, the centre becomes the vertex of the parabola through the
+    map's log-odds at the peak and one sample either side (Taylor refinement of a
+    heat-map peak, as keypoint decoders do), moved at most half a sample. An axis where
+    the three values do not bend down, or where a side sample falls outside the map,
+    keeps the pixel centre. Returns ``(rows [P], cols [P])`` float64 in pixel-edge
+    coordinates (the pixel centre of an unrefined peak is ``i + 0.5``).
+    """
+    peaks = np.asarray(peaks, np.int64).reshape(-1, 2)
+    height, width = score_map.shape
+    centres = []
+    for axis, (extent, spacing) in enumerate(zip((height, width), step, strict=True)):
+        position = peaks[:, axis]
+        offset = max(1, round(spacing))
+        inside = (position - offset >= 0) & (position + offset < extent)
+        before, after = peaks.copy(), peaks.copy()
+        before[:, axis] = np.where(inside, position - offset, position)
+        after[:, axis] = np.where(inside, position + offset, position)
+        a, b, c = (_log_odds(score_map[q[:, 0], q[:, 1]]) for q in (before, peaks, after))
+        bend = a - 2.0 * b + c
+        ok = inside & (bend < 0)
+        vertex = np.divide(0.5 * (a - c), bend, out=np.zeros_like(bend), where=ok)
+        centres.append(position + 0.5 + offset * np.clip(vertex, -0.5, 0.5))
+    return centres[0], centres[1]
+
+
+def _log_odds(values: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(values, np.float64), LOGIT_EPS, 1.0 - LOGIT_EPS)
+    return np.log(p) - np.log1p(-p)
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -185,6 +240,7 @@ def decode_detections(
     max_candidates: int = 5000,
     nms_contained: float = NMS_CONTAINED,
     box_size: str = "head",
+    strides: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Boxes and scores from one frame's head maps.
 
@@ -198,7 +254,10 @@ def decode_detections(
     the geometric mean of heads k-1, k, k+1's default heights (and widths), weighted
     by their probabilities (head k's at the peak, its neighbours' largest within
     :data:`SIZE_RADIUS` pixels), so a person between two default sizes, whom both
-    heads see, gets a box between them.
+    heads see, gets a box between them. ``strides``: each head's stride in pixels of
+    ``probs`` (the network level it is computed at, e.g. 64, 32, 16, 8, 4 for the
+    paper's detector; ``DetectorConfig.head_strides``): when given, each peak's box
+    is centred on its sub-pixel centre (:func:`refine_peaks`) instead of the pixel's.
     ``max_candidates``: the highest-scored peaks kept before NMS (bounds its cost at
     very low thresholds). Returns ``boxes [M, 4]`` float32 (x, y, w, h) in pixels and
     ``scores [M]`` float32, by decreasing score.
@@ -217,6 +276,10 @@ def decode_detections(
         raise InvalidInputError(f"box_size must be one of {BOX_SIZES}, got {box_size!r}")
     if np.isnan(probs).any():
         raise InvalidInputError("probs contain NaN")
+    if strides is not None and (
+        len(strides) != K or any(isinstance(v, bool) or int(v) != v or v < 1 for v in strides)
+    ):
+        raise InvalidInputError(f"strides must be {K} integers >= 1, got {strides!r}")
     sx, sy = W / REFERENCE_SIZE[0], H / REFERENCE_SIZE[1]
     sizes = np.log(np.asarray(default_boxes, np.float64).reshape(K, 2))
     near = _neighbourhood_max(probs) if box_size == "interpolated" else None
@@ -230,7 +293,11 @@ def decode_detections(
         else:
             bh, bw = _interpolated_sizes(probs, near, sizes, k, peaks)
             bh, bw = bh * sy, bw * sx
-        cy, cx = peaks[:, 0] + 0.5, peaks[:, 1] + 0.5
+        if strides is None:
+            cy, cx = peaks[:, 0] + 0.5, peaks[:, 1] + 0.5
+        else:
+            step = (grid_step(H, int(strides[k])), grid_step(W, int(strides[k])))
+            cy, cx = refine_peaks(probs[k], peaks, step)
         x1, y1 = np.clip(cx - bw / 2, 0, W), np.clip(cy - bh / 2, 0, H)
         x2, y2 = np.clip(cx + bw / 2, 0, W), np.clip(cy + bh / 2, 0, H)
         all_boxes.append(np.stack([x1, y1, x2 - x1, y2 - y1], axis=1))

@@ -68,6 +68,9 @@ HEATMAP_NAME = "heatmap"
 DIFFICULTY_NAME = "difficulty"
 #: optional key: "true" for a model with the ``difficulty`` output
 DIFFICULTY_KEY = "alscout.difficulty"
+#: optional key: each head's stride in input pixels (JSON list), which the decoder
+#: refines peaks with (``decode_detections(strides=...)``); absent: pixel peaks
+STRIDES_KEY = "alscout.head_strides"
 
 #: Every key a model must carry; values are strings (JSON where structured).
 METADATA_KEYS = (
@@ -345,6 +348,8 @@ class ModelInfo:
     model that outputs ``probs`` only. ``calibration``: the model's shipped flag
     thresholds, or None for a model not calibrated. ``difficulty``: the model also
     outputs the learned difficulty map ``difficulty [N, 1, H, W]`` (after ``probs``).
+    ``head_strides``: each head's stride in input pixels, or None when the model does
+    not say (detections then sit on pixel peaks).
     """
 
     name: str
@@ -360,6 +365,7 @@ class ModelInfo:
     scoring: GraphScoring | None = None
     calibration: FlagCalibration | None = None
     difficulty: bool = False
+    head_strides: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.version:
@@ -382,6 +388,15 @@ class ModelInfo:
         boxes = tuple((float(h), float(w)) for h, w in self.default_boxes)
         object.__setattr__(self, "default_boxes", boxes)
         object.__setattr__(self, "input_size", (int(self.input_size[0]), int(self.input_size[1])))
+        if self.head_strides is not None:
+            strides = tuple(self.head_strides)
+            if len(strides) != self.num_heads or any(
+                isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in strides
+            ):
+                raise ModelError(
+                    f"head_strides must be {self.num_heads} integers >= 1, got {strides!r}"
+                )
+            object.__setattr__(self, "head_strides", strides)
 
     def to_metadata(self) -> dict[str, str]:
         """The metadata props (string to string) that carry this info in a model file."""
@@ -390,6 +405,8 @@ class ModelInfo:
             scoring = scoring | {CALIBRATION_KEY: self.calibration.to_json()}
         if self.difficulty:
             scoring = scoring | {DIFFICULTY_KEY: "true"}
+        if self.head_strides is not None:
+            scoring = scoring | {STRIDES_KEY: json.dumps(list(self.head_strides))}
         return scoring | {
             "alscout.contract": CONTRACT_VERSION,
             "alscout.model_name": self.name,
@@ -442,6 +459,8 @@ class ModelInfo:
             calibration = FlagCalibration.from_json(metadata[key]) if key in metadata else None
             key = DIFFICULTY_KEY
             difficulty = {"true": True, "false": False}[metadata.get(key, "false")]
+            key = STRIDES_KEY
+            strides = tuple(json.loads(metadata[key])) if key in metadata else None
             return cls(
                 name=metadata["alscout.model_name"],
                 version=metadata["alscout.model_version"],
@@ -456,6 +475,7 @@ class ModelInfo:
                 scoring=scoring,
                 calibration=calibration,
                 difficulty=difficulty,
+                head_strides=strides,
             )
         except ModelError as error:
             if str(error).startswith(f"{source}: "):

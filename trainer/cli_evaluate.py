@@ -57,6 +57,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="head: each head's default box (SPEC, default); interpolated: between the "
         "neighbouring heads' boxes, weighted by their probabilities (docs/detector.md)",
     )  # fmt: skip
+    parser.add_argument(
+        "--peaks", choices=("subpixel", "pixel"), default="subpixel",
+        help="subpixel: centre each box on its peak refined between the head's coarse "
+        "samples (default); pixel: on the peak pixel (the decoder before 2026-12-04)",
+    )  # fmt: skip
     add_protocol_arguments(parser)
     parser.add_argument("--mirror", action="store_true", help="average with the mirrored image")
     parser.add_argument(
@@ -121,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         zoom=args.zoom,
         nms_contained=args.nms_contained,
         box_size=args.box_size,
+        subpixel=args.peaks == "subpixel",
         aspect_ratio=args.aspect_ratio,
         border=args.border,
     )

@@ -114,6 +114,12 @@ class DetectorConfig:
         """Channels of every decoder level."""
         return self.decoder_channels or 4 * self.width
 
+    @property
+    def head_strides(self) -> tuple[int, ...]:
+        """Each head's stride in input pixels, head 0 (the coarsest level) first:
+        ``2 ** (K + 1 - k)`` (64, 32, 16, 8, 4 for K = 5)."""
+        return tuple(2 ** (self.num_heads + 1 - k) for k in range(self.num_heads))
+
     def boxes_at(self, height: int, width: int) -> np.ndarray:
         """Default boxes scaled to an input of ``height x width`` pixels: ``[K, 2]`` (h, w)."""
         ref_h, ref_w = self.reference_size
@@ -504,6 +510,7 @@ def detect(
     mirror: bool = False,
     nms_contained: float = NMS_CONTAINED,
     box_size: str = "head",
+    subpixel: bool = True,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Pedestrian boxes in uint8 RGB ``[H, W, 3]`` images of one size (SPEC §3, "Detections").
 
@@ -511,7 +518,8 @@ def detect(
     the model, decoded (local maxima of each head above ``threshold`` become boxes
     of the head's default size, merged with NMS at ``nms_iou`` and ``nms_contained``:
     :func:`~alscout.runtime.detections.decode_detections`, which also explains
-    ``box_size``), and the boxes are
+    ``box_size``; with ``subpixel`` each box is centred on its peak's sub-pixel centre,
+    from the model's ``head_strides``), and the boxes are
     scaled back to the image's pixels. Returns per image ``(boxes [M, 4] float32
     (x, y, w, h), scores [M] float32)``, by decreasing score.
     """
@@ -530,9 +538,16 @@ def detect(
     boxes_640 = [tuple(b) for b in model.config.boxes_at(480, 640)]  # decode's reference
     scale = np.array([width / in_w, height / in_h, width / in_w, height / in_h], np.float32)
     out = []
+    strides = model.config.head_strides if subpixel else None
     for maps in probs:
         boxes, scores = decode_detections(
-            maps, boxes_640, threshold, nms_iou, nms_contained=nms_contained, box_size=box_size
+            maps,
+            boxes_640,
+            threshold,
+            nms_iou,
+            nms_contained=nms_contained,
+            box_size=box_size,
+            strides=strides,
         )
         out.append((boxes * scale, scores))
     return out

@@ -419,6 +419,7 @@ def evaluate(
     box_size: str = "head",
     aspect_ratio: float | None = CALTECH_ASPECT_RATIO,
     border: float | None = CALTECH_BORDER,
+    subpixel: bool = True,
 ) -> tuple[EvalResult, list[tuple[np.ndarray, np.ndarray]]]:
     """Detect on every image and score with the Caltech protocol (LAMR, MR at FPPI 1).
 
@@ -429,7 +430,8 @@ def evaluate(
     filtered datasets. ``zoom``: first zoom every image about its centre
     (``augment.zoom``, as training does: > 1 crops and enlarges, < 1 shrinks onto a
     canvas; ground truth follows, boxes cut to under half their area become ignore),
-    to check robustness to scale. ``nms_iou``, ``nms_contained``, ``box_size``: the
+    to check robustness to scale. ``nms_iou``, ``nms_contained``, ``box_size``,
+    ``subpixel`` (boxes centred on sub-pixel peaks, :func:`~alscout.trainer.model.detect`): the
     decoder's (:func:`~alscout.runtime.detections.decode_detections`). ``aspect_ratio``:
     the protocol's box standardisation (:class:`~alscout.trainer.evaluation.caltech.EvalConfig`;
     None matches boxes as given) and ``border`` (its frame-edge rule; None: off).
@@ -451,7 +453,17 @@ def evaluate(
 
     def flush() -> None:
         detections.extend(
-            detect(model, pending, input_size, threshold, nms_iou, mirror, nms_contained, box_size)
+            detect(
+                model,
+                pending,
+                input_size,
+                threshold,
+                nms_iou,
+                mirror,
+                nms_contained,
+                box_size,
+                subpixel,
+            )
         )
         pending.clear()
 

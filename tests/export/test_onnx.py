@@ -142,6 +142,7 @@ def wrong_k(model):
     props = {p.key: p.value for p in model.metadata_props}
     props["alscout.num_heads"] = "4"
     props["alscout.default_boxes"] = "[[1, 1], [1, 1], [1, 1], [1, 1]]"
+    props["alscout.head_strides"] = "[32, 16, 8, 4]"
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, props)
 
@@ -186,6 +187,7 @@ def test_info_round_trips_through_the_file(exported):
     assert backend.model_info == ModelInfo.from_metadata(
         info.to_metadata(), source=path, sha256=backend.model_info.sha256
     )
+    assert backend.model_info.head_strides == (64, 32, 16, 8, 4)  # the decoder refines with them
 
 
 # --- the learned difficulty head ------------------------------------------------------

@@ -6,6 +6,8 @@ non-maximum suppression, float64 throughout. Small maps only.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from naive.scoring import naive_aggregate, naive_pixel_scores
@@ -129,3 +131,30 @@ def naive_divergence_count(probs, boxes_640, radius=9, region=30, threshold=0.5)
     """The paper's z times (1 + instance count)."""
     z = naive_aggregate(naive_pixel_scores(probs, radius, "divergence"), region)
     return float(z) * (1 + naive_instance_count(probs, boxes_640, threshold))
+
+
+def naive_refined_centre(
+    values: np.ndarray, row: int, col: int, step: float
+) -> tuple[float, float]:
+    """One peak's sub-pixel centre, one axis at a time, written out with scalars."""
+    offset = max(1, round(step))
+
+    def log_odds(p: float) -> float:
+        p = min(max(float(p), 1e-6), 1.0 - 1e-6)
+        return math.log(p / (1.0 - p))
+
+    centre = []
+    for axis, position in enumerate((row, col)):
+        extent = values.shape[axis]
+        if position - offset < 0 or position + offset >= extent:
+            centre.append(position + 0.5)
+            continue
+        pick = (lambda q: values[q, col]) if axis == 0 else (lambda q: values[row, q])
+        a, b, c = (log_odds(pick(q)) for q in (position - offset, position, position + offset))
+        bend = a - 2 * b + c
+        if bend >= 0:
+            centre.append(position + 0.5)
+            continue
+        vertex = min(max(0.5 * (a - c) / bend, -0.5), 0.5)
+        centre.append(position + 0.5 + offset * vertex)
+    return centre[0], centre[1]

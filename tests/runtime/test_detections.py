@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from alscout.runtime import detections
 from alscout.runtime.detections import decode_detections, local_maxima
 
-from naive.acquisition import naive_local_maxima, naive_nms
+from naive.acquisition import naive_local_maxima, naive_nms, naive_refined_centre
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -148,3 +149,72 @@ def test_a_person_between_two_heads_gets_a_box_between_them():
     assert sorted(head[:, 3].round().tolist()) == [80.0, 145.0]
     with pytest.raises(detections.InvalidInputError, match="box_size"):
         decode_detections(probs, box_size="regressed")
+
+
+def _upsampled(coarse_logits: np.ndarray, stride: int) -> np.ndarray:
+    """Probabilities of a coarse logit grid resized bilinearly (half-pixel centres, as
+    the network's ``align_corners=False``) by ``stride``."""
+    h, w = coarse_logits.shape
+    fine = cv2.resize(coarse_logits.astype(np.float32), (w * stride, h * stride))
+    return (1.0 / (1.0 + np.exp(-np.clip(fine, -30, 30)))).astype(np.float32)
+
+
+@pytest.mark.parametrize("stride", [4, 8, 16])
+@pytest.mark.parametrize("true_offset", [(-0.4, 0.3), (0.0, 0.0), (0.25, -0.45)])
+def test_refined_peaks_find_a_centre_between_the_coarse_samples(stride, true_offset):
+    """A person centred between the coarse samples: the pixel peak is off by up to half
+    a sample, the refined centre by under a pixel."""
+    centre = np.array([6.0 + true_offset[0], 9.0 + true_offset[1]])  # in coarse samples
+    ys, xs = np.mgrid[:12, :18]
+    coarse = 4.0 - 1.5 * ((ys - centre[0]) ** 2 + (xs - centre[1]) ** 2)  # a log-odds bump
+    probs = _upsampled(coarse, stride)
+    peaks = local_maxima(probs, 0.5)
+    assert len(peaks) >= 1
+    rows, cols = detections.refine_peaks(probs, peaks, (float(stride), float(stride)))
+    truth = (centre + 0.5) * stride  # sample i sits at (i + 0.5) * stride, pixel edges
+    pixel_error = np.abs(peaks + 0.5 - truth).max()
+    refined_error = np.abs(np.stack([rows, cols], 1) - truth).max()
+    assert refined_error < 1.0
+    if max(abs(v) for v in true_offset) >= 0.25:
+        assert pixel_error > 0.2 * stride  # what the pixel peak costs
+    boxes, _ = decode_detections(
+        np.stack([probs] * 5), threshold=0.5, strides=(stride,) * 5, nms_contained=1.0
+    )
+    x, y, w, h = boxes[0]
+    assert (y + h / 2, x + w / 2) == pytest.approx(tuple(truth), abs=1.0)
+
+
+def test_refined_peaks_equal_the_loop_reference_at_edges_and_plateaus():
+    rng = np.random.default_rng(3)
+    for stride in (1, 2, 3, 5, 8):
+        values = rng.random((23, 31)).astype(np.float32)
+        values[2:6, 2:12] = 0.97  # a plateau: flat, the pixel centre stays
+        values[0, 0] = values[-1, -1] = 0.999  # corner peaks: no sample beyond the edge
+        values[10, 10] = 1.0  # saturated: log-odds clipped, still finite
+        peaks = local_maxima(values, 0.2)
+        step = (stride * 1.1, float(stride))
+        rows, cols = detections.refine_peaks(values, peaks, step)
+        assert np.isfinite(rows).all() and np.isfinite(cols).all()
+        for (i, j), r, c in zip(peaks.tolist(), rows, cols, strict=True):
+            want_r = naive_refined_centre(values, i, j, step[0])[0]
+            want_c = naive_refined_centre(values, i, j, step[1])[1]
+            assert (r, c) == pytest.approx((want_r, want_c), abs=1e-9), (i, j, stride)
+            assert abs(r - i - 0.5) <= 0.5 * max(1, round(step[0])) + 1e-9
+        plateau = [(i, j) for i, j in peaks.tolist() if 3 <= i <= 4 and 3 <= j <= 10]
+        assert plateau  # interior plateau pixels keep their pixel centres
+        for i, j in plateau:
+            k = peaks.tolist().index([i, j])
+            if stride <= 1:
+                assert (rows[k], cols[k]) == (i + 0.5, j + 0.5)
+
+
+def test_grid_step_and_bad_strides_are_clear_errors():
+    assert detections.grid_step(360, 16) == pytest.approx(360 / 23)
+    assert detections.grid_step(480, 16) == 16.0
+    probs = np.zeros((5, 48, 64), np.float32)
+    with pytest.raises(detections.InvalidInputError, match="strides"):
+        decode_detections(probs, strides=(16, 8))
+    with pytest.raises(detections.InvalidInputError, match="strides"):
+        decode_detections(probs, strides=(64, 32, 16, 8, 0))
+    with pytest.raises(detections.InvalidInputError, match="stride"):
+        detections.grid_step(10, 0)

@@ -207,3 +207,18 @@ def test_the_difficulty_flag_is_an_optional_key():
     )
     with pytest.raises(ModelError, match="no difficulty output"):
         make_info(difficulty=True, scoring=scoring)
+
+
+def test_head_strides_are_optional_and_round_trip():
+    info = make_info(head_strides=(16, 8))
+    metadata = info.to_metadata()
+    assert json.loads(metadata["alscout.head_strides"]) == [16, 8]
+    back = ModelInfo.from_metadata(metadata, source="m.onnx")
+    assert back.head_strides == (16, 8)
+    assert ModelInfo.from_metadata(make_info().to_metadata(), source="m.onnx").head_strides is None
+    for bad in ((16,), (16, 0), (16, 8.5)):
+        with pytest.raises(ModelError, match="head_strides"):
+            make_info(head_strides=bad)
+    metadata["alscout.head_strides"] = "[16, 0]"
+    with pytest.raises(ModelError, match=r"m\.onnx.*head_strides"):
+        ModelInfo.from_metadata(metadata, source="m.onnx")

@@ -118,3 +118,27 @@ def test_default_boxes_agree_with_trainer_and_synth() -> None:
     assert SYNTH_BOXES == DEFAULT_BOXES
     model = pytest.importorskip("alscout.trainer.model")
     assert tuple(map(tuple, model.PAPER_DEFAULT_BOXES)) == DEFAULT_BOXES
+
+
+def test_detect_moves_boxes_at_most_half_a_heads_stride() -> None:
+    """``subpixel`` (the default) re-centres each box between its head's coarse samples;
+    the scores and box sizes are the pixel decoder's, NMS aside."""
+    import torch
+
+    from alscout.trainer.model import Detector, DetectorConfig, detect
+
+    torch.manual_seed(0)
+    model = Detector(DetectorConfig(width=4, head_channels=8, fires_per_level=0))
+    image = np.random.default_rng(0).integers(0, 255, (128, 192, 3), np.uint8)
+    [(pixel, pixel_scores)] = detect(model, [image], nms_iou=1.0, nms_contained=1.0, subpixel=False)
+    [(refined, scores)] = detect(model, [image], nms_iou=1.0, nms_contained=1.0)
+    assert len(scores) > 10
+    np.testing.assert_array_equal(np.sort(scores), np.sort(pixel_scores))
+    order_p, order_r = np.lexsort((pixel[:, 3], pixel_scores)), np.lexsort((refined[:, 3], scores))
+    pixel, refined = pixel[order_p], refined[order_r]
+    interior = (pixel[:, 0] > 0) & (pixel[:, 1] > 0) & (refined[:, 0] > 0) & (refined[:, 1] > 0)
+    interior &= (pixel[:, 0] + pixel[:, 2] < 191) & (pixel[:, 1] + pixel[:, 3] < 127)
+    interior &= (refined[:, 0] + refined[:, 2] < 191) & (refined[:, 1] + refined[:, 3] < 127)
+    np.testing.assert_allclose(refined[interior, 2:], pixel[interior, 2:], atol=1e-4)
+    shift = np.abs(refined[interior, :2] - pixel[interior, :2])
+    assert shift.max() <= 64 / 2 + 1e-3 and shift.max() > 0

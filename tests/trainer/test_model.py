@@ -229,3 +229,21 @@ def test_detect_decodes_at_the_input_size_and_maps_boxes_back_to_the_image():
     assert detect(model, images, threshold=0.95)[0][0].shape == (0, 4)
     with pytest.raises(InvalidInputError, match="one size"):
         detect(model, [images[0], np.zeros((10, 10, 3), np.uint8)])
+
+
+@pytest.mark.parametrize("num_heads", [3, 5])
+def test_head_strides_are_the_input_over_each_heads_map(num_heads):
+    """``head_strides`` (what the decoder refines peaks with) is the true ratio of the
+    input to the map each head is computed on, head 0 the coarsest."""
+    config = DetectorConfig(
+        width=4,
+        num_heads=num_heads,
+        default_boxes=PAPER_DEFAULT_BOXES[:num_heads],
+        head_channels=8,
+        fires_per_level=0,
+    )
+    maps = Detector(config).features(torch.zeros(1, 3, 256, 384))
+    assert config.head_strides == tuple(384 // m.shape[-1] for m in maps)
+    assert config.head_strides == tuple(256 // m.shape[-2] for m in maps)
+    if num_heads == 5:
+        assert config.head_strides == (64, 32, 16, 8, 4)

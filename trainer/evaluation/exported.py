@@ -64,7 +64,9 @@ def detect_backend(
     scale = np.array([width / in_w, height / in_h, width / in_w, height / in_h], np.float32)
     out = []
     for maps in probs:
-        boxes, scores = decode_detections(maps, boxes_ref, threshold, nms_iou)
+        boxes, scores = decode_detections(
+            maps, boxes_ref, threshold, nms_iou, strides=info.head_strides
+        )
         out.append((boxes * scale, scores))
     return out
 
