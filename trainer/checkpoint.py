@@ -161,8 +161,9 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
 def _train_config(values: dict[str, Any]) -> TrainConfig:
     """The stored training config; runs from before scale augmentation keep it off,
     runs from before the standardised fit rule keep fitting boxes as given, runs
-    from before hard negative mining draw every negative uniformly, and runs from
-    before weight averaging deliver their last weights."""
+    from before hard negative mining draw every negative uniformly, runs from before
+    weight averaging deliver their last weights, and runs from before scale negatives
+    train without them."""
     if "scale_aug" not in values:  # written before zoom and photometric jitter existed
         values = {**values, "scale_aug": False, "photometric": 0.0}
     if "zoom_mode" not in values:  # written before scale-balanced zoom: it zoomed uniformly
@@ -173,7 +174,11 @@ def _train_config(values: dict[str, Any]) -> TrainConfig:
         values = {**values, "average_weights": 0.0}
     targets = values.get("targets")
     if isinstance(targets, dict) and "fit_aspect" not in targets:  # before 2026-12-03:
-        values = {**values, "targets": {**targets, "fit_aspect": None}}  # fit as given
+        targets = {**targets, "fit_aspect": None}  # fit as given
+    if isinstance(targets, dict) and "scale_negatives" not in targets:  # before them: off
+        targets = {**targets, "scale_negatives": False}
+    if isinstance(targets, dict):
+        values = {**values, "targets": targets}
     return TrainConfig.from_dict(values)
 
 

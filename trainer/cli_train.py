@@ -132,7 +132,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--average-weights", type=float, metavar="FRACTION",
         help="deliver the average of the weights after each of the last FRACTION of the "
-        "epochs (stochastic weight averaging; default 0: the last weights)",
+        "epochs (stochastic weight averaging; default 0.5; 0: the last weights)",
     )  # fmt: skip
     _add_augmentation_arguments(parser)
     parser.add_argument("--workers", type=int, help="data loader processes (default 0)")

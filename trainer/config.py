@@ -53,7 +53,8 @@ class TrainConfig:
     ``average_weights``: the final fraction of the epochs whose end-of-epoch weights
     are averaged (stochastic weight averaging, Izmailov et al. 2018, with
     ``torch.optim.swa_utils.AveragedModel``; batch-norm statistics are averaged
-    too); the average is the model the run delivers (0 = off: the last weights).
+    too); the average is the model the run delivers (0 = off: the last weights). The
+    second half by default since 2026-12-04 (two seeds, docs/detector.md, "Loss").
     ``amp``: mixed precision, used on CUDA only. ``device``: "auto", "cpu", "cuda", "cuda:1".
     ``cache_images``: keep each decoded, resized image in memory, read once in file
     order before the first epoch (data loader workers, forked afterwards, share it).
@@ -77,7 +78,7 @@ class TrainConfig:
     zoom_prob: float = 0.5
     photometric: float = 0.2
     detail_loss: float = 1.0
-    average_weights: float = 0.0
+    average_weights: float = 0.5
     seed: int = 0
     amp: bool = True
     device: str = "auto"

@@ -87,7 +87,8 @@ class TargetConfig:
     ``fit_aspect`` first (None: as given). ``scale_negatives``: every trainable box's
     centre rectangle also enters the loss, as a negative, in each head the box does
     not fit (:func:`scale_negative_mask`), besides the sampled negatives; the shared
-    logits then learn which head a person's size belongs to. ``centre_fraction`` and
+    logits then learn which head a person's size belongs to (on by default since
+    2026-12-04: two seeds, docs/detector.md, "Loss"). ``centre_fraction`` and
     ``ignore_fraction``: sides of the positive and the ignore rectangles as fractions
     of the box's sides.
     """
@@ -98,7 +99,7 @@ class TargetConfig:
     centre_fraction: float = 0.2
     ignore_fraction: float = 0.5
     fit_aspect: float | None = 0.41
-    scale_negatives: bool = False
+    scale_negatives: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "aspect_range", tuple(float(v) for v in self.aspect_range))

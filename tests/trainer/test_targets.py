@@ -362,8 +362,15 @@ def test_scale_negatives_put_a_person_centre_in_the_loss_of_every_head_it_does_n
 
 def test_scale_negatives_enter_the_training_loss_mask(tmp_path):
     data = _small_people(tmp_path, count=2)
-    plain = TrainConfig(input_size=(240, 320), scale_aug=False, photometric=0.0, hflip=False)
+    plain = TrainConfig(
+        input_size=(240, 320),
+        scale_aug=False,
+        photometric=0.0,
+        hflip=False,
+        targets=TargetConfig(scale_negatives=False),
+    )
     hard = replace(plain, targets=TargetConfig(scale_negatives=True))
+    assert TrainConfig().targets.scale_negatives  # on by default
     base, extra = TrainingSet(data, PAPER, plain)[0], TrainingSet(data, PAPER, hard)[0]
     assert np.array_equal(base["labels"].numpy(), extra["labels"].numpy())
     wrong = scale_negative_mask(data[0].boxes, 240, 320, PAPER) & (

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -136,6 +137,7 @@ def test_add_hard_negatives_takes_the_highest_free_negatives_like_numpy():
 
 def test_hard_negatives_keep_the_n2p_ratio_and_resume_exactly(scenes, tmp_path):
     cfg = config(epochs=2, scale_aug=False, photometric=0.0, hard_negatives=0.5)
+    cfg = replace(cfg, targets=TargetConfig(scale_negatives=False))  # the N2P draw alone
     item = TrainingSet(scenes, TINY, cfg)[0]
     labels, mask = item["labels"], item["mask"]
     positives = (labels == POSITIVE).sum(dim=(1, 2))
@@ -150,7 +152,7 @@ def test_hard_negatives_keep_the_n2p_ratio_and_resume_exactly(scenes, tmp_path):
     )
     _assert_same_state(whole.model.state_dict(), resumed.model.state_dict())
     assert load_checkpoint(resumed.checkpoint).train.hard_negatives == 0.5
-    plain = config(epochs=2, scale_aug=False, photometric=0.0, hard_negatives=0.0)
+    plain = replace(cfg, hard_negatives=0.0)
     uniform = fit(scenes, TINY, plain, progress=False)
     assert whole.history[0]["train"]["negatives"] == uniform.history[0]["train"]["negatives"]
     assert whole.history[0]["train"]["loss"] != uniform.history[0]["train"]["loss"]
@@ -531,6 +533,18 @@ def test_a_checkpoint_from_before_weight_averaging_delivers_its_last_weights(tmp
     old = load_checkpoint(path)
     assert old.train.average_weights == 0.0 and old.averaged is None
     _assert_same_state(old.build_model().state_dict(), weights)
+
+
+def test_a_checkpoint_from_before_scale_negatives_trains_without_them(tmp_path):
+    path = save_checkpoint(
+        tmp_path / "old.pt",
+        Checkpoint(model=Detector(TINY).state_dict(), detector=TINY, train=TrainConfig()),
+    )
+    assert load_checkpoint(path).train.targets.scale_negatives  # the default now
+    payload = torch.load(path, weights_only=True)
+    del payload["train"]["targets"]["scale_negatives"]
+    torch.save(payload, path)
+    assert not load_checkpoint(path).train.targets.scale_negatives
 
 
 def test_dataset_digest_follows_boxes_not_folders(scenes):

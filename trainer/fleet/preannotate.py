@@ -4,7 +4,8 @@
 exported by ``alscout export``) through the runtime's scoring pipeline (the vehicle's
 resizing and normalisation, mirrored double evaluation) and decodes each frame's head
 maps into boxes (:func:`~alscout.trainer.evaluation.detections.decode_detections`:
-local maxima above ``threshold``, default boxes, NMS), in the pool image's pixels.
+local maxima above ``threshold``, on their sub-pixel centres when the model gives its
+heads' strides, default boxes, NMS), in the pool image's pixels.
 The task export writes them as *predictions*, never as labels: Label Studio
 ``predictions`` and COCO annotations with a ``score`` and ``"prediction": 1``.
 """
@@ -73,7 +74,9 @@ def predict_boxes(
             image = read_still(pool.image_path(item))
             # a model with the scores in its graph needs --keep-probs (else ModelError)
             (maps,) = pipeline.probabilities([image])
-            boxes, scores = decode_detections(maps, boxes_ref, threshold, nms_iou)
+            boxes, scores = decode_detections(
+                maps, boxes_ref, threshold, nms_iou, strides=info.head_strides
+            )
             sx, sy = item.width / in_w, item.height / in_h
             found[item.item_id] = tuple(
                 ScoredBox(
