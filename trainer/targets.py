@@ -24,6 +24,9 @@ with the default boxes scaled to that input (``DetectorConfig.boxes_at``).
   the pixel holding the centre) is POSITIVE in the box's head. The surrounding
   rectangle of ``ignore_fraction`` times the box's size is IGNORE in that head (a
   slightly off-centre detection still matches) and in every other head the box fits.
+  With ``share_iou`` set, another head shares the box this way only when its fit
+  IoU reaches ``share_iou``: a head whose box, centred, would overlap the person by
+  less leaves a near miss, so the person's centre there is a scale negative instead.
 - Positives win over ignores; everything else is NEGATIVE.
 """
 
@@ -90,7 +93,9 @@ class TargetConfig:
     logits then learn which head a person's size belongs to (on by default since
     2026-12-04: two seeds, docs/detector.md, "Loss"). ``centre_fraction`` and
     ``ignore_fraction``: sides of the positive and the ignore rectangles as fractions
-    of the box's sides.
+    of the box's sides. ``share_iou``: the fit IoU another head needs to share a box
+    (IGNORE around it, no scale negative); None: ``fit_iou``, every head the box fits
+    (before 2026-12-04).
     """
 
     min_height: float = 50.0
@@ -100,6 +105,7 @@ class TargetConfig:
     ignore_fraction: float = 0.5
     fit_aspect: float | None = 0.41
     scale_negatives: bool = True
+    share_iou: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "aspect_range", tuple(float(v) for v in self.aspect_range))
@@ -110,6 +116,11 @@ class TargetConfig:
             raise ConfigError(f"aspect_range must be 0 < low <= high, got {self.aspect_range}")
         if not 0 < self.fit_iou <= 1:
             raise ConfigError(f"fit_iou must be in (0, 1], got {self.fit_iou}")
+        if self.share_iou is not None and not self.fit_iou <= self.share_iou <= 1:
+            raise ConfigError(
+                f"share_iou must be in [fit_iou, 1] = [{self.fit_iou}, 1] or None, "
+                f"got {self.share_iou}"
+            )
         if self.fit_aspect is not None and not 0 < self.fit_aspect < 100:
             raise ConfigError(f"fit_aspect must be in (0, 100) or None, got {self.fit_aspect}")
         if not 0 <= self.centre_fraction <= self.ignore_fraction <= 1:
@@ -151,10 +162,12 @@ def fit_ious(
 def assign_head(
     box: Box, default_boxes: np.ndarray, min_height: float, config: TargetConfig
 ) -> tuple[int, np.ndarray]:
-    """The head a box trains (-1: none, the box is an ignore region) and all fitting heads.
+    """The head a box trains (-1: none, the box is an ignore region) and the heads sharing it.
 
     ``default_boxes``: ``[K, 2]`` (h, w) at the input size; ``min_height`` in input
-    pixels. Returns ``(head, fits)`` with ``fits`` a ``[K]`` bool array.
+    pixels. Returns ``(head, fits)`` with ``fits`` a ``[K]`` bool array: the heads the
+    box fits (``fit_iou``), or with ``share_iou`` set, its head and those that fit it
+    at ``share_iou``.
     """
     k = default_boxes.shape[0]
     none = (-1, np.zeros(k, dtype=bool))
@@ -165,10 +178,14 @@ def assign_head(
     fits = ious >= config.fit_iou
     if not fits.any():
         return none
-    return int(np.argmax(ious)), fits
+    head = int(np.argmax(ious))
+    if config.share_iou is not None:
+        fits = ious >= config.share_iou
+        fits[head] = True
+    return head, fits
 
 
-#: A box, the head it trains (-1: none) and the ``[K]`` heads it fits.
+#: A box, the head it trains (-1: none) and the ``[K]`` heads that share it (assign_head).
 Assignment = tuple[Box, int, np.ndarray]
 
 

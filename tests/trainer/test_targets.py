@@ -224,6 +224,8 @@ def test_sample_pixels_leaves_the_hard_share_to_the_training_step():
         {"min_height": -1},
         {"aspect_range": (0.7, 0.2)},
         {"fit_iou": 0.0},
+        {"share_iou": 0.4},
+        {"share_iou": 1.2},
         {"centre_fraction": 0.6, "ignore_fraction": 0.5},
     ],
 )
@@ -341,6 +343,26 @@ def test_head_balanced_zoom_without_trainable_people_zooms_uniformly():
     train = TrainConfig(input_size=(120, 160))
     _, moved, head = head_balanced_zoom(image, boxes, np.random.default_rng(1), PAPER, train)
     assert head == -1 and len(moved) <= 1
+
+
+def test_share_iou_makes_a_neighbour_that_fits_loosely_learn_the_centre_as_negative():
+    box = Box(300, 100, 80, 200)  # head 1 (.79); fits head 0 (.55) and head 2 (.53)
+    cy, cx = 200, 340
+    loose = make_targets([box], 480, 640, PAPER)
+    assert loose[1, cy, cx] == POSITIVE
+    assert loose[0, cy, cx] == IGNORE and loose[2, cy, cx] == IGNORE
+    strict = TargetConfig(share_iou=0.6)
+    head, shares = assign_head(box, BOXES_640, 50.0, strict)
+    assert head == 1 and shares.tolist() == [False, True, False, False, False]
+    labels = make_targets([box], 480, 640, PAPER, strict)
+    wrong = scale_negative_mask([box], 480, 640, PAPER, strict)
+    centre = labels[1] == POSITIVE
+    for k in (0, 2):
+        assert labels[k, cy, cx] == NEGATIVE
+        assert np.array_equal(wrong[k], centre)
+    assert not wrong[1].any()
+    # share_iou = fit_iou shares every fitting head, as None does
+    assert np.array_equal(make_targets([box], 480, 640, PAPER, TargetConfig(share_iou=0.5)), loose)
 
 
 def test_scale_negatives_put_a_person_centre_in_the_loss_of_every_head_it_does_not_fit():
