@@ -116,8 +116,8 @@ def anatomy(
 def loose_share(truths: list[tuple[np.ndarray, np.ndarray]], default_heights: np.ndarray) -> str:
     """Share of counted people whose nearest default box, centred, has std. IoU < 0.7 / 0.65."""
     heights = np.concatenate([gt[~ignore, 3] for gt, ignore in truths])
-    ratio = np.minimum(heights[:, None], default_heights) / np.maximum(heights[:, None], default_heights)
-    best = (ratio**2).max(axis=1)
+    tall = heights[:, None]
+    best = ((np.minimum(tall, default_heights) / np.maximum(tall, default_heights)) ** 2).max(axis=1)
     return f"{100 * np.mean(best < 0.7):.1f}% (< 0.65: {100 * np.mean(best < 0.65):.1f}%)"
 
 
@@ -156,8 +156,9 @@ def main() -> None:
         near = misses[misses[:, 1] >= NEAR]
         far = misses[misses[:, 1] < NEAR]
         print(
-            f"zoom {factor:g}: people {result.num_gt}, MR@FPPI=1 {100 * result.mr_at_fppi1:.2f}%, "
-            f"cut at score {threshold:.3f}; missed {len(misses)}: near {len(near)}, far {len(far)}; "
+            f"zoom {factor:g}: people {result.num_gt}, "
+            f"MR@FPPI=1 {100 * result.mr_at_fppi1:.2f}%, cut at score {threshold:.3f}; "
+            f"missed {len(misses)}: near {len(near)}, far {len(far)}; "
             f"false positives by head {dict(sorted(false.items()))}; people whose nearest "
             f"default box has std. IoU < 0.7: {loose_share(truths, default_heights)}"
         )
