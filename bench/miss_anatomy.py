@@ -117,7 +117,8 @@ def loose_share(truths: list[tuple[np.ndarray, np.ndarray]], default_heights: np
     """Share of counted people whose nearest default box, centred, has std. IoU < 0.7 / 0.65."""
     heights = np.concatenate([gt[~ignore, 3] for gt, ignore in truths])
     tall = heights[:, None]
-    best = ((np.minimum(tall, default_heights) / np.maximum(tall, default_heights)) ** 2).max(axis=1)
+    ratio = np.minimum(tall, default_heights) / np.maximum(tall, default_heights)
+    best = (ratio**2).max(axis=1)
     return f"{100 * np.mean(best < 0.7):.1f}% (< 0.65: {100 * np.mean(best < 0.65):.1f}%)"
 
 
