@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 #: The paper's default heights at 480x360 (0.75 of 270, 225, 145, 80, 55).
 HEIGHTS = np.array([202.5, 168.75, 108.75, 60.0, 41.25])
 
 
 @pytest.fixture(scope="module")
-def anatomy():
-    path = ROOT / "bench" / "miss_anatomy.py"
-    spec = importlib.util.spec_from_file_location("miss_anatomy", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def anatomy(bench_script):
+    return bench_script("miss_anatomy")
 
 
 def _boxes(*rows) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -13,19 +12,9 @@ from alscout.trainer.evaluation.caltech import EvalConfig, evaluate_records
 from alscout.trainer.model import DetectorConfig
 from alscout.trainer.targets import TargetConfig
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def _script():
-    path = ROOT / "bench" / "oracle_heads.py"
-    spec = importlib.util.spec_from_file_location("oracle_heads", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_each_fit_rule_is_perfect_under_its_own_protocol_only():
-    oracle = _script()
+def test_each_fit_rule_is_perfect_under_its_own_protocol_only(bench_script):
+    oracle = bench_script("oracle_heads")
     # narrow people at 640x480: by height both train head 3 (80x50: (67/80)^2 = .70,
     # (80/90)^2 = .79); by IoU as given both train head 4 (55x31: .73 and .61)
     people = (Box(100, 100, 27, 67), Box(300, 100, 31, 90))

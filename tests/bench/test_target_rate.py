@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _script():
-    path = ROOT / "bench" / "target_rate.py"
-    spec = importlib.util.spec_from_file_location("target_rate", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +23,8 @@ def video(tmp_path_factory) -> Path:
     return path
 
 
-def test_write_frames_keeps_the_range_and_refuses_an_empty_one(video, tmp_path):
-    bench = _script()
+def test_write_frames_keeps_the_range_and_refuses_an_empty_one(video, tmp_path, bench_script):
+    bench = bench_script("target_rate")
     assert bench.write_frames(video, (11, 20), tmp_path / "a") == 10
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert names[0] == "000011.jpg" and names[-1] == "000020.jpg"
@@ -45,8 +32,10 @@ def test_write_frames_keeps_the_range_and_refuses_an_empty_one(video, tmp_path):
         bench.write_frames(video, (500, 600), tmp_path / "b")
 
 
-def test_a_fold_ships_thresholds_and_scores_from_the_first_frame(video, tiny_model, tmp_path):
-    bench = _script()
+def test_a_fold_ships_thresholds_and_scores_from_the_first_frame(
+    video, tiny_model, tmp_path, bench_script
+):
+    bench = bench_script("target_rate")
     before = hashlib.sha256(tiny_model.read_bytes()).hexdigest()
     result = bench.run_fold(tiny_model, video, (1, 60), (61, 120), 0.01, tmp_path, threads=1)
     assert result.frames == 60 and result.warming_up == 0  # the shipped threshold holds
