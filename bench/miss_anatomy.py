@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -33,14 +32,15 @@ import torch
 from alscout.runtime.detections import BOX_SIZES, iou_matrix
 from alscout.trainer.checkpoint import load_checkpoint
 from alscout.trainer.cli_train import add_data_arguments, load_data
-from alscout.trainer.data.annotations import Dataset, ImageRecord
-from alscout.trainer.data.augment import zoom_boxes
+from alscout.trainer.data.annotations import ImageRecord
+from alscout.trainer.data.augment import zoom_dataset
 from alscout.trainer.data.filters import BoxFilter, filter_dataset
 from alscout.trainer.evaluation.caltech import (
     CALTECH_ASPECT_RATIO,
     EvalConfig,
     at_border,
     match_image,
+    record_truth,
     standardize_aspect,
 )
 from alscout.trainer.training import evaluate
@@ -50,9 +50,9 @@ NEAR = 0.3
 
 
 def truth(record: ImageRecord, config: EvalConfig) -> tuple[np.ndarray, np.ndarray]:
-    """``boxes [G, 4]`` and ``ignore [G]`` of one record as the protocol counts them."""
-    boxes = np.array([[b.x, b.y, b.w, b.h] for b in record.boxes], np.float64).reshape(-1, 4)
-    ignore = np.array([b.ignore for b in record.boxes], bool)
+    """``boxes [G, 4]`` and ``ignore [G]`` of one record as the protocol counts them
+    (:func:`record_truth`, then ``config``'s frame-edge rule)."""
+    boxes, ignore = record_truth(record)
     if config.border is not None:
         ignore |= at_border(boxes, record.width, record.height, config.border)
     return boxes, ignore
@@ -145,10 +145,7 @@ def main() -> None:
         result, detections = evaluate(
             model, base, input_size, mirror=True, zoom=factor, box_size=args.box_size
         )
-        zoomed = Dataset(
-            [replace(r, boxes=zoom_boxes(r.boxes, r.width, r.height, factor)) for r in base],
-            name=f"{base.name}@zoom{factor:g}",
-        )
+        zoomed = zoom_dataset(base, factor)
         data = filter_dataset(zoomed, BoxFilter.at_input(*input_size))
         truths = [truth(r, config) for r in data]
         default_heights = model.config.boxes_at(data[0].height, data[0].width)[:, 0]

@@ -18,14 +18,13 @@ protocols (``--aspect-ratio`` 0.41 and none), at every ``--zoom`` (as
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 
 import numpy as np
 
 from alscout.runtime.detections import decode_detections
 from alscout.trainer.cli_train import add_data_arguments, load_data
-from alscout.trainer.data.annotations import Dataset, ImageRecord
-from alscout.trainer.data.augment import zoom_boxes
+from alscout.trainer.data.annotations import ImageRecord
+from alscout.trainer.data.augment import zoom_dataset
 from alscout.trainer.data.filters import BoxFilter, filter_dataset
 from alscout.trainer.evaluation.caltech import CALTECH_ASPECT_RATIO, EvalConfig, evaluate_records
 from alscout.trainer.model import DetectorConfig
@@ -62,10 +61,7 @@ def main() -> None:
     print("| zoom | people | head rule | evaluation | MR@FPPI=1 | LAMR |")
     print("| --- | --- | --- | --- | --- | --- |")
     for factor in args.zoom:
-        zoomed = Dataset(
-            [replace(r, boxes=zoom_boxes(r.boxes, r.width, r.height, factor)) for r in base],
-            name=f"{base.name}@zoom{factor:g}",
-        )
+        zoomed = zoom_dataset(base, factor)
         height, width = zoomed[0].height, zoomed[0].width
         data = filter_dataset(zoomed, BoxFilter.at_input(height, width))
         for fit_aspect in (CALTECH_ASPECT_RATIO, None):

@@ -46,7 +46,7 @@ from alscout.trainer import checkpoint as ckpt
 from alscout.trainer.config import TrainConfig
 from alscout.trainer.data.annotations import Dataset
 from alscout.trainer.data.augment import zoom as zoom_image
-from alscout.trainer.data.augment import zoom_boxes
+from alscout.trainer.data.augment import zoom_dataset
 from alscout.trainer.data.filters import BoxFilter, filter_dataset
 from alscout.trainer.data.images import load_image
 from alscout.trainer.difficulty import (
@@ -439,11 +439,7 @@ def evaluate(
     the zoomed images' pixels, as decoded: not standardised).
     """
     if zoom != 1.0:
-        dataset = Dataset(
-            [replace(r, boxes=zoom_boxes(r.boxes, r.width, r.height, zoom)) for r in dataset],
-            name=f"{dataset.name}@zoom{zoom:g}",
-            labels=dataset.labels,
-        )
+        dataset = zoom_dataset(dataset, zoom)
     if paper_filters:
         height, width = input_size
         rule = BoxFilter.at_input(height, width, model.config.reference_size[0])

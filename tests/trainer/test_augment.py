@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 
 from alscout.errors import InvalidInputError
-from alscout.trainer.data.annotations import Box
+from alscout.trainer.data.annotations import Box, Dataset, ImageRecord
 from alscout.trainer.data.augment import (
     crop,
     hflip,
@@ -18,6 +20,7 @@ from alscout.trainer.data.augment import (
     resize_to,
     zoom,
     zoom_boxes,
+    zoom_dataset,
 )
 
 
@@ -187,6 +190,20 @@ def test_zoom_cuts_boxes_by_the_visible_area_rule():
     assert by_id[3] == Box(190, 20, 10, 40, ignore=True, track_id=3)
     assert by_id[5].ignore
     assert zoom_boxes(boxes, 200, 100, 2.0, (0.0, 0.0)) == moved
+
+
+def test_zoom_dataset_moves_every_record_as_zoom_about_the_centre_does():
+    boxes = (Box(90, 40, 20, 20, track_id=1), Box(0, 0, 10, 10, track_id=2))
+    records = [ImageRecord(i, Path(f"{i}.png"), 200, 100, boxes) for i in range(2)]
+    data = Dataset(records, name="cam", labels=("person", "rider"))
+    zoomed = zoom_dataset(data, 2.0)
+    assert zoomed.name == "cam@zoom2" and zoomed.labels == data.labels
+    image = np.zeros((100, 200, 3), np.uint8)
+    for before, after in zip(data, zoomed, strict=True):
+        assert after.boxes == zoom(image, before.boxes, 2.0)[1]
+        assert after.boxes == (Box(80, 30, 40, 40, track_id=1),)  # the corner box is cut
+        assert (after.width, after.height, after.source) == (200, 100, before.source)
+    assert data[0].boxes == boxes  # the records themselves are not changed
 
 
 def test_zoom_out_puts_the_image_on_a_mean_coloured_canvas():

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from alscout.errors import InvalidInputError
-from alscout.trainer.data.annotations import Box
+from alscout.trainer.data.annotations import Box, Dataset
 
 __all__ = [
     "MIN_VISIBLE",
@@ -27,6 +27,7 @@ __all__ = [
     "crop",
     "zoom",
     "zoom_boxes",
+    "zoom_dataset",
     "random_zoom",
     "zoom_holding",
     "photometric_jitter",
@@ -178,6 +179,17 @@ def zoom_boxes(
         ignore = b.ignore or visible < min_visible
         out.append(replace(scaled, x=scaled.x + tx, y=scaled.y + ty, ignore=ignore))
     return tuple(out)
+
+
+def zoom_dataset(dataset: Dataset, factor: float) -> Dataset:
+    """Every record's boxes where :func:`zoom` about the frame's centre moves them
+    (:func:`zoom_boxes`); the dataset is named ``NAME@zoomF``. Images are not touched:
+    the caller zooms each one as it loads it."""
+    return Dataset(
+        [replace(r, boxes=zoom_boxes(r.boxes, r.width, r.height, factor)) for r in dataset],
+        name=f"{dataset.name}@zoom{factor:g}",
+        labels=dataset.labels,
+    )
 
 
 def zoom(

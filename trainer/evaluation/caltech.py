@@ -58,6 +58,7 @@ __all__ = [
     "match_image",
     "evaluate",
     "evaluate_records",
+    "record_truth",
 ]
 
 _MR_FLOOR = 1e-10
@@ -366,11 +367,13 @@ def evaluate_records(
 
     The records' sizes are the frames' for ``config``'s ``border`` rule.
     """
-    truth = [
-        (
-            np.array([[b.x, b.y, b.w, b.h] for b in r.boxes], np.float64).reshape(-1, 4),
-            np.array([b.ignore for b in r.boxes], bool),
-        )
-        for r in records
-    ]
+    truth = [record_truth(r) for r in records]
     return evaluate(detections, truth, config, [(r.width, r.height) for r in records])
+
+
+def record_truth(record: ImageRecord) -> tuple[np.ndarray, np.ndarray]:
+    """One record's ground truth as :func:`evaluate` takes it: ``boxes [G, 4]``
+    (x, y, w, h) float64 and ``ignore [G]`` bool, the boxes' own flags (the frame-edge
+    rule is :func:`evaluate`'s)."""
+    boxes = np.array([[b.x, b.y, b.w, b.h] for b in record.boxes], np.float64).reshape(-1, 4)
+    return boxes, np.array([b.ignore for b in record.boxes], bool)
