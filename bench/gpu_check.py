@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls per row")
     parser.add_argument("--parity-frames", type=int, default=16)
     parser.add_argument("--frames", choices=("auto", "pets", "synthetic"), default="auto")
-    parser.add_argument("--budget-s", type=float, default=400.0, help="no new row after this")
+    parser.add_argument("--budget-s", type=float, default=250.0, help="no new row after this")
     parser.add_argument("--out", type=Path, default=Path("gpu_check.md"), help="the figures")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of torch (1)")
     args = parser.parse_args(argv)

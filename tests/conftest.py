@@ -5,13 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from moto_s3 import moto_s3
 from shared_inputs import PETS09_DIR, PETS09_VIDEO, write_tiny_detector
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    """A real S3 API on loopback (moto's server mode) with throwaway credentials."""
+    """A real S3 API on loopback (moto's server mode) with throwaway credentials.
+
+    Imported here, not at the top: a GPU machine runs the gpu-marked tests without the
+    dev extras (boto3, moto)."""
+    from moto_s3 import moto_s3
+
     with moto_s3() as endpoint:
         yield endpoint
 

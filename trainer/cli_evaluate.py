@@ -79,6 +79,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "tall (at 640x480 scale) or with width/height outside [0.2, 0.65] ignore",
     )
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    parser.add_argument(
+        "--device", default="cpu",
+        help="where the network runs: cpu (default), cuda, cuda:N or auto (decoding and "
+        "matching stay on the CPU)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--out-json", type=Path, help="write the result (curve, LAMR) as JSON")
@@ -95,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from alscout.trainer.checkpoint import load_checkpoint
+    from alscout.trainer.distributed import resolve_device
     from alscout.trainer.training import evaluate
 
     if args.threads:
@@ -108,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
             args.checkpoint, _aspect_text(fitted), _aspect_text(args.aspect_ratio),
             "none" if fitted is None else fitted,
         )  # fmt: skip
-    model = state.build_model()
+    model = state.build_model().to(resolve_device(args.device))
     input_size = args.input_size
     if input_size is None:
         input_size = state.train.input_size if state.train is not None else (480, 640)

@@ -185,11 +185,15 @@ def add_hard_negatives(
     return mask | extra.reshape(mask.shape)
 
 
-def _prob_sums(probs: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """[sum p over masked positives, their count, sum p over masked negatives, count]."""
+def _prob_sums(
+    probs: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, context: DistContext
+) -> torch.Tensor:
+    """[sum p over masked positives, their count, sum p over masked negatives, count]
+    over the global batch, returned on the CPU (the inputs are on the device)."""
     pos = mask & (labels == POSITIVE)
     neg = mask & ~(labels == POSITIVE)
-    return torch.stack([probs[pos].sum(), pos.sum(), probs[neg].sum(), neg.sum()]).double()
+    local = torch.stack([probs[pos].sum(), pos.sum(), probs[neg].sum(), neg.sum()]).double()
+    return all_reduce_sum(local, context).cpu()
 
 
 def _head_sums(heads: torch.Tensor, labels: torch.Tensor, context: DistContext) -> torch.Tensor:
@@ -302,7 +306,7 @@ def train_one_epoch(
         steps += 1
         totals[0] += float(global_loss)
         with torch.no_grad():
-            totals[1:] += all_reduce_sum(_prob_sums(torch.sigmoid(logits), labels, mask), context)
+            totals[1:] += _prob_sums(torch.sigmoid(logits), labels, mask, context)
             heads += _head_sums(batch["heads"], labels, context)
         size = (int(images.shape[-2]), int(images.shape[-1]))
         bar.set_postfix(loss=f"{float(global_loss):.4f}")
@@ -398,7 +402,7 @@ def validation_loss(
         counts = all_reduce_sum(mask.sum(dim=(0, 2, 3)).double(), context)
         loss = sampled_logistic_loss(logits, labels, mask, counts.to(logits.device))
         totals[0] += float(all_reduce_sum(loss.double(), context))
-        totals[1:] += all_reduce_sum(_prob_sums(torch.sigmoid(logits), labels, mask), context)
+        totals[1:] += _prob_sums(torch.sigmoid(logits), labels, mask, context)
         heads += _head_sums(batch["heads"], labels, context)
         steps += 1
     return _stats(epoch, totals, steps, float("nan"), time.perf_counter() - start, heads)

@@ -67,3 +67,27 @@ def test_evaluating_with_another_box_rule_than_training_warns(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         assert main([*args, "--aspect-ratio", "none"]) == 0
     assert "trained to fit" not in caplog.text
+
+
+def test_evaluate_runs_the_network_where_device_says(tmp_path, capsys):
+    """``--device cpu`` evaluates; a device this machine lacks or a bad name fails clearly."""
+    import torch
+
+    from alscout.trainer.checkpoint import Checkpoint, save_checkpoint
+    from alscout.trainer.config import TrainConfig
+
+    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--count", "2"]) == 0
+    tiny = DetectorConfig(width=4, head_channels=16, fires_per_level=1)
+    checkpoint = save_checkpoint(
+        tmp_path / "tiny.pt",
+        Checkpoint(Detector(tiny).state_dict(), tiny, train=TrainConfig(input_size=(120, 160))),
+    )
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--no-progress"]
+    args += ["--data", str(tmp_path / "s" / "annotations.json")]
+    assert main([*args, "--device", "cpu"]) == 0
+    assert "MR@FPPI=1" in capsys.readouterr().out
+    assert main([*args, "--device", "tpu"]) != 0
+    assert "cpu, cuda or cuda:N" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main([*args, "--device", "cuda"]) != 0
+        assert "CUDA is not available" in capsys.readouterr().err

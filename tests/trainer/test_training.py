@@ -661,3 +661,30 @@ def test_evaluate_zooms_images_and_ground_truth_alike(tmp_path, monkeypatch, zoo
     kept, ignored = {0.5: (4, 0), 1.0: (4, 0), 2.0: (1, 1), 2.5: (1, 1)}[zoom]
     assert (result.num_gt, result.num_ignore_gt) == (kept, ignored)
     assert sum(len(boxes) for boxes, _ in detections) == kept + ignored
+
+
+@pytest.mark.gpu
+def test_the_full_recipe_trains_and_evaluates_on_cuda(scenes, tmp_path):
+    """The default recipe (zoom, hard negatives, weight averaging, mixed precision, a
+    loader worker, validation) on CUDA; its checkpoint loads on the CPU and detects there
+    what it detects on the GPU."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA (bench/gpu_check.sh's machine); the CPU path is tested above")
+    val = figure_scenes(tmp_path, 4, seed=9)
+    run = config(device="cuda", num_workers=1, cache_images=True, average_weights=0.5)
+    result = fit(scenes, TINY, run, out_dir=tmp_path / "run", val=val, progress=False)
+    assert len(result.history) == 2
+    for record in result.history:
+        assert math.isfinite(record["train"]["loss"]) and math.isfinite(record["val"]["loss"])
+        assert record["train"]["positives"] > 0
+    assert next(result.model.parameters()).is_cuda
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    on_cpu = state.build_model()
+    images = np.stack([cv2.imread(str(r.path))[..., ::-1] for r in val])
+    np.testing.assert_allclose(
+        predict_probs(on_cpu, images), predict_probs(result.model, images), atol=1e-4
+    )
+    gpu_result, _ = evaluate(result.model, val, SIZE, mirror=True)
+    cpu_result, _ = evaluate(on_cpu, val, SIZE, mirror=True)
+    assert gpu_result.num_detections == cpu_result.num_detections
+    assert gpu_result.lamr == pytest.approx(cpu_result.lamr, abs=1e-6)
