@@ -11,6 +11,13 @@
 #   bash bench/gpu_check.sh                        # on a machine with an NVIDIA GPU
 #   bash bench/gpu_check.sh --device cpu --batches 1 2 --size 128x96 --detector-width 4
 #
+# On a machine with PyTorch but not this checkout's .venv (a lent GPU machine), carry a
+# wheel built here and put it on the path there (no dependency is fetched):
+#
+#   .venv/bin/pip wheel --no-deps --no-build-isolation -w .whl .          # here
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+#   PYTHONPATH=/tmp/site bash bench/gpu_check.sh                           # there
+#
 # Python: $PYTHON, else the checkout's .venv, else python3. Exit status: 0 done,
 # 1 fp32 z parity failed, 2 no CUDA device (or a usage error), 3 a gpu test failed,
 # 124 a hard stop.
