@@ -59,3 +59,17 @@ def test_gpu_check_without_a_gpu_says_so(tmp_path):
     )
     assert done.returncode == 2 and "--device cpu" in done.stderr
     assert not (tmp_path / "x.md").exists()
+
+
+def test_gpu_check_runs_every_file_that_holds_gpu_tests():
+    """gpu_check.sh names the test files to collect (the others need dev extras that a
+    GPU machine lacks); a gpu test added elsewhere would never run."""
+    script = (ROOT / "bench" / "gpu_check.sh").read_text()
+    holders = [
+        path.relative_to(ROOT).as_posix()
+        for path in sorted((ROOT / "tests").rglob("test_*.py"))
+        if re.search(r"^(@pytest\.mark\.gpu|pytestmark = .*\bgpu\b)", path.read_text(), re.M)
+    ]
+    assert holders
+    for holder in holders:
+        assert f'"$root/{holder}"' in script, holder

@@ -20,6 +20,7 @@ from alscout.trainer.checkpoint import (
 )
 from alscout.trainer.config import TrainConfig, load_toml
 from alscout.trainer.data.annotations import Box, Dataset, ImageRecord
+from alscout.trainer.data.images import load_image
 from alscout.trainer.distributed import DistContext, make_loader
 from alscout.trainer.model import Detector, DetectorConfig, predict_probs
 from alscout.trainer.targets import IGNORE, NEGATIVE, POSITIVE, TargetConfig, TrainingSet
@@ -680,7 +681,7 @@ def test_the_full_recipe_trains_and_evaluates_on_cuda(scenes, tmp_path):
     assert next(result.model.parameters()).is_cuda
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     on_cpu = state.build_model()
-    images = np.stack([cv2.imread(str(r.path))[..., ::-1] for r in val])
+    images = np.stack([load_image(r) for r in val])
     np.testing.assert_allclose(
         predict_probs(on_cpu, images), predict_probs(result.model, images), atol=1e-4
     )
